@@ -1,0 +1,40 @@
+# streamable: `make demo` runs the supply chain on the local stack; `make test` runs the test suite.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STATE ?= .streamable
+
+.PHONY: demo test ui stack down check bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	bash scripts/bootstrap.sh $(VENV)
+	touch $@
+
+stack:
+	bash scripts/stack.sh up
+
+demo: venv stack
+	$(PY) scripts/demo.py
+
+test: venv stack
+	$(VENV)/bin/pytest
+
+check: venv
+	$(VENV)/bin/dg check defs
+
+ui: venv stack
+	mkdir -p $(STATE)/dagster_home && cp deploy/local/dagster.yaml $(STATE)/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(abspath $(STATE))/dagster_home $(VENV)/bin/dg dev --host 127.0.0.1 --port 3000
+
+bench: venv stack
+	$(PY) benchmarks/soci_index.py
+	$(PY) benchmarks/backfill.py
+	$(PY) benchmarks/sensor_tick.py
+
+down:
+	bash scripts/stack.sh down
+
+clean: down
+	rm -rf $(STATE)

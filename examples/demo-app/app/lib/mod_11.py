@@ -1,0 +1,4 @@
+"""Demo module 11."""
+
+def handler_11(x):
+    return x * 11

@@ -1,0 +1,4 @@
+"""Demo module 16."""
+
+def handler_16(x):
+    return x * 16

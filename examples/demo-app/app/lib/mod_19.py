@@ -1,0 +1,4 @@
+"""Demo module 19."""
+
+def handler_19(x):
+    return x * 19

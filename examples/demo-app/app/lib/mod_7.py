@@ -1,0 +1,4 @@
+"""Demo module 7."""
+
+def handler_7(x):
+    return x * 7

@@ -1,0 +1,1 @@
+"""Dagster definitions: what runs when (assets, checks, jobs, sensors, schedules)."""

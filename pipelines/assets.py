@@ -1,0 +1,207 @@
+"""The image supply chain as assets: image -> soci_index -> (blocking check) -> release, one partition per target."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from pipelines.logstream import BatchedLog
+from resources import defaults
+from resources.builders.base import BuildRequest
+from resources.dagster_resources import LocalBuilderResource, RegistryResource, TargetsResource, WorkspaceResource
+from resources.git_checkout import checkout_source
+from resources.promote import describe, layer_rows, promote
+from resources.refs import ImageRef
+from resources.soci.convert import SociConverter
+from resources.soci.verify import verify_image
+from resources.tags import candidate_tag, release_tags, soci_tag
+from resources.targets import TargetsConfig
+
+GROUP = "supply_chain"
+VERIFY_CHECK = "lazy_pull_verifies"
+
+
+class ImageBuildConfig(dg.Config):
+    """Run config for a build, e.g. from the UI launchpad or a sensor."""
+
+    commit: str | None = Field(default=None, description="commit SHA to build; default: head of the target's branch")
+    ref: str | None = Field(default=None, description="git ref the commit belongs to (refs/heads/x, refs/tags/v1.2.3)")
+    build_args: dict[str, str] = Field(default_factory=dict, description="build args merged over the target's")
+
+
+def _md_table(rows: list[dict], cols: list[str]) -> dg.MetadataValue:
+    """A markdown table for the UI."""
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = "".join("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |\n" for r in rows)
+    return dg.MetadataValue.md(head + body)
+
+
+def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.PartitionsDefinition]:
+    """Assets and checks for every target in the targets file (partition key = target name)."""
+    partitions = dg.StaticPartitionsDefinition(targets.names)
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=partitions,
+        pool=defaults.BUILD_POOL,
+        kinds={"docker", "buildkit"},
+        description="BuildKit build of the target at a commit, pushed under an immutable candidate tag.",
+    )
+    def image(
+        context: dg.AssetExecutionContext,
+        config: ImageBuildConfig,
+        targets: TargetsResource,
+        builder: LocalBuilderResource,
+        registry: RegistryResource,
+        workspace: WorkspaceResource,
+    ) -> dg.Output[dict]:
+        target = targets.load().get(context.partition_key)
+        work = Path(tempfile.mkdtemp(prefix=f"build-{target.name}-", dir=workspace.scratch))
+        try:
+            co = checkout_source(target.source, commit=config.commit, ref=config.ref, workdir=work, cache_root=workspace.git_cache)
+            cand = candidate_tag(co.commit, context.run_id)
+            ref = ImageRef.parse(f"{target.repository}:{cand}")
+            request = BuildRequest(
+                target=target.name,
+                image_ref=str(ref),
+                dockerfile=target.dockerfile,
+                context_dir=co.context_dir,
+                build_args={**target.build_args, **config.build_args},
+                target_stage=target.target_stage,
+                platforms=target.platforms,
+                routing_key=target.routing_key,
+                labels={"org.opencontainers.image.revision": co.commit},
+            )
+            context.log.info(f"building {target.name} at {co.commit[:12]} -> {ref}")
+            with BatchedLog(context.log.info) as log:
+                result = builder.get_builder().build(request, log)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        with registry.client(ref.registry) as client:
+            summary = describe(client, ref.repository, result.digest)
+        value = {
+            "target": target.name, "registry": ref.registry, "repository": ref.repository,
+            "candidate_tag": cand, "digest": result.digest, "commit": co.commit, "ref": co.ref,
+            "dirty": co.dirty, "builder": result.builder,
+        }
+        rows = layer_rows(summary)
+        return dg.Output(value, metadata={
+            "commit": co.commit,
+            "ref": co.ref or "",
+            "image": f"{ref.registry}/{ref.repository}@{result.digest}",
+            "candidate_tag": cand,
+            "digest": result.digest,
+            "size_bytes": summary["size"],
+            "layers": _md_table(rows, ["digest", "media_type", "size", *(["platform"] if "manifests" in summary else [])]),
+            "layer_count": len(rows),
+            "build_seconds": result.duration_s,
+            "builder": result.builder,
+            "cache_hits": result.cache_hits if result.cache_hits is not None else -1,
+            "steps": result.steps_total if result.steps_total is not None else -1,
+        })
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=partitions,
+        pool=defaults.SOCI_POOL,
+        kinds={"soci"},
+        description="The SOCI-enabled image: zTOCs, SOCI index manifest and the image index that points nodes at it.",
+    )
+    def soci_index(context: dg.AssetExecutionContext, image: dict, targets: TargetsResource, registry: RegistryResource) -> dg.Output[dict]:
+        target = targets.load().get(context.partition_key)
+        src = ImageRef(registry=image["registry"], repository=image["repository"], digest=image["digest"])
+        dst = ImageRef(registry=image["registry"], repository=image["repository"], tag=soci_tag(image["candidate_tag"]))
+        started = time.monotonic()
+        with registry.client(src.registry) as client:
+            converter = SociConverter(
+                client,
+                span_size=target.soci.span_size,
+                min_layer_size=target.soci.min_layer_size,
+                format=target.soci.format,
+                all_platforms=True,
+            )
+            result = converter.convert(src, dst)
+        summary = result.to_json()
+        value = {**image, "soci_tag": dst.tag, "soci": summary, "image_index_digest": summary.get("image_index_digest")}
+        rows = summary.get("ztocs", [])
+        return dg.Output(value, metadata={
+            "image_index_digest": summary.get("image_index_digest") or "",
+            "soci_index_digests": dg.MetadataValue.json(summary.get("platforms", [])),
+            "ztocs": _md_table(rows, ["layer_digest", "layer_size", "ztoc_digest", "ztoc_size", "spans", "files", "reused"]),
+            "skipped_layers": _md_table(summary.get("skipped", []), ["layer_digest", "layer_size", "reason"]),
+            "layers_built": result.layers_built,
+            "seconds": round(time.monotonic() - started, 3),
+            "soci_ref": str(dst),
+        })
+
+    @dg.asset_check(asset=soci_index, name=VERIFY_CHECK, blocking=True, partitions_def=partitions,
+                    description="Finds the SOCI index the way a node does and lazy-reads real files through zTOC checkpoints.")
+    def lazy_pull_verifies(context: dg.AssetCheckExecutionContext, soci_index: dict, targets: TargetsResource,
+                           registry: RegistryResource) -> dg.AssetCheckResult:
+        target = targets.load().get(context.op_execution_context.partition_key)
+        digest = soci_index["image_index_digest"]
+        ref = ImageRef(registry=soci_index["registry"], repository=soci_index["repository"], digest=digest)
+        with registry.client(ref.registry) as client:
+            report = verify_image(client, ref, sample=target.verify.sample, required_files=list(target.verify.required_files))
+        rep = report.to_json()
+        return dg.AssetCheckResult(
+            passed=bool(report.passed),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=None if report.passed else f"verification failed: {rep.get('reason')}",
+            metadata={
+                "verified_digest": digest,
+                "files_checked": rep.get("files_checked", 0),
+                "bytes_fetched": rep.get("bytes_fetched", 0),
+                "layer_bytes": rep.get("layer_bytes", 0),
+                "reason": rep.get("reason") or "",
+                "report": dg.MetadataValue.json(rep),
+            },
+        )
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=partitions,
+        kinds={"oci"},
+        description="Release tags (sha-<7>, branch, latest, semver) moved to the verified SOCI-enabled image.",
+    )
+    def release(context: dg.AssetExecutionContext, soci_index: dict, targets: TargetsResource, registry: RegistryResource) -> dg.Output[dict]:
+        target = targets.load().get(context.partition_key)
+        digest = soci_index["image_index_digest"]
+        _require_passed_check(context, digest)
+        default_branch = target.source.git.ref if target.source.git else "main"
+        tags = release_tags(target.tags, commit=soci_index["commit"], ref=soci_index.get("ref"), default_branch=default_branch)
+        with registry.client(soci_index["registry"]) as client:
+            moves = promote(client, soci_index["repository"], digest, tags)
+        image = f"{soci_index['registry']}/{soci_index['repository']}"
+        return dg.Output(
+            {**soci_index, "release_tags": tags},
+            metadata={
+                "image": f"{image}@{digest}",
+                "tags": dg.MetadataValue.json([{"tag": m.tag, "previous": m.previous, "current": m.current} for m in moves]),
+                "released_refs": ", ".join(f"{image}:{t}" for t in tags),
+            },
+        )
+
+    return [image, soci_index, release], [lazy_pull_verifies], partitions
+
+
+def _require_passed_check(context: dg.AssetExecutionContext, digest: str) -> None:
+    """Refuse to release unless the blocking check passed for this very digest and partition."""
+    check_key = dg.AssetCheckKey(dg.AssetKey("soci_index"), VERIFY_CHECK)
+    records = context.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=50)
+    for rec in records:
+        if rec.partition not in (None, context.partition_key) or rec.event is None:
+            continue
+        evaluation = rec.event.dagster_event.event_specific_data if rec.event.dagster_event else None
+        meta = getattr(evaluation, "metadata", {}) or {}
+        verified = meta.get("verified_digest")
+        if verified is not None and getattr(verified, "value", verified) == digest:
+            if getattr(evaluation, "passed", False):
+                return
+            break
+    raise dg.Failure(f"refusing to release {digest}: no passing '{VERIFY_CHECK}' check for it (partition {context.partition_key})")

@@ -1,0 +1,44 @@
+"""The code location: resources chosen by STREAMABLE_ENV (local | eks), assets per target, jobs, automation."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from pipelines.assets import GROUP, build_supply_chain
+from resources.dagster_resources import local_resources
+from resources.targets import load_targets
+
+BUILD_JOB = "build_and_release"
+
+
+def resources_for(env: str) -> dict:
+    """Resources for one environment; a clear error names a missing setting."""
+    if env == "local":
+        return local_resources()
+    if env == "eks":
+        from resources.dagster_prod import eks_resources  # noqa: PLC0415
+
+        return eks_resources()
+    raise ValueError(f"STREAMABLE_ENV={env!r} is not one of: local, eks")
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Load the targets file and build the definitions for the selected environment."""
+    env = os.environ.get("STREAMABLE_ENV", "local")
+    targets = load_targets()
+    assets, checks, partitions = build_supply_chain(targets)
+    job = dg.define_asset_job(
+        BUILD_JOB,
+        selection=dg.AssetSelection.groups(GROUP),
+        partitions_def=partitions,
+        description="build -> push -> SOCI index -> verify pull -> promote, for one target",
+    )
+    core = dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], resources=resources_for(env))
+    try:
+        from pipelines.automation import automation_defs  # noqa: PLC0415
+    except ImportError:
+        return core
+    return dg.Definitions.merge(core, automation_defs())

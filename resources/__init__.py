@@ -1,0 +1,1 @@
+"""Who the pipeline talks to: BuildKit builders, OCI registries/ECR, Kubernetes, git, and the SOCI engine."""

@@ -1,0 +1,95 @@
+"""Dagster resources for the local stack: thin ConfigurableResource wrappers over the plain modules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from resources.builders.base import ImageBuilder
+from resources.builders.local_docker import LocalDockerBuilder
+from resources.registry import RegistryClient
+from resources.targets import TargetsConfig, load_targets
+
+DEFAULT_STATE_DIR = ".streamable"
+
+
+class TargetsResource(dg.ConfigurableResource):
+    """The targets file (what to build); path defaults to $STREAMABLE_TARGETS or ./targets.yaml."""
+
+    path: str | None = Field(default=None, description="targets YAML file")
+
+    def load(self) -> TargetsConfig:
+        return load_targets(self.path)
+
+
+class RegistryResource(dg.ConfigurableResource):
+    """OCI registry access (any Docker Registry v2 / OCI distribution registry)."""
+
+    username: str | None = Field(default=None, description="registry user (Basic/Bearer auth)")
+    password: str | None = Field(default=None, description="registry password; pass as dg.EnvVar")
+    docker_config: str | None = Field(default=None, description="docker config.json to read credentials from")
+    plain_http: bool | None = Field(default=None, description="allow plain HTTP; None = loopback only")
+    timeout_s: float = 60.0
+
+    def client(self, registry: str) -> RegistryClient:
+        """A client for one registry host."""
+        return RegistryClient(
+            registry,
+            username=self.username,
+            password=self.password,
+            docker_config=Path(self.docker_config) if self.docker_config else None,
+            plain_http=self.plain_http,
+            timeout=self.timeout_s,
+        )
+
+
+class LocalBuilderResource(dg.ConfigurableResource):
+    """BuildKit embedded in the local stack's Docker engine."""
+
+    docker_host: str = Field(default="unix:///var/lib/streamable-stack/docker.sock")
+    docker_bin: str | None = Field(default=None, description="docker CLI with BuildKit; detected when unset")
+    network: str = "none"
+
+    def get_builder(self) -> ImageBuilder:
+        return LocalDockerBuilder(docker_host=self.docker_host, docker_bin=self.docker_bin, network=self.network)
+
+
+class WorkspaceResource(dg.ConfigurableResource):
+    """Where runs keep git caches and scratch checkouts."""
+
+    state_dir: str = Field(default=DEFAULT_STATE_DIR)
+
+    @property
+    def git_cache(self) -> Path:
+        return Path(self.state_dir) / "git-cache"
+
+    @property
+    def scratch(self) -> Path:
+        p = Path(self.state_dir) / "work"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def env_var_if_set(name: str) -> dg.EnvVar | None:
+    """A dg.EnvVar (read at launch, hidden in the UI) when the variable is set, else None."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def local_resources() -> dict[str, dg.ConfigurableResource]:
+    """Resources for STREAMABLE_ENV=local (the stack started by scripts/stack.sh)."""
+    stack = os.environ.get("STREAMABLE_STACK_DIR", "/var/lib/streamable-stack")
+    return {
+        "targets": TargetsResource(),
+        "registry": RegistryResource(
+            username=env_var_if_set("STREAMABLE_REGISTRY_USERNAME"),
+            password=env_var_if_set("STREAMABLE_REGISTRY_PASSWORD"),
+        ),
+        "builder": LocalBuilderResource(
+            docker_host=os.environ.get("STREAMABLE_DOCKER_HOST", f"unix://{stack}/docker.sock"),
+            docker_bin=os.environ.get("STREAMABLE_DOCKER_BIN") or None,
+        ),
+        "workspace": WorkspaceResource(state_dir=os.environ.get("STREAMABLE_STATE_DIR", DEFAULT_STATE_DIR)),
+    }

@@ -1,0 +1,92 @@
+"""Move release tags to a verified image, only after everything it references exists."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from resources.registry import RegistryClient
+
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+class PromotionError(RuntimeError):
+    """A release tag could not be moved; names the repository, tag and missing content."""
+
+
+@dataclass(frozen=True)
+class TagMove:
+    """One release tag: where it pointed before and where it points now."""
+
+    tag: str
+    previous: str | None
+    current: str
+
+
+def check_complete(client: RegistryClient, repository: str, digest: str) -> int:
+    """Raise unless the manifest `digest` and everything it references exist; returns objects checked."""
+    manifest = client.get_manifest(repository, digest)
+    doc = manifest.json()
+    checked = 1
+    if manifest.media_type in INDEX_TYPES or doc.get("manifests") is not None:
+        for child in doc.get("manifests", []):
+            checked += check_complete(client, repository, child["digest"])
+        return checked
+    blobs = [doc["config"], *doc.get("layers", [])] if "config" in doc else doc.get("layers", [])
+    for blob in blobs:
+        size = client.blob_size(repository, blob["digest"])
+        if size is None:
+            raise PromotionError(f"{repository}@{digest}: referenced blob {blob['digest']} is missing")
+        if size != blob["size"]:
+            raise PromotionError(f"{repository}@{digest}: blob {blob['digest']} has size {size}, manifest says {blob['size']}")
+        checked += 1
+    return checked
+
+
+def promote(client: RegistryClient, repository: str, digest: str, tags: list[str]) -> list[TagMove]:
+    """Point every tag at `digest` after checking the whole image graph exists; returns the moves."""
+    check_complete(client, repository, digest)
+    manifest = client.get_manifest(repository, digest)
+    moves: list[TagMove] = []
+    for tag in tags:
+        before = client.head_manifest(repository, tag)
+        if before is not None and before.digest == digest:
+            moves.append(TagMove(tag, digest, digest))
+            continue
+        got = client.put_manifest(repository, tag, manifest.data, manifest.media_type)
+        if got != digest:
+            raise PromotionError(f"{repository}:{tag}: registry stored {got}, expected {digest}")
+        moves.append(TagMove(tag, before.digest if before else None, digest))
+    return moves
+
+
+def describe(client: RegistryClient, repository: str, digest: str) -> dict:
+    """Summary of an image for metadata: media type, platforms, layers and total size."""
+    manifest = client.get_manifest(repository, digest)
+    doc = manifest.json()
+    if manifest.media_type in INDEX_TYPES or doc.get("manifests") is not None:
+        children = []
+        for child in doc.get("manifests", []):
+            art = child.get("artifactType") or ""
+            if "soci" in art:
+                continue
+            sub = describe(client, repository, child["digest"])
+            plat = child.get("platform") or {}
+            sub["platform"] = "/".join(x for x in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if x)
+            children.append(sub)
+        return {"media_type": manifest.media_type, "digest": digest, "manifests": children,
+                "size": sum(c["size"] for c in children)}
+    layers = [{"digest": layer["digest"], "media_type": layer["mediaType"], "size": layer["size"]} for layer in doc.get("layers", [])]
+    return {"media_type": manifest.media_type, "digest": digest, "layers": layers,
+            "size": sum(layer["size"] for layer in layers) + doc.get("config", {}).get("size", 0)}
+
+
+def layer_rows(summary: dict) -> list[dict]:
+    """Flatten describe() output into one row per layer (with platform)."""
+    if "manifests" in summary:
+        return [dict(row, platform=m.get("platform", "")) for m in summary["manifests"] for row in layer_rows(m)]
+    return [dict(layer) for layer in summary.get("layers", [])]
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)

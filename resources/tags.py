@@ -1,0 +1,80 @@
+"""Release and candidate tags for a build, following docker/metadata-action conventions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from resources.targets import TagScheme
+
+_SEMVER_RE = re.compile(
+    r"^v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
+    r"(?:-(?P<pre>[0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
+)
+_TAG_INVALID = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def sanitize_tag(value: str) -> str:
+    """A valid OCI tag from a branch name: invalid characters become '-', at most 128 characters."""
+    tag = _TAG_INVALID.sub("-", value).lstrip(".-")
+    if not tag:
+        raise ValueError(f"cannot make a tag from {value!r}")
+    return tag[:128]
+
+
+@dataclass(frozen=True)
+class GitRef:
+    """A git ref name split into its kind and short name."""
+
+    kind: str  # "branch" | "tag" | "other"
+    name: str
+
+    @classmethod
+    def parse(cls, ref: str | None) -> GitRef | None:
+        """Parse `refs/heads/x`, `refs/tags/x` or a bare branch name."""
+        if not ref:
+            return None
+        if ref.startswith("refs/heads/"):
+            return cls("branch", ref[len("refs/heads/"):])
+        if ref.startswith("refs/tags/"):
+            return cls("tag", ref[len("refs/tags/"):])
+        if ref.startswith("refs/"):
+            return cls("other", ref)
+        return cls("branch", ref)
+
+
+def candidate_tag(commit: str, run_id: str) -> str:
+    """Immutable tag a fresh build is pushed under before it is indexed and verified."""
+    return f"build-{commit[:12]}-{run_id.replace('-', '')[:8]}"
+
+
+def soci_tag(candidate: str) -> str:
+    """Tag of the SOCI-enabled image made from a candidate."""
+    return f"{candidate}-soci"
+
+
+def release_tags(scheme: TagScheme, *, commit: str, ref: str | None, default_branch: str) -> list[str]:
+    """Tags a verified image is released under, in a stable order without duplicates."""
+    tags: list[str] = []
+    if scheme.sha:
+        tags.append(f"sha-{commit[:7]}")
+    parsed = GitRef.parse(ref)
+    if parsed and parsed.kind == "branch":
+        if scheme.branch:
+            tags.append(sanitize_tag(parsed.name))
+        if scheme.latest and parsed.name == default_branch:
+            tags.append("latest")
+    if parsed and parsed.kind == "tag":
+        m = _SEMVER_RE.match(parsed.name)
+        if m and scheme.semver:
+            major, minor, patch, pre = m["major"], m["minor"], m["patch"], m["pre"]
+            tags.append(f"{major}.{minor}.{patch}" + (f"-{pre}" if pre else ""))
+            if not pre:
+                tags += [f"{major}.{minor}", major] if major != "0" else [f"{major}.{minor}"]
+                if scheme.latest:
+                    tags.append("latest")
+        elif not m:
+            tags.append(sanitize_tag(parsed.name))
+    tags.extend(scheme.extra)
+    seen: set[str] = set()
+    return [t for t in tags if not (t in seen or seen.add(t))]
