@@ -13,7 +13,7 @@ from pydantic import Field
 from pipelines.logstream import BatchedLog
 from resources import defaults
 from resources.builders.base import BuildRequest
-from resources.dagster_resources import LocalBuilderResource, RegistryResource, TargetsResource, WorkspaceResource
+from resources.dagster_resources import BuilderResource, CanaryResource, RegistryResource, TargetsResource, WorkspaceResource
 from resources.git_checkout import checkout_source
 from resources.promote import describe, layer_rows, promote
 from resources.refs import ImageRef
@@ -56,7 +56,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         context: dg.AssetExecutionContext,
         config: ImageBuildConfig,
         targets: TargetsResource,
-        builder: LocalBuilderResource,
+        builder: BuilderResource,
         registry: RegistryResource,
         workspace: WorkspaceResource,
     ) -> dg.Output[dict]:
@@ -142,23 +142,31 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
     @dg.asset_check(asset=soci_index, name=VERIFY_CHECK, blocking=True, partitions_def=partitions,
                     description="Finds the SOCI index the way a node does and lazy-reads real files through zTOC checkpoints.")
     def lazy_pull_verifies(context: dg.AssetCheckExecutionContext, soci_index: dict, targets: TargetsResource,
-                           registry: RegistryResource) -> dg.AssetCheckResult:
+                           registry: RegistryResource, canary: CanaryResource) -> dg.AssetCheckResult:
         target = targets.load().get(context.op_execution_context.partition_key)
         digest = soci_index["image_index_digest"]
         ref = ImageRef(registry=soci_index["registry"], repository=soci_index["repository"], digest=digest)
         with registry.client(ref.registry) as client:
             report = verify_image(client, ref, sample=target.verify.sample, required_files=list(target.verify.required_files))
         rep = report.to_json()
+        passed, reason = bool(report.passed), rep.get("reason") or ""
+        canary_meta: dict = {}
+        if passed and target.verify.canary.enabled:
+            try:
+                canary_meta = canary.run_canary(str(ref), command=list(target.verify.canary.command),
+                                                timeout_s=target.verify.canary.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any canary failure fails the check with its message
+                passed, reason = False, f"canary: {exc}"
         return dg.AssetCheckResult(
-            passed=bool(report.passed),
+            passed=passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=None if report.passed else f"verification failed: {rep.get('reason')}",
-            metadata={
+            description=None if passed else f"verification failed: {reason}",
+            metadata={**{f"canary_{k}": v for k, v in canary_meta.items()},
                 "verified_digest": digest,
                 "files_checked": rep.get("files_checked", 0),
                 "bytes_fetched": rep.get("bytes_fetched", 0),
                 "layer_bytes": rep.get("layer_bytes", 0),
-                "reason": rep.get("reason") or "",
+                "reason": reason,
                 "report": dg.MetadataValue.json(rep),
             },
         )

@@ -46,7 +46,25 @@ class RegistryResource(dg.ConfigurableResource):
         )
 
 
-class LocalBuilderResource(dg.ConfigurableResource):
+class BuilderResource(dg.ConfigurableResource):
+    """Base for builder resources: anything that hands out an ImageBuilder."""
+
+    def get_builder(self) -> ImageBuilder:
+        raise NotImplementedError(f"{type(self).__name__} does not provide a builder")
+
+
+class CanaryResource(dg.ConfigurableResource):
+    """Base for canary verification on a cluster; this base means "no cluster configured"."""
+
+    def run_canary(self, image_ref: str, *, command: list[str], timeout_s: int) -> dict:
+        """Start a pod for the image on a SOCI node and report how it started (metadata dict)."""
+        raise RuntimeError(
+            f"canary verification of {image_ref} is enabled for this target, but no cluster is configured "
+            "(STREAMABLE_ENV=local); disable verify.canary or run with STREAMABLE_ENV=eks"
+        )
+
+
+class LocalBuilderResource(BuilderResource):
     """BuildKit embedded in the local stack's Docker engine."""
 
     docker_host: str = Field(default="unix:///var/lib/streamable-stack/docker.sock")
@@ -92,4 +110,5 @@ def local_resources() -> dict[str, dg.ConfigurableResource]:
             docker_bin=os.environ.get("STREAMABLE_DOCKER_BIN") or None,
         ),
         "workspace": WorkspaceResource(state_dir=os.environ.get("STREAMABLE_STATE_DIR", DEFAULT_STATE_DIR)),
+        "canary": CanaryResource(),
     }

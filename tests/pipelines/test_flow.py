@@ -1,0 +1,132 @@
+"""The real flow on the local stack: dockerd BuildKit, a real registry, a real git repo, a real Dagster instance."""
+
+from __future__ import annotations
+
+import dagster as dg
+import httpx
+import pytest
+
+from pipelines.assets import VERIFY_CHECK, build_supply_chain
+from resources.targets import load_targets
+from tests.conftest import DockerEngine
+from tests.pipelines.conftest import Project
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def run_chain(project: Project, engine: DockerEngine, instance: dg.DagsterInstance, *, commit: str | None = None,
+              selection: list[str] | None = None, build_args: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    assets, checks, _ = build_supply_chain(load_targets(project.targets_file))
+    run_config = {"ops": {"image": {"config": {"commit": commit, "ref": "refs/heads/main", "build_args": build_args or {}}}}}
+    if selection is not None and "image" not in selection:
+        run_config = {}
+    return dg.materialize(
+        [*assets, *checks],
+        selection=selection,
+        partition_key="svc",
+        instance=instance,
+        resources=project.resources(engine),
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def tag_digest(project: Project, tag: str) -> str | None:
+    r = httpx.head(f"{project.registry.url}/v2/team/svc/manifests/{tag}", headers={"Accept": OCI_INDEX})
+    return r.headers["Docker-Content-Digest"] if r.status_code == 200 else None
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> list:
+    return [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+
+
+def test_full_chain_releases_verified_soci_image(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance) -> None:
+    sha = project.commit({"svc/app/v.txt": "1\n"})
+    result = run_chain(project, docker_engine, instance, commit=sha, build_args={"MSG": "x;y"})
+    assert result.success
+    evals = check_evaluations(result)
+    assert len(evals) == 1 and evals[0].passed and evals[0].check_name == VERIFY_CHECK
+    assert evals[0].metadata["files_checked"].value >= 2
+    assert 0 < evals[0].metadata["bytes_fetched"].value < evals[0].metadata["layer_bytes"].value
+    release = result.output_for_node("release")
+    digest = release["image_index_digest"]
+    assert release["release_tags"] == [f"sha-{sha[:7]}", "main", "latest"]
+    for tag in release["release_tags"]:
+        assert tag_digest(project, tag) == digest
+    mats = {m.asset_key.to_user_string(): m for m in result.asset_materializations_for_node("image")}
+    meta = mats["image"].metadata
+    assert meta["commit"].value == sha and meta["digest"].value.startswith("sha256:")
+    assert meta["size_bytes"].value > 11_000_000 and meta["layer_count"].value >= 3
+    soci_meta = result.asset_materializations_for_node("soci_index")[0].metadata
+    assert soci_meta["image_index_digest"].value == digest
+    assert "sha256:" in soci_meta["ztocs"].value
+
+
+def test_failing_build_surfaces_step_output_and_moves_no_tag(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance) -> None:
+    good = project.commit({"svc/app/v.txt": "1\n"})
+    assert run_chain(project, docker_engine, instance, commit=good).success
+    before = tag_digest(project, "latest")
+    assert before is not None
+    bad = project.commit({"svc/Dockerfile": "FROM streamable/busybox:local\nRUN echo 'fatal: cannot compile widget.c' && exit 7\n"})
+    result = run_chain(project, docker_engine, instance, commit=bad)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == "image")
+    text = str(failure.event_specific_data.error.to_string())
+    assert "fatal: cannot compile widget.c" in text and "exit code: 7" in text and "RUN echo" in text
+    assert tag_digest(project, "latest") == before
+    assert tag_digest(project, f"sha-{bad[:7]}") is None
+
+
+def test_failed_verification_leaves_release_tags_untouched(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance) -> None:
+    good = project.commit({"svc/app/v.txt": "1\n"})
+    assert run_chain(project, docker_engine, instance, commit=good).success
+    before = tag_digest(project, "latest")
+    project.write_targets(required_files=["app/run.sh", "app/does-not-exist.bin"])
+    newer = project.commit({"svc/app/v.txt": "2\n"})
+    result = run_chain(project, docker_engine, instance, commit=newer)
+    assert not result.success
+    evals = check_evaluations(result)
+    assert len(evals) == 1 and not evals[0].passed
+    assert "does-not-exist.bin" in evals[0].metadata["reason"].value
+    assert tag_digest(project, "latest") == before
+    assert tag_digest(project, f"sha-{newer[:7]}") is None
+    # release run on its own still refuses: the check for this digest did not pass
+    alone = run_chain(project, docker_engine, instance, selection=["release"])
+    assert not alone.success
+    assert tag_digest(project, "latest") == before
+
+
+def test_registry_outage_fails_clearly_and_rerun_converges(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance) -> None:
+    sha = project.commit({"svc/app/v.txt": "3\n"})
+    assert run_chain(project, docker_engine, instance, commit=sha, selection=["image"]).success
+    project.registry.stop()
+    try:
+        down = run_chain(project, docker_engine, instance, selection=["soci_index", "release"])
+        assert not down.success
+        failure = next(e for e in down.all_events if e.event_type_value == "STEP_FAILURE")
+        msg = failure.event_specific_data.error.message
+        assert project.registry.addr in msg
+    finally:
+        project.registry.start()
+    again = run_chain(project, docker_engine, instance, selection=["soci_index", "release"])
+    assert again.success
+    digest = again.output_for_node("release")["image_index_digest"]
+    assert tag_digest(project, f"sha-{sha[:7]}") == digest
+    # re-running the whole tail converges to the same SOCI-enabled image
+    third = run_chain(project, docker_engine, instance, selection=["soci_index", "release"])
+    assert third.success and third.output_for_node("release")["image_index_digest"] == digest
+
+
+@pytest.mark.parametrize("bad", ["span_size: 0", "repository: NOT VALID"])
+def test_bad_targets_file_fails_definitions_load(project: Project, bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = project.targets_file.read_text()
+    text = text.replace("    verify:\n", f"    soci: {{{bad}}}\n    verify:\n") if bad.startswith("span") else text.replace(
+        f"repository: {project.registry.addr}/team/svc", bad)
+    project.targets_file.write_text(text)
+    monkeypatch.setenv("STREAMABLE_TARGETS", str(project.targets_file))
+    from pipelines.definitions import defs  # noqa: PLC0415
+    from resources.targets import TargetsFileError  # noqa: PLC0415
+
+    with pytest.raises(TargetsFileError) as exc:
+        dg.Definitions.validate_loadable(defs())
+    assert str(project.targets_file) in str(exc.value) and "target 'svc'" in str(exc.value)
