@@ -1,6 +1,5 @@
 """The image supply chain as assets: image -> soci_index -> (blocking check) -> release, one partition per target."""
 
-from __future__ import annotations
 
 import shutil
 import tempfile
@@ -64,7 +63,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         work = Path(tempfile.mkdtemp(prefix=f"build-{target.name}-", dir=workspace.scratch))
         try:
             co = checkout_source(target.source, commit=config.commit, ref=config.ref, workdir=work, cache_root=workspace.git_cache)
-            cand = candidate_tag(co.commit, context.run_id)
+            cand = candidate_tag(co.commit, context.run.run_id)
             ref = ImageRef.parse(f"{target.repository}:{cand}")
             request = BuildRequest(
                 target=target.name,
@@ -126,15 +125,21 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 all_platforms=True,
             )
             result = converter.convert(src, dst)
-        summary = result.to_json()
-        value = {**image, "soci_tag": dst.tag, "soci": summary, "image_index_digest": summary.get("image_index_digest")}
-        rows = summary.get("ztocs", [])
+        summary = result.to_dict()
+        digest = result.image_digest
+        value = {**image, "soci_tag": dst.tag, "image_index_digest": digest,
+                 "platforms": [{"platform": p.platform, "manifest_digest": p.manifest_digest,
+                                "soci_index_digest": p.soci_index_digest} for p in result.platforms]}
+        ztocs = [dict(vars(z), platform=p.platform) for p in result.platforms for z in p.ztocs]
+        skipped = [dict(vars(k), platform=p.platform) for p in result.platforms for k in p.skipped_layers]
         return dg.Output(value, metadata={
-            "image_index_digest": summary.get("image_index_digest") or "",
-            "soci_index_digests": dg.MetadataValue.json(summary.get("platforms", [])),
-            "ztocs": _md_table(rows, ["layer_digest", "layer_size", "ztoc_digest", "ztoc_size", "spans", "files", "reused"]),
-            "skipped_layers": _md_table(summary.get("skipped", []), ["layer_digest", "layer_size", "reason"]),
+            "image_index_digest": digest,
+            "soci_index_digests": dg.MetadataValue.json(value["platforms"]),
+            "ztocs": _md_table(ztocs, ["platform", "layer_digest", "layer_size", "ztoc_digest", "ztoc_size", "spans", "files", "reused"]),
+            "skipped_layers": _md_table(skipped, ["platform", "layer_digest", "layer_size", "reason"]),
             "layers_built": result.layers_built,
+            "layers_reused": result.layers_reused,
+            "format": summary["format"],
             "seconds": round(time.monotonic() - started, 3),
             "soci_ref": str(dst),
         })
@@ -148,8 +153,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         ref = ImageRef(registry=soci_index["registry"], repository=soci_index["repository"], digest=digest)
         with registry.client(ref.registry) as client:
             report = verify_image(client, ref, sample=target.verify.sample, required_files=list(target.verify.required_files))
-        rep = report.to_json()
-        passed, reason = bool(report.passed), rep.get("reason") or ""
+        passed, reason = bool(report.passed), report.failure or ""
         canary_meta: dict = {}
         if passed and target.verify.canary.enabled:
             try:
@@ -163,11 +167,13 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             description=None if passed else f"verification failed: {reason}",
             metadata={**{f"canary_{k}": v for k, v in canary_meta.items()},
                 "verified_digest": digest,
-                "files_checked": rep.get("files_checked", 0),
-                "bytes_fetched": rep.get("bytes_fetched", 0),
-                "layer_bytes": rep.get("layer_bytes", 0),
+                "files_checked": report.files_checked,
+                "bytes_fetched": report.lazy_bytes_fetched,
+                "layer_bytes": report.lazy_layer_bytes,
+                "image_layer_bytes": report.image_layer_bytes,
                 "reason": reason,
-                "report": dg.MetadataValue.json(rep),
+                "files": _md_table([dict(vars(f), platform=p.platform) for p in report.platforms for f in p.files],
+                                   ["platform", "name", "size", "why", "spans_fetched", "bytes_fetched", "lazy"]),
             },
         )
 

@@ -53,16 +53,27 @@ def normalize_registry_key(key: str) -> str:
     return "docker.io" if host in _DOCKER_HUB_HOSTS else host
 
 
+def decode_basic_token(token: str) -> tuple[str, str] | None:
+    """(username, password) from base64 `username:password` (a config `auth` field, an ECR authorization token)."""
+    decoded: str | None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = None
+    if decoded is None:
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep and user else None
+
+
 def _decode_auth(value: str, path: Path, key: str) -> tuple[str, str]:
     """Split a base64 `user:password` auth field; errors name the file and registry, not the value."""
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise DockerConfigError(f"{path}: auths[{key!r}].auth is not valid base64 of 'username:password'") from None
-    user, sep, password = decoded.partition(":")
-    if not sep or not user:
-        raise DockerConfigError(f"{path}: auths[{key!r}].auth must decode to 'username:password'")
-    return user, password
+    pair = decode_basic_token(value)
+    if pair is None:
+        raise DockerConfigError(
+            f"{path}: auths[{key!r}].auth is not valid base64 of 'username:password' (with a non-empty username)"
+        )
+    return pair
 
 
 def _entry_credentials(entry: Any, path: Path, key: str) -> Credentials | None:
@@ -91,15 +102,18 @@ def run_credential_helper(helper: str, registry: str) -> Credentials | None:
         )
         return None
     server = DOCKER_HUB_CONFIG_KEY if registry == "docker.io" else registry
+    proc: subprocess.CompletedProcess[str] | None = None
     try:
         proc = subprocess.run(
             [binary, "get"], input=server, capture_output=True, text=True,
             timeout=HELPER_TIMEOUT_SECONDS, check=False,
         )
     except subprocess.TimeoutExpired:
+        pass
+    if proc is None:  # outside the except block: TimeoutExpired holds the helper's partial output
         raise DockerConfigError(
             f"credential helper docker-credential-{helper} did not answer for {registry} in {HELPER_TIMEOUT_SECONDS:.0f}s"
-        ) from None
+        )
     if proc.returncode != 0:
         message = proc.stdout.strip() or proc.stderr.strip()
         if "credentials not found" in message.lower():
@@ -109,11 +123,11 @@ def run_credential_helper(helper: str, registry: str) -> Credentials | None:
         )
     try:
         answer = json.loads(proc.stdout)
-        username, secret = answer["Username"], answer["Secret"]
+        username, secret = str(answer["Username"]), str(answer["Secret"])
     except (ValueError, KeyError, TypeError):
-        raise DockerConfigError(
-            f"credential helper docker-credential-{helper} returned malformed JSON for {registry}"
-        ) from None
+        username = secret = None
+    if username is None or secret is None:  # outside the except block: the parse error holds the secret
+        raise DockerConfigError(f"credential helper docker-credential-{helper} returned malformed JSON for {registry}")
     if username == "<token>":
         return Credentials(identity_token=secret)
     return Credentials(username=username, password=secret)
@@ -126,10 +140,14 @@ def load_credentials(registry: str, config_path: Path | None = None) -> Credenti
         if config_path is not None:
             raise DockerConfigError(f"docker config {path} does not exist")
         return None
+    config: Any = None
+    problem = ""
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DockerConfigError(f"cannot read docker config {path}: {type(exc).__name__}") from None
+        problem = type(exc).__name__
+    if problem:  # outside the except block: a JSON error holds the whole document, secrets included
+        raise DockerConfigError(f"cannot read docker config {path}: {problem}")
     if not isinstance(config, dict):
         raise DockerConfigError(f"{path}: top level must be a JSON object")
     wanted = normalize_registry_key(registry)

@@ -102,9 +102,18 @@ class GitRunner:
             _kill_group(proc)
             raise GitRemoteError(f"{what}: git {args[0]} timed out after {timeout:g}s") from None
         if proc.returncode != 0:
-            msg = self.redact(err.strip().splitlines()[-1] if err.strip() else f"exit status {proc.returncode}")
+            msg = self.redact(_first_error_line(err) or f"exit status {proc.returncode}")
             raise GitRemoteError(f"{what}: git {args[0]} failed: {msg}")
         return out
+
+
+def _first_error_line(stderr: str) -> str:
+    """The most telling line of git's stderr: the first `fatal:`/`error:` line, else the last line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("fatal:", "error:")):
+            return ln
+    return lines[-1] if lines else ""
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass, replace
 
@@ -56,6 +57,17 @@ def validate_registry(registry: str) -> str:
     if not isinstance(registry, str) or not _REGISTRY_RE.match(registry):
         raise ValueError(f"invalid registry {registry!r}: expected 'host[:port]', e.g. '123.dkr.ecr.us-east-1.amazonaws.com'")
     return registry
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (brackets allowed)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def is_digest(reference: str) -> bool:

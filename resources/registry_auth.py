@@ -6,12 +6,13 @@ import base64
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import httpx
 
 from resources.docker_config import Credentials
+from resources.refs import is_loopback_host
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token server does not say (distribution's token spec default)
 TOKEN_CLIENT_ID = "streamable"
@@ -79,8 +80,18 @@ class _CachedToken:
 class Authenticator:
     """Chooses the Authorization header for a request and reacts to 401 challenges; thread-safe."""
 
-    def __init__(self, http: httpx.Client, credentials: Credentials | None, *, user_agent: str) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        credentials: Credentials | None,
+        *,
+        user_agent: str,
+        allow_plain_http: bool = False,
+        refresh: Callable[[], Credentials] | None = None,
+    ) -> None:
         self._http = http
+        self._refresh = refresh
+        self._allow_plain_http = allow_plain_http
         self._credentials = credentials
         self._user_agent = user_agent
         self._lock = threading.Lock()
@@ -147,10 +158,11 @@ class Authenticator:
         previous = self.scheme
         extra = self._adopt(response.headers.get("www-authenticate", ""))
         if self.scheme == "basic":
+            rejected = previous == "basic" and sent is not None and sent.startswith("Basic ")
+            if rejected:  # the credentials we sent were refused: only fresh ones can help
+                return self.refresh_credentials()
             creds = self._credentials
-            has_basic = creds is not None and creds.password is not None and bool(creds.username)
-            # Retry only if we did not already send Basic credentials that were rejected.
-            return has_basic and not (previous == "basic" and sent is not None and sent.startswith("Basic "))
+            return creds is not None and creds.password is not None and bool(creds.username)
         if self.scheme == "bearer":
             wanted = sorted(set(scopes) | set(extra))
             with self._lock:
@@ -159,6 +171,16 @@ class Authenticator:
             return True
         return False
 
+    def refresh_credentials(self) -> bool:
+        """Ask the credentials provider for new credentials and drop cached tokens; False without a provider."""
+        if self._refresh is None:
+            return False
+        fresh = self._refresh()
+        with self._lock:
+            self._credentials = fresh
+            self._tokens.clear()
+        return True
+
     def _token(self, scopes: list[str], *, timeout: float, force: bool, cache_as: str | None = None) -> str:
         key = cache_as or scope_key(scopes)
         now = time.monotonic()
@@ -166,7 +188,12 @@ class Authenticator:
             cached = self._tokens.get(key)
             if cached and not force and cached.expires_at > now:
                 return cached.token
-        token, lifetime = self._fetch(scopes, timeout=timeout)
+        try:
+            token, lifetime = self._fetch(scopes, timeout=timeout)
+        except TokenRequestError as exc:
+            if exc.status != 401 or not self.refresh_credentials():
+                raise
+            token, lifetime = self._fetch(scopes, timeout=timeout)
         margin = min(30.0, lifetime / 2)
         with self._lock:
             self._tokens[key] = _CachedToken(token, time.monotonic() + lifetime - margin)
@@ -177,6 +204,12 @@ class Authenticator:
         realm = self._realm
         if not realm:
             raise TokenRequestError("registry asked for a Bearer token without a realm", status=None, retryable=False)
+        realm_url = httpx.URL(realm)
+        if realm_url.scheme != "https" and not (self._allow_plain_http or is_loopback_host(realm_url.host)):
+            raise TokenRequestError(
+                f"refusing token realm {realm_url.scheme}://{realm_url.host}: credentials would travel unencrypted",
+                status=None, retryable=False,
+            )
         creds = self._credentials
         headers = {"User-Agent": self._user_agent}
         try:
@@ -193,10 +226,13 @@ class Authenticator:
                     headers["Authorization"] = basic_header(creds.username, creds.password)
                 resp = self._http.get(realm, params=params, headers=headers, timeout=timeout)
         except httpx.TransportError as exc:
-            raise TokenRequestError(
-                f"token server {httpx.URL(realm).host} unreachable: {type(exc).__name__}: {exc}",
-                status=None, retryable=True,
-            ) from None
+            failure = TokenRequestError(
+                f"token server {realm_url.host} unreachable: {type(exc).__name__}: {exc}", status=None, retryable=True
+            )
+        else:
+            failure = None
+        if failure is not None:
+            raise failure  # outside the except block: no __context__ holding the request's Basic header
         self.token_requests += 1
         realm_host = resp.request.url.host
         if resp.status_code != 200:

@@ -62,16 +62,15 @@ def main() -> int:
     with RegistryClient(ref.registry) as client:
         report = verify_image(client, ref, sample=8, required_files=["app/bin/serve", "models/weights.bin"])
         resolved = client.head_manifest(ref.repository, ref.tag)
-    rep = report.to_json()
-    platforms = release["soci"].get("platforms", [])
+    platforms = release["platforms"]
     out = {
         "registry": f"http://{ref.registry}",
         "image": str(ref),
         "image_index_digest": digest,
         "soci_index_digest": platforms[0]["soci_index_digest"] if platforms else None,
         "manifest_digest": platforms[0]["manifest_digest"] if platforms else None,
-        "verification": {"passed": bool(report.passed), "files_checked": int(rep.get("files_checked", 0)),
-                         "bytes_fetched": int(rep.get("bytes_fetched", 0))},
+        "verification": {"passed": bool(report.passed), "files_checked": report.files_checked,
+                         "bytes_fetched": report.lazy_bytes_fetched},
         "release_tags": release["release_tags"],
         "run_id": result.run_id,
         "wall_seconds": round(wall, 2),
@@ -85,9 +84,9 @@ def main() -> int:
     print(f"  released   {ref}  ->  {digest}")
     print(f"  tags       {', '.join(release['release_tags'])}")
     print(f"  SOCI index {out['soci_index_digest']} (v2, found via com.amazon.soci.index-digest)")
-    print(f"  verify     {'passed' if report.passed else 'FAILED: ' + str(rep.get('reason'))}: "
-          f"{out['verification']['files_checked']} files lazily read, {out['verification']['bytes_fetched']} bytes fetched "
-          f"of {rep.get('layer_bytes', '?')} layer bytes")
+    print(f"  verify     {'passed' if report.passed else 'FAILED: ' + str(report.failure)}: "
+          f"{report.files_checked} files lazily read, {report.lazy_bytes_fetched} bytes fetched "
+          f"of {report.lazy_layer_bytes} bytes in their layers")
     print("  per step   " + ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
     print(f"  result     {STATE / 'demo-result.json'}; `make ui` to browse the run, `make down` to stop the stack")
     return 0 if ok else 1

@@ -172,6 +172,9 @@ def soci_index_entry(soci_index: Encoded, platform: Platform, rewritten_manifest
     )
 
 
+DOCKER_REFERENCE_DIGEST = "vnd.docker.reference.digest"
+
+
 def new_image_index(entry: Descriptor) -> ImageIndex:
     """A one-entry OCI index around a single-manifest image (its entry carries the platform)."""
     return ImageIndex(schema_version=2, media_type=mt.OCI_INDEX, manifests=[copy.deepcopy(entry)])
@@ -201,7 +204,9 @@ def soci_enabled_index(
     `base` is the original index (or the one-entry index of a single-manifest image). Every
     entry listed in `rewritten` gets the new digest, size, OCI manifest mediaType, and the
     manifest's full annotation map as its annotations. Each SOCI entry replaces an existing
-    v2 SOCI entry of the same platform, or is appended.
+    v2 SOCI entry of the same platform, or is appended. Unlike soci, entries that are not
+    rewritten (BuildKit attestations) are kept, with their `vnd.docker.reference.digest`
+    pointed at the rewritten manifest.
     """
     out = copy.deepcopy(base)
     out.media_type = mt.OCI_INDEX
@@ -216,6 +221,11 @@ def soci_enabled_index(
             entry.size = r.encoded.size
             entry.media_type = mt.OCI_MANIFEST
             entry.annotations = dict(r.manifest.annotations) if r.manifest.annotations else None
+        elif entry.annotations and entry.annotations.get(DOCKER_REFERENCE_DIGEST) in by_digest:
+            # A BuildKit attestation manifest names the image it describes; follow the rewrite.
+            annotations = dict(entry.annotations)
+            annotations[DOCKER_REFERENCE_DIGEST] = by_digest[annotations[DOCKER_REFERENCE_DIGEST]].encoded.digest
+            entry.annotations = annotations
         entries.append(entry)
     for soci_entry in soci_entries:
         assert soci_entry.platform is not None

@@ -17,7 +17,7 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAM
 
 APP_DOCKERFILE = """\
 FROM streamable/busybox:local AS weights
-RUN mkdir -p /models && head -c 11534336 /dev/urandom > /models/weights.bin
+RUN mkdir -p /models && head -c 11534336 /dev/urandom > /models/weights.bin && echo '{"dim": 8}' > /models/config.json
 FROM streamable/busybox:local
 COPY --from=weights /models /models
 COPY app/ /app/
@@ -49,7 +49,7 @@ class Project:
         return git(self.repo, "rev-parse", "HEAD")
 
     def write_targets(self, *, required_files: list[str] | None = None, dockerfile: str = "Dockerfile") -> None:
-        req = required_files if required_files is not None else ["app/run.sh", "models/weights.bin"]
+        req = required_files if required_files is not None else ["models/config.json", "app/run.sh"]
         self.targets_file.write_text(
             "targets:\n"
             "  - name: svc\n"
@@ -87,5 +87,7 @@ def project(tmp_path: Path, registry: RunningRegistry) -> Project:
 
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst

@@ -46,8 +46,10 @@ def test_full_chain_releases_verified_soci_image(project: Project, docker_engine
     assert result.success
     evals = check_evaluations(result)
     assert len(evals) == 1 and evals[0].passed and evals[0].check_name == VERIFY_CHECK
-    assert evals[0].metadata["files_checked"].value >= 2
-    assert 0 < evals[0].metadata["bytes_fetched"].value < evals[0].metadata["layer_bytes"].value
+    meta = evals[0].metadata
+    assert meta["files_checked"].value >= 2  # the largest file and the required config.json, both lazily read
+    assert "models/config.json" in meta["files"].value and "models/weights.bin" in meta["files"].value
+    assert 0 < meta["bytes_fetched"].value and meta["layer_bytes"].value > 11_000_000
     release = result.output_for_node("release")
     digest = release["image_index_digest"]
     assert release["release_tags"] == [f"sha-{sha[:7]}", "main", "latest"]
@@ -81,7 +83,7 @@ def test_failed_verification_leaves_release_tags_untouched(project: Project, doc
     good = project.commit({"svc/app/v.txt": "1\n"})
     assert run_chain(project, docker_engine, instance, commit=good).success
     before = tag_digest(project, "latest")
-    project.write_targets(required_files=["app/run.sh", "app/does-not-exist.bin"])
+    project.write_targets(required_files=["models/config.json", "models/does-not-exist.bin"])
     newer = project.commit({"svc/app/v.txt": "2\n"})
     result = run_chain(project, docker_engine, instance, commit=newer)
     assert not result.success
@@ -104,8 +106,8 @@ def test_registry_outage_fails_clearly_and_rerun_converges(project: Project, doc
         down = run_chain(project, docker_engine, instance, selection=["soci_index", "release"])
         assert not down.success
         failure = next(e for e in down.all_events if e.event_type_value == "STEP_FAILURE")
-        msg = failure.event_specific_data.error.message
-        assert project.registry.addr in msg
+        msg = failure.event_specific_data.error.to_string()
+        assert project.registry.addr in msg and "RegistryUnavailableError" in msg
     finally:
         project.registry.start()
     again = run_chain(project, docker_engine, instance, selection=["soci_index", "release"])

@@ -19,6 +19,8 @@ from tests.pipelines.conftest import Project
 ROOT = Path(__file__).resolve().parents[2]
 NASTY_ARG = "ui-arg;$(echo nope)|`x`"
 
+LOCATION_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+
 LOGS_QUERY = """
 query Logs($runId: ID!) {
   logsForRun(runId: $runId) {
@@ -29,6 +31,8 @@ query Logs($runId: ID!) {
         ... on MessageEvent { message stepKey }
         ... on MaterializationEvent { assetKey { path } metadataEntries { label ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } }
         ... on ExecutionStepFailureEvent { error { message } }
+        ... on RunFailureEvent { error { message } }
+        ... on EngineEvent { error { message } }
       }
     }
   }
@@ -59,9 +63,13 @@ def webserver(project: Project, docker_engine: DockerEngine, tmp_path: Path):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
+            ws = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": LOCATION_QUERY}, timeout=5).json()
+            entries = ws["data"]["workspaceOrError"]["locationEntries"]
+            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                errors = [e["locationOrLoadError"] for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"]
+                assert not errors, f"code location failed to load: {errors}"
                 break
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
             pass
         if proc.poll() is not None:
             pytest.fail(f"dg dev exited early:\n{(tmp_path / 'dg-dev.log').read_text()[-3000:]}")
@@ -94,6 +102,7 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
     res = httpx.post(f"http://127.0.0.1:{webserver}/graphql", json={"query": LOGS_QUERY, "variables": {"runId": run_id}}, timeout=60)
     events = res.json()["data"]["logsForRun"]["events"]
     failures = [e["error"]["message"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+    failures += [e["message"] for e in events if e["__typename"] in ("RunFailureEvent", "EngineEvent") and e.get("message")]
     assert status == "SUCCESS", f"run {run_id} ended {status}: {failures}"
     mats = {"/".join(e["assetKey"]["path"]): {m["label"]: m.get("text", m.get("intValue")) for m in e["metadataEntries"]}
             for e in events if e["__typename"] == "MaterializationEvent"}

@@ -16,29 +16,29 @@ reader fails with "gzip: invalid header" on it, so such a layer would not unpack
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import struct
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from resources.soci.ztoc.checkpoints import (
     BLOB_HEADER,
     RECORD_HEADER,
-    RECORD_SIZE,
     WINDOW_SIZE,
     Checkpoint,
     parse_checkpoints,
 )
+from resources.soci.ztoc.span_digests import Cut, OrderedWorker, SpanDigester
 from resources.soci.ztoc.zlib_ctypes import (
     DATA_TYPE_BLOCK_BOUNDARY,
     DATA_TYPE_LAST_BLOCK,
     DATA_TYPE_UNUSED_BITS_MASK,
     Z_BLOCK,
+    Z_NO_FLUSH,
     Z_STREAM_END,
     RawInflater,
     ZlibError,
-    bytes_address,
 )
 
 __all__ = [
@@ -59,6 +59,7 @@ FLAG_RESERVED = 0xE0
 TRAILER = struct.Struct("<II")  # CRC32, ISIZE
 MAX_HEADER_BYTES = 1 << 20
 DEFAULT_OUTPUT_CHUNK = 1 << 20
+OUTPUT_BUFFERS = 3
 
 _HEADER, _DEFLATE, _TRAILER, _MEMBER_END = range(4)
 
@@ -81,6 +82,7 @@ class GzipIndex:
     compressed_size: int
     uncompressed_size: int
     span_size: int
+    blob_digest: str | None = None
 
     def points(self) -> list[Checkpoint]:
         """The parsed checkpoints (windows are views into ``checkpoints``)."""
@@ -129,36 +131,83 @@ def _gzip_header_length(buf: bytearray, offset: int, first_member: bool) -> int 
     return pos
 
 
+class _MemberCheck:
+    """CRC32 and size of the current member's output, checked against its trailer."""
+
+    def __init__(self) -> None:
+        self.crc = 0
+        self.size = 0
+
+    def update(self, output: memoryview) -> None:
+        self.crc = zlib.crc32(output, self.crc)
+        self.size += len(output)
+
+    def check_trailer(self, crc: int, isize: int, trailer_offset: int) -> None:
+        """Compare with the member trailer, then start counting the next member."""
+        computed, size = self.crc, self.size
+        self.crc = self.size = 0
+        if crc != computed:
+            raise GzipFormatError(
+                f"gzip member CRC32 mismatch (stored 0x{crc:08x}, computed 0x{computed:08x})", trailer_offset
+            )
+        if isize != size & 0xFFFFFFFF:
+            raise GzipFormatError(
+                f"gzip member size mismatch (ISIZE {isize}, inflated {size} bytes)", trailer_offset + 4
+            )
+
+
+class _OutputBuffer:
+    """One inflate output buffer: WINDOW_SIZE bytes of history, then room for new output."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+        self._ctypes = (ctypes.c_char * size).from_buffer(self.data)
+        self.address = ctypes.addressof(self._ctypes)
+        self.view = memoryview(self.data)
+        self.busy: Future[None] | None = None  # last worker call that reads this buffer
+
+
 class GzipIndexer:
     """Push-style gzip indexer: ``feed`` compressed chunks, consume the yielded output, then ``finish``.
 
-    The memoryviews ``feed`` yields point into a reused buffer: use each one before asking for the
+    The memoryviews ``feed`` yields point into reused buffers: use each one before asking for the
     next (and fully iterate every ``feed`` call before the next one, or the blob is not processed).
+    ``blob_digest`` also hashes the whole blob. ``digest_in_thread`` moves sha256 and CRC32 work to
+    a worker thread (both release the GIL, so they overlap with inflate on another core).
     """
 
-    def __init__(self, span_size: int, output_chunk: int = DEFAULT_OUTPUT_CHUNK) -> None:
+    def __init__(
+        self,
+        span_size: int,
+        output_chunk: int = DEFAULT_OUTPUT_CHUNK,
+        *,
+        blob_digest: bool = False,
+        digest_in_thread: bool = False,
+    ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
         if output_chunk < WINDOW_SIZE:
             raise ValueError(f"output chunk must be at least {WINDOW_SIZE} bytes")
         self.span_size = span_size
         self._inflater = RawInflater()
-        # Output ring: the first WINDOW_SIZE bytes always hold the history before the write position
-        # (zeros at the very start, which is exactly the zero-padded window of early points).
-        self._out = bytearray(WINDOW_SIZE + output_chunk)
-        self._out_ctypes = (ctypes.c_char * len(self._out)).from_buffer(self._out)
-        self._out_addr = ctypes.addressof(self._out_ctypes)
-        self._out_view = memoryview(self._out)
-        self._out_pos = WINDOW_SIZE
-        self._emit_from = WINDOW_SIZE
-        self._inflater.set_output(self._out_addr + WINDOW_SIZE, output_chunk)
+        self._worker = OrderedWorker(threaded=digest_in_thread)
+        self._digester = SpanDigester(whole_blob=blob_digest)
+        self._member_check = _MemberCheck()
+        # Output goes to a ring of buffers so the worker can CRC one while inflate fills the next.
+        # Each buffer starts with the WINDOW_SIZE bytes before its first new byte (zeros at the very
+        # start of the stream, which is exactly the zero-padded window of early points).
+        ring = OUTPUT_BUFFERS if digest_in_thread else 1
+        self._buffers = [_OutputBuffer(WINDOW_SIZE + output_chunk) for _ in range(ring)]
+        self._current = 0
+        self._buf = self._buffers[0]
+        self._out_pos = WINDOW_SIZE  # next write position in the current buffer
+        self._emit_from = WINDOW_SIZE  # start of output not yet yielded
+        self._crc_from = WINDOW_SIZE  # start of output not yet handed to the member CRC
 
         self._state = _HEADER
         self._pending = bytearray()
         self._members = 0
         self._member_start = 0
-        self._member_crc = 0
-        self._member_size = 0
         self._total_in = 0
         self._total_out = 0
         self._fed = 0
@@ -168,12 +217,8 @@ class GzipIndexer:
         self._count = 0
         self._last_out = 0
 
-        self._chunk: bytes = b""
         self._chunk_base = 0
-        self._last_byte = 0
-        self._span_hash: hashlib._Hash | None = None
-        self._hashed_to = 0
-        self._digests: list[str] = []
+        self._cuts: list[Cut] = []
 
     # ----------------------------------------------------------------- public API
 
@@ -185,7 +230,6 @@ class GzipIndexer:
         size = len(data)
         if not size:
             return
-        self._chunk = data
         self._chunk_base = self._fed
         self._fed += size
         pos = 0
@@ -196,15 +240,14 @@ class GzipIndexer:
             elif state == _HEADER:
                 pos = self._take_header(data, pos)
             elif state == _TRAILER:
-                pos = yield from self._take_trailer(data, pos)
+                pos = self._take_trailer(data, pos)
             else:  # _MEMBER_END: more bytes follow a complete member, so a new member starts here
                 self._state = _HEADER
                 self._member_start = self._chunk_base + pos
         if self._out_pos > self._emit_from:
             yield from self._emit()
-        self._hash_to(self._chunk_base + size)
-        self._last_byte = data[-1]
-        self._chunk = b""
+        self._worker.submit(self._digester.update, data, self._cuts)
+        self._cuts = []
 
     def finish(self) -> GzipIndex:
         """Check the stream ended cleanly after a whole member and return the index."""
@@ -212,6 +255,7 @@ class GzipIndexer:
             raise RuntimeError("GzipIndexer.finish called twice")
         self._finished = True
         try:
+            self._worker.drain()  # a CRC mismatch found by the worker is reported first
             if self._state != _MEMBER_END:
                 if self._members == 0 and self._fed == 0:
                     raise GzipFormatError("empty blob is not a gzip stream", 0)
@@ -219,23 +263,24 @@ class GzipIndexer:
                 raise GzipFormatError(
                     f"truncated gzip stream: the blob ends inside a {where[self._state]}", self._fed
                 )
-            assert self._span_hash is not None
-            self._digests.append("sha256:" + self._span_hash.hexdigest())
+            digests, blob_digest = self._digester.finish()
             blob = BLOB_HEADER.pack(self._count, self.span_size) + bytes(self._records)
             self._records = bytearray()
             return GzipIndex(
                 checkpoints=blob,
-                span_digests=self._digests,
+                span_digests=digests,
                 max_span_id=self._count - 1,
                 compressed_size=self._fed,
                 uncompressed_size=self._total_out,
                 span_size=self.span_size,
+                blob_digest=blob_digest,
             )
         finally:
             self.close()
 
     def close(self) -> None:
-        """Release zlib state (finish does this too)."""
+        """Release zlib state and the worker thread (finish does this too)."""
+        self._worker.close()
         self._inflater.close()
 
     def __enter__(self) -> GzipIndexer:
@@ -272,35 +317,22 @@ class GzipIndexer:
         if self._members:
             self._inflater.reset()
         self._members += 1
-        self._member_crc = 0
-        self._member_size = 0
         self._state = _DEFLATE
         self._boundary(header_end, 0)
         return len(data) - leftover
 
-    def _take_trailer(self, data: bytes, pos: int) -> Iterator[memoryview]:
-        """Accumulate the 8-byte trailer and check CRC32/ISIZE of the member just inflated."""
+    def _take_trailer(self, data: bytes, pos: int) -> int:
+        """Accumulate the 8-byte trailer and have CRC32/ISIZE of the member checked (in order)."""
         pending = self._pending
         take = min(TRAILER.size - len(pending), len(data) - pos)
         pending += data[pos : pos + take]
         pos += take
         if len(pending) < TRAILER.size:
             return pos
-        trailer_offset = self._chunk_base + pos - TRAILER.size
-        if self._out_pos > self._emit_from:
-            yield from self._emit()  # the CRC covers output only once it is emitted
         crc, isize = TRAILER.unpack(pending)
         pending.clear()
-        if crc != self._member_crc:
-            raise GzipFormatError(
-                f"gzip member CRC32 mismatch (stored 0x{crc:08x}, computed 0x{self._member_crc:08x})",
-                trailer_offset,
-            )
-        if isize != self._member_size & 0xFFFFFFFF:
-            raise GzipFormatError(
-                f"gzip member size mismatch (ISIZE {isize}, inflated {self._member_size} bytes)",
-                trailer_offset + 4,
-            )
+        self._hand_to_crc()
+        self._worker.submit(self._member_check.check_trailer, crc, isize, self._chunk_base + pos - TRAILER.size)
         self._total_in = self._chunk_base + pos
         self._state = _MEMBER_END
         return pos
@@ -308,91 +340,96 @@ class GzipIndexer:
     # ----------------------------------------------------------------- inflate
 
     def _inflate(self, data: bytes, pos: int) -> Iterator[memoryview]:
-        """Inflate from ``data[pos:]`` until it is used up or the member's deflate stream ends."""
+        """Inflate from ``data[pos:]`` until it is used up or the member's deflate stream ends.
+
+        Boundaries matter only once the output has grown by more than a span since the last point
+        (or while there is no output yet), so up to that point inflate runs with Z_NO_FLUSH in
+        large calls, and with Z_BLOCK after it. A boundary hidden inside a Z_NO_FLUSH call lies at
+        or before last_out + span, where no point may go.
+        """
         inflater = self._inflater
         stream = inflater.stream
-        inflater.set_input(data, bytes_address(data) + pos)
-        stream.avail_in = len(data) - pos
-        out_capacity = len(self._out)
+        inflater.set_input(data, pos)
         span = self.span_size
         while True:
-            if stream.avail_out == 0:
-                yield from self._emit()
-                self._slide()
+            room = len(self._buf.data) - self._out_pos
+            if room == 0:
+                yield from self._next_buffer()
+                room = len(self._buf.data) - self._out_pos
+            out = self._total_out
+            gap = self._last_out + span - out
+            if out and gap > 0:
+                flush = Z_NO_FLUSH
+                limit = min(room, gap)
+            else:
+                flush = Z_BLOCK
+                limit = room
+            stream.next_out = self._buf.address + self._out_pos
+            stream.avail_out = limit
             avail_in = stream.avail_in
-            avail_out = stream.avail_out
             try:
-                code = inflater.inflate(Z_BLOCK)
+                code = inflater.inflate(flush)
             except ZlibError as exc:
-                consumed = avail_in - stream.avail_in
                 raise GzipFormatError(
                     f"corrupt deflate data in gzip member {self._members}: {exc}",
-                    self._total_in + consumed,
+                    self._total_in + avail_in - stream.avail_in,
                 ) from exc
             self._total_in += avail_in - stream.avail_in
-            produced = avail_out - stream.avail_out
-            self._total_out += produced
+            produced = limit - stream.avail_out
+            self._total_out = out + produced
             self._out_pos += produced
             if code == Z_STREAM_END:
                 self._state = _TRAILER
                 return len(data) - stream.avail_in
-            data_type = stream.data_type
-            if data_type & DATA_TYPE_BLOCK_BOUNDARY and not data_type & DATA_TYPE_LAST_BLOCK:
-                out = self._total_out
-                if out == 0 or out - self._last_out > span:
+            if flush == Z_BLOCK:
+                data_type = stream.data_type
+                if data_type & DATA_TYPE_BLOCK_BOUNDARY and not data_type & DATA_TYPE_LAST_BLOCK:
                     self._boundary(self._total_in, data_type & DATA_TYPE_UNUSED_BITS_MASK)
             if stream.avail_in == 0:
                 return len(data)
-            if produced == 0 and avail_in == stream.avail_in and stream.avail_out:
+            if produced == 0 and avail_in == stream.avail_in:
                 raise GzipFormatError("inflate made no progress", self._total_in)  # pragma: no cover
-            assert self._out_pos <= out_capacity
 
     def _emit(self) -> Iterator[memoryview]:
-        """Yield pending output and fold it into the member CRC and size."""
-        view = self._out_view[self._emit_from : self._out_pos]
+        """Yield the output produced since the last emit."""
+        view = self._buf.view[self._emit_from : self._out_pos]
         self._emit_from = self._out_pos
-        self._member_crc = zlib.crc32(view, self._member_crc)
-        self._member_size += len(view)
         yield view
 
-    def _slide(self) -> None:
-        """Keep the last window of output at the front of the buffer and write after it."""
-        ctypes.memmove(self._out_addr, self._out_addr + self._out_pos - WINDOW_SIZE, WINDOW_SIZE)
-        self._out_pos = self._emit_from = WINDOW_SIZE
-        self._inflater.set_output(self._out_addr + WINDOW_SIZE, len(self._out) - WINDOW_SIZE)
+    def _hand_to_crc(self) -> None:
+        """Queue the not yet checksummed output of the current buffer for the member CRC."""
+        if self._out_pos > self._crc_from:
+            buffer = self._buf
+            buffer.busy = self._worker.submit(self._member_check.update, buffer.view[self._crc_from : self._out_pos])
+            self._crc_from = self._out_pos
 
-    # ----------------------------------------------------------------- points and span digests
+    def _next_buffer(self) -> Iterator[memoryview]:
+        """The current buffer is full: yield and checksum it, continue in the next one of the ring."""
+        if self._out_pos > self._emit_from:
+            yield from self._emit()
+        self._hand_to_crc()
+        old = self._buf
+        self._current = (self._current + 1) % len(self._buffers)
+        new = self._buffers[self._current]
+        if new is not old:
+            self._worker.wait(new.busy)
+        new.busy = None
+        ctypes.memmove(new.address, old.address + self._out_pos - WINDOW_SIZE, WINDOW_SIZE)
+        self._buf = new
+        self._out_pos = self._emit_from = self._crc_from = WINDOW_SIZE
+
+    # ----------------------------------------------------------------- points
 
     def _boundary(self, in_offset: int, bits: int) -> None:
-        """At a resumable boundary: add a point if spacing says so, and start a new span."""
+        """At a resumable boundary: add a point if spacing says so (which also starts a span)."""
         out = self._total_out
         if self._count and not (out == 0 or out - self._last_out > self.span_size):
             return
-        window = self._out_view[self._out_pos - WINDOW_SIZE : self._out_pos]
         self._records += RECORD_HEADER.pack(in_offset, out, bits)
-        self._records += window
+        self._records += self._buf.view[self._out_pos - WINDOW_SIZE : self._out_pos]
         self._count += 1
         self._last_out = out
-        if self._span_hash is not None:
-            self._hash_to(in_offset)
-            self._digests.append("sha256:" + self._span_hash.hexdigest())
-        self._span_hash = hashlib.sha256()
-        if bits:
-            previous = in_offset - 1
-            if previous >= self._chunk_base:
-                self._span_hash.update(self._chunk[previous - self._chunk_base : previous - self._chunk_base + 1])
-            else:
-                self._span_hash.update(bytes((self._last_byte,)))
-        self._hashed_to = in_offset
-
-    def _hash_to(self, end: int) -> None:
-        """Add compressed bytes [hashed_to, end) of the current chunk to the current span digest."""
-        if self._span_hash is None or end <= self._hashed_to:
-            return
-        start = self._hashed_to - self._chunk_base
-        assert start >= 0, "span hashing fell behind the current chunk"
-        self._span_hash.update(memoryview(self._chunk)[start : end - self._chunk_base])
-        self._hashed_to = end
+        self._cuts.append((in_offset, bits))
 
 
 def index_gzip(chunks: Iterator[bytes] | list[bytes], span_size: int) -> GzipIndex:
@@ -403,5 +440,3 @@ def index_gzip(chunks: Iterator[bytes] | list[bytes], span_size: int) -> GzipInd
             pass
     return indexer.finish()
 
-
-RECORD_BYTES = RECORD_SIZE

@@ -170,13 +170,11 @@ class RawInflater:
         """Insert ``bits`` bits of ``value`` into the bit buffer (resuming mid-byte)."""
         self._check(self._lib.inflatePrime(self._stream_ref, bits, value), "inflatePrime")
 
-    def set_input(self, data: bytes, address: int | None = None) -> None:
-        """Point next_in at ``data`` (a bytes object, kept alive until replaced)."""
+    def set_input(self, data: bytes, offset: int = 0) -> None:
+        """Point next_in at ``data[offset:]`` (a bytes object, kept alive until replaced; no copy)."""
         self._input_owner = data
-        if address is None:
-            address = bytes_address(data)
-        self.stream.next_in = address
-        self.stream.avail_in = len(data)
+        self.stream.next_in = bytes_address(data) + offset
+        self.stream.avail_in = len(data) - offset
 
     def set_output(self, address: int, size: int) -> None:
         """Point next_out at ``size`` writable bytes at ``address``."""

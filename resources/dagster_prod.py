@@ -1,0 +1,240 @@
+"""Dagster resources for STREAMABLE_ENV=eks: thin ConfigurableResource wrappers over the production modules.
+
+- BuilderPoolResource -> resources.builders.pool.BuilderPool (buildkitd StatefulSet or static list, mTLS)
+- EcrResource         -> resources.ecr.EcrRegistry (boto3; region/retries/endpoint from dagster-aws)
+- CanaryResource      -> resources.canary.CanaryVerifier (canary pods on SOCI nodes)
+Secrets (registry password, AWS keys) are meant to be passed as dg.EnvVar and are hidden from repr().
+`eks_resources()` builds all three from environment variables and names any missing one at load time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from typing import Literal
+
+import boto3
+import dagster as dg
+from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
+from kubernetes import client as k8s_client
+from pydantic import Field, PrivateAttr
+
+from resources.builders.docker_auth import CredentialsProvider, RegistryCredential
+from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints
+from resources.builders.tls import TlsFromFiles, TlsFromSecret, TlsSource
+from resources.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS, CanaryVerifier
+from resources.defaults import (
+    BUILDER_CLIENT_TLS_SECRET,
+    BUILDER_NAMESPACE,
+    BUILDER_PORT,
+    BUILDER_STATEFULSET,
+    BUILDER_TLS_SERVER_NAME,
+    CANARY_NAMESPACE,
+)
+from resources.ecr import EcrRegistry, RepositorySettings, TagMutability
+from resources.k8s import api_client
+
+
+class MissingSettingError(ValueError):
+    """A required setting is not configured; the message names it and where to set it."""
+
+
+def _require(value: object, setting: str, hint: str) -> None:
+    if value in (None, "", [], ()):
+        raise MissingSettingError(f"{setting} is not set: {hint}")
+
+
+class EcrResource(ResourceWithBoto3Configuration):
+    """Amazon ECR for pushes, tokens and repository settings (region, retries, endpoint_url from dagster-aws)."""
+
+    aws_secret_access_key: str | None = Field(default=None, repr=False, description="pass as dg.EnvVar")
+    aws_session_token: str | None = Field(default=None, repr=False, description="pass as dg.EnvVar")
+    registry_id: str | None = Field(default=None, description="AWS account id of the registry (default: caller's)")
+    token_refresh_margin_s: int = Field(default=3600, description="refetch the 12 h ECR token this long before expiry")
+    scan_on_push: bool = True
+    tag_mutability: str = Field(default="MUTABLE", description="MUTABLE | IMMUTABLE | *_WITH_EXCLUSION")
+    mutability_exclusions: list[str] = Field(default_factory=list)
+    encryption: str = Field(default="AES256", description="AES256 | KMS")
+    kms_key: str | None = None
+    lifecycle_policy_json: str | None = Field(default=None, description="ECR lifecycle policy; None leaves it alone")
+    allow_untagged_expiry: bool = Field(default=False, description="permit untagged/any rules (they can delete SOCI indexes)")
+
+    _registry: EcrRegistry | None = PrivateAttr(default=None)
+
+    def ecr_client(self):  # noqa: ANN201 - boto3 client type is generated
+        """A boto3 ECR client from the dagster-aws fields."""
+        session = boto3.session.Session(profile_name=self.profile_name)
+        return session.client(
+            "ecr",
+            region_name=self.region_name,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            config=construct_boto_client_retry_config(self.max_attempts),
+        )
+
+    def get_registry(self) -> EcrRegistry:
+        """The EcrRegistry (one per resource instance, so the token cache is shared within a run)."""
+        if self._registry is None:
+            _require(self.region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                     "EcrResource.region_name", "set it (or AWS_REGION) to the registry's region")
+            self._registry = EcrRegistry(self.ecr_client(), registry_id=self.registry_id,
+                                         refresh_margin=timedelta(seconds=self.token_refresh_margin_s))
+        return self._registry
+
+    def repository_settings(self) -> RepositorySettings:
+        """The repository settings this resource applies in ensure_repository."""
+        policy = json.loads(self.lifecycle_policy_json) if self.lifecycle_policy_json else None
+        mutability: TagMutability = self.tag_mutability  # type: ignore[assignment] - validated by RepositorySettings
+        return RepositorySettings(
+            scan_on_push=self.scan_on_push, tag_mutability=mutability,
+            mutability_exclusions=tuple(self.mutability_exclusions),
+            encryption=self.encryption,  # type: ignore[arg-type]
+            kms_key=self.kms_key, lifecycle_policy=policy, allow_untagged_expiry=self.allow_untagged_expiry,
+        )
+
+
+class BuilderPoolResource(dg.ConfigurableResource):
+    """Remote BuildKit daemons driven by buildctl: a StatefulSet found through the Kubernetes API, or a static list."""
+
+    discovery: Literal["statefulset", "static"] = "statefulset"
+    static_addrs: list[str] = Field(default_factory=list, description="tcp://host:1234 addresses for discovery=static")
+    namespace: str = BUILDER_NAMESPACE
+    statefulset: str = BUILDER_STATEFULSET
+    service: str | None = Field(default=None, description="headless service; default: the StatefulSet's serviceName")
+    port: int = BUILDER_PORT
+    kubeconfig: str | None = Field(default=None, description="kubeconfig path; default: in-cluster, then ~/.kube/config")
+    kube_context: str | None = None
+    tls: Literal["secret", "files", "none"] = "secret"
+    tls_secret: str = BUILDER_CLIENT_TLS_SECRET
+    tls_secret_namespace: str | None = Field(default=None, description="default: namespace")
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_server_name: str | None = BUILDER_TLS_SERVER_NAME
+    buildctl_bin: str = "buildctl"
+    probe_timeout_s: float = 2.0
+    max_parallel_per_builder: int = Field(default=2, description="size the Dagster pool 'buildkit' as this x replicas")
+    prune_all: bool = False
+    ecr: EcrResource | None = Field(default=None, description="push credentials from ECR tokens")
+    registry_host: str | None = Field(default=None, description="push registry for username/password credentials")
+    registry_username: str | None = None
+    registry_password: str | None = Field(default=None, repr=False, description="pass as dg.EnvVar")
+
+    def _credentials(self) -> CredentialsProvider | None:
+        if self.ecr is not None:
+            return self.ecr.get_registry().docker_credentials
+        if self.registry_password is not None or self.registry_username is not None:
+            _require(self.registry_host, "BuilderPoolResource.registry_host", "the registry the credentials are for")
+            _require(self.registry_username, "BuilderPoolResource.registry_username", "set it with the password")
+            _require(self.registry_password, "BuilderPoolResource.registry_password", "pass it as dg.EnvVar")
+            cred = RegistryCredential(str(self.registry_host), str(self.registry_username), str(self.registry_password))
+            return lambda: [cred]
+        return None
+
+    def _tls(self, core_api: object | None) -> TlsSource | None:
+        if self.tls == "none":
+            return None
+        if self.tls == "files":
+            for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+                _require(getattr(self, name), f"BuilderPoolResource.{name}", "tls='files' needs CA, cert and key paths")
+            return TlsFromFiles(self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name)  # type: ignore[arg-type]
+        core = core_api or k8s_client.CoreV1Api(api_client(self.kubeconfig, self.kube_context))
+        return TlsFromSecret(core_api=core, secret_name=self.tls_secret,
+                             namespace=self.tls_secret_namespace or self.namespace, server_name=self.tls_server_name)
+
+    def get_pool(self) -> BuilderPool:
+        """The BuilderPool described by this configuration."""
+        core = None
+        if self.discovery == "static":
+            _require(self.static_addrs, "BuilderPoolResource.static_addrs",
+                     "discovery='static' needs tcp://host:port addresses (STREAMABLE_BUILDER_ADDRS)")
+            source = StaticEndpoints(tuple(self.static_addrs))
+        else:
+            api = api_client(self.kubeconfig, self.kube_context)
+            core = k8s_client.CoreV1Api(api)
+            source = StatefulSetEndpoints(apps_api=k8s_client.AppsV1Api(api), core_api=core, namespace=self.namespace,
+                                          statefulset=self.statefulset, service=self.service, port=self.port)
+        return BuilderPool(source=source, tls=self._tls(core), credentials=self._credentials(),
+                           buildctl_bin=self.buildctl_bin, probe_timeout_s=self.probe_timeout_s,
+                           max_parallel_per_builder=self.max_parallel_per_builder, prune_all=self.prune_all)
+
+    def get_builder(self) -> BuilderPool:
+        """Same as get_pool(): the pool implements the ImageBuilder contract (build, prune)."""
+        return self.get_pool()
+
+
+class CanaryResource(dg.ConfigurableResource):
+    """Canary pods on SOCI nodes that prove the image starts (and how fast it pulls)."""
+
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    namespace: str = CANARY_NAMESPACE
+    node_selector: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_NODE_SELECTOR))
+    tolerations: list[dict[str, str]] = Field(default_factory=lambda: [dict(t) for t in DEFAULT_TOLERATIONS])
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    poll_interval_s: float = 1.0
+
+    def get_verifier(self) -> CanaryVerifier:
+        """A CanaryVerifier for this cluster and namespace."""
+        core = k8s_client.CoreV1Api(api_client(self.kubeconfig, self.kube_context))
+        return CanaryVerifier(core_api=core, namespace=self.namespace, node_selector=dict(self.node_selector),
+                              tolerations=[dict(t) for t in self.tolerations],
+                              image_pull_secrets=tuple(self.image_pull_secrets), poll_interval_s=self.poll_interval_s)
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def eks_resources() -> dict[str, dg.ConfigurableResource]:
+    """`builder`, `ecr` and `canary` resources from STREAMABLE_* / AWS_* variables; MissingSettingError names gaps.
+
+    Required: STREAMABLE_ECR_REGION (or AWS_REGION). With STREAMABLE_BUILDER_DISCOVERY=static:
+    STREAMABLE_BUILDER_ADDRS (comma-separated). With STREAMABLE_BUILDER_TLS=files: STREAMABLE_BUILDER_TLS_CA,
+    _CERT and _KEY. Secrets are read at launch through dg.EnvVar (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    """
+    region = _env("STREAMABLE_ECR_REGION") or _env("AWS_REGION") or _env("AWS_DEFAULT_REGION")
+    _require(region, "STREAMABLE_ECR_REGION", "set it (or AWS_REGION) to the ECR registry's region")
+    ecr = EcrResource(
+        region_name=region,
+        registry_id=_env("STREAMABLE_ECR_REGISTRY_ID"),
+        endpoint_url=_env("STREAMABLE_ECR_ENDPOINT_URL"),
+        aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY") if _env("AWS_SECRET_ACCESS_KEY") else None,
+        aws_session_token=dg.EnvVar("AWS_SESSION_TOKEN") if _env("AWS_SESSION_TOKEN") else None,
+        tag_mutability=_env("STREAMABLE_ECR_TAG_MUTABILITY") or "MUTABLE",
+    )
+    discovery = _env("STREAMABLE_BUILDER_DISCOVERY") or "statefulset"
+    if discovery not in ("statefulset", "static"):
+        raise MissingSettingError(f"STREAMABLE_BUILDER_DISCOVERY must be 'statefulset' or 'static', got {discovery!r}")
+    addrs = [a.strip() for a in (_env("STREAMABLE_BUILDER_ADDRS") or "").split(",") if a.strip()]
+    if discovery == "static":
+        _require(addrs, "STREAMABLE_BUILDER_ADDRS", "discovery 'static' needs comma-separated tcp://host:port addresses")
+    tls = _env("STREAMABLE_BUILDER_TLS") or "secret"
+    if tls not in ("secret", "files", "none"):
+        raise MissingSettingError(f"STREAMABLE_BUILDER_TLS must be 'secret', 'files' or 'none', got {tls!r}")
+    files = {k: _env(f"STREAMABLE_BUILDER_TLS_{k.upper()}") for k in ("ca", "cert", "key")}
+    if tls == "files":
+        for k, v in files.items():
+            _require(v, f"STREAMABLE_BUILDER_TLS_{k.upper()}", "STREAMABLE_BUILDER_TLS=files needs CA, cert and key paths")
+    kubeconfig = _env("STREAMABLE_KUBECONFIG")
+    builder = BuilderPoolResource(
+        discovery=discovery,  # type: ignore[arg-type]
+        static_addrs=addrs,
+        namespace=_env("STREAMABLE_BUILDER_NAMESPACE") or BUILDER_NAMESPACE,
+        statefulset=_env("STREAMABLE_BUILDER_STATEFULSET") or BUILDER_STATEFULSET,
+        kubeconfig=kubeconfig,
+        tls=tls,  # type: ignore[arg-type]
+        tls_ca_file=files["ca"], tls_cert_file=files["cert"], tls_key_file=files["key"],
+        buildctl_bin=_env("STREAMABLE_BUILDCTL") or "buildctl",
+        max_parallel_per_builder=int(_env("STREAMABLE_BUILDER_MAX_PARALLEL") or 2),
+        ecr=ecr,
+    )
+    canary = CanaryResource(kubeconfig=kubeconfig, namespace=_env("STREAMABLE_CANARY_NAMESPACE") or CANARY_NAMESPACE)
+    return {"builder": builder, "ecr": ecr, "canary": canary}

@@ -1,0 +1,1 @@
+"""SOCI (Seekable OCI) index building: zTOCs, the index manifest, and the SOCI-enabled image."""

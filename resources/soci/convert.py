@@ -1,0 +1,592 @@
+"""Convert an image in a registry into a SOCI-enabled image (v2 by default, v1 on request).
+
+Straight from the registry, without containerd: each layer that needs a zTOC is streamed once
+through `ZtocBuilder`; layers already indexed in the destination repository (same layer digest,
+same span size) are reused instead of decompressed again (`reuse.py`).
+
+Write order, so that a tag never points at something incomplete: every zTOC blob, the `{}`
+config, the SOCI index manifests and the rewritten image manifests are pushed by digest first;
+then the SOCI-enabled image index by digest; the destination tag is moved last. When no layer of
+any selected platform gets a zTOC, nothing at all is pushed (EmptySociIndexError).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
+from resources.refs import ImageRef
+from resources.registry import DigestMismatchError, RegistryClient
+from resources.registry import Manifest as RegistryManifest
+from resources.soci import gojson
+from resources.soci import media_types as mt
+from resources.soci import platforms as plat
+from resources.soci.index import (
+    RewrittenManifest,
+    SociVersion,
+    build_soci_index,
+    is_soci_v2_entry,
+    new_image_index,
+    rewrite_image_manifest,
+    soci_enabled_index,
+    soci_index_entry,
+    soci_version_of,
+    subject_descriptor,
+    ztoc_descriptor,
+)
+from resources.soci.oci import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
+from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
+from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
+from resources.soci.ztoc.gzip_index import GzipFormatError
+from resources.soci.ztoc.model import ZtocFormatError
+from resources.soci.ztoc.toc import TarFormatError
+from resources.soci.ztoc.zlib_ctypes import ZlibError
+
+log = logging.getLogger(__name__)
+
+LayerProgress = Callable[[str, int, int], None]
+"""Called as bytes of a layer are read: (layer digest, bytes read so far, layer size)."""
+
+
+class SociConvertError(RuntimeError):
+    """The image cannot be converted; the message names the image (and layer) and nothing was tagged."""
+
+
+class EmptySociIndexError(SociConvertError):
+    """No layer of any selected platform gets a zTOC: the image is not lazily loadable. Nothing was pushed."""
+
+    def __init__(self, message: str, skipped: Sequence[SkippedLayer]) -> None:
+        super().__init__(message)
+        self.skipped = list(skipped)
+
+
+class NotAnImageError(SociConvertError):
+    """The reference points at something that is not a container image (a SOCI index, an artifact, ...)."""
+
+
+class PlatformNotFoundError(SociConvertError):
+    """A requested platform is not in the image."""
+
+
+class LayerIndexError(SociConvertError):
+    """A layer blob could not be indexed (corrupt gzip, bad tar, wrong size or digest)."""
+
+
+@dataclass(frozen=True)
+class ZtocRow:
+    """One indexed layer: the layer, its zTOC, and whether the zTOC was reused."""
+
+    layer_digest: str
+    media_type: str
+    layer_size: int
+    ztoc_digest: str
+    ztoc_size: int
+    spans: int
+    files: int
+    reused: bool
+
+
+@dataclass(frozen=True)
+class SkippedLayer:
+    """A layer that gets no zTOC, and why."""
+
+    layer_digest: str
+    media_type: str
+    layer_size: int
+    reason: str
+
+
+@dataclass
+class PlatformResult:
+    """What the conversion did for one platform manifest."""
+
+    platform: str
+    source_manifest_digest: str
+    manifest_digest: str
+    """The image manifest the destination points at (rewritten for v2, the original for v1)."""
+    soci_index_digest: str | None
+    soci_index_size: int | None
+    ztocs: list[ZtocRow] = field(default_factory=list)
+    skipped_layers: list[SkippedLayer] = field(default_factory=list)
+    skipped_reason: str | None = None
+    """Why this platform got no SOCI index (None when it got one)."""
+
+
+@dataclass
+class ConvertResult:
+    """Summary of one conversion (what the CLI prints as JSON)."""
+
+    source: str
+    destination: str
+    format: str
+    span_size: int
+    min_layer_size: int
+    image_digest: str
+    """Digest the destination tag points at: the SOCI-enabled image index (v2) or the original image (v1)."""
+    image_media_type: str
+    image_size: int
+    platforms: list[PlatformResult]
+    layers_built: int
+    layers_reused: int
+
+    @property
+    def soci_index_digests(self) -> list[str]:
+        """Digests of the SOCI index manifests pushed, one per indexed platform."""
+        return [p.soci_index_digest for p in self.platforms if p.soci_index_digest]
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+@dataclass
+class _PlatformImage:
+    """One image manifest of the source, decoded."""
+
+    entry: Descriptor
+    platform: Platform
+    raw: RegistryManifest
+    manifest: Manifest
+
+
+@dataclass
+class _SourceImage:
+    top: RegistryManifest
+    index: ImageIndex | None
+    images: list[_PlatformImage]
+    """Every runnable image manifest, in index order."""
+    others: list[Descriptor]
+    """Index entries carried over unchanged (attestations, existing SOCI indexes, artifacts)."""
+
+
+@dataclass(frozen=True)
+class _LayerPlan:
+    position: int
+    layer: Descriptor
+    skip_reason: str | None
+
+
+class SociConverter:
+    """Builds and pushes SOCI indexes for images in one registry; reuse cache lives as long as the converter."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        *,
+        span_size: int = SOCI_SPAN_SIZE,
+        min_layer_size: int = SOCI_MIN_LAYER_SIZE,
+        build_tool_identifier: str = SOCI_BUILD_TOOL_IDENTIFIER,
+        format: str = "v2",  # noqa: A002 - the CLI flag's name
+        platforms: Sequence[str] | None = None,
+        all_platforms: bool = False,
+        progress: LayerProgress | None = None,
+        log_fn: Callable[[str], None] | None = None,
+    ) -> None:
+        if span_size <= 0:
+            raise ValueError(f"span size must be positive, got {span_size}")
+        if min_layer_size < 0:
+            raise ValueError(f"min layer size must be >= 0, got {min_layer_size}")
+        if platforms and all_platforms:
+            raise ValueError("give platforms or all_platforms, not both")
+        try:
+            self.version = SociVersion(format)
+        except ValueError:
+            raise ValueError(f"unknown SOCI index format {format!r}: use 'v2' (default) or 'v1'") from None
+        self.client = client
+        self.span_size = span_size
+        self.min_layer_size = min_layer_size
+        self.build_tool_identifier = build_tool_identifier
+        self.platforms = [plat.parse(p) for p in platforms or []]
+        self.all_platforms = all_platforms
+        self.progress = progress
+        self._log = log_fn or log.info
+        self._builder = ZtocBuilder(span_size=span_size, build_tool_identifier=build_tool_identifier)
+        self.reuse = ZtocReuseIndex(client, log_fn=self._log)
+        self._built = 0
+        self._reused = 0
+
+    # ---- entry point -------------------------------------------------------------------------
+
+    def convert(self, src: ImageRef, dst: ImageRef) -> ConvertResult:
+        """Index `src` and push the SOCI-enabled image (v2) or the image plus its v1 index to `dst`."""
+        if src.registry != dst.registry:
+            raise SociConvertError(
+                f"cannot convert {src} into {dst}: source and destination must be in the same registry "
+                f"(this converter talks to {self.client.registry})"
+            )
+        if dst.digest:
+            raise SociConvertError(f"destination {dst} must be a tag, not a digest")
+        if src.registry != self.client.registry:
+            raise SociConvertError(f"image {src} is not in registry {self.client.registry} of this converter")
+        dst_tag = dst.tag or "latest"
+        self._built = self._reused = 0
+
+        image = self._load(src)
+        selected = self._select(src, image)
+        plans = {img.raw.digest: self._plan(src, img) for img in selected}
+        if not any(p.skip_reason is None for plan in plans.values() for p in plan):
+            skipped = [
+                SkippedLayer(p.layer.digest, p.layer.media_type, p.layer.size, p.skip_reason or "")
+                for plan in plans.values()
+                for p in plan
+            ]
+            names = ", ".join(str(img.platform) for img in selected)
+            details = "; ".join(f"{s.layer_digest} ({s.layer_size} bytes): {s.reason}" for s in skipped) or "no layers"
+            raise EmptySociIndexError(
+                f"image {src} ({names}): no layer gets a zTOC, so the SOCI index would be empty and the image "
+                f"is not lazily loadable; nothing was pushed. Layers: {details}",
+                skipped,
+            )
+
+        if src.repository != dst.repository:
+            self._copy_image(src.repository, dst.repository, image)
+
+        results: list[PlatformResult] = []
+        ztoc_lists: dict[str, list[Descriptor]] = {}
+        for img in selected:
+            result, descriptors = self._index_platform(src, dst.repository, img, plans[img.raw.digest])
+            results.append(result)
+            if descriptors:
+                ztoc_lists[img.raw.digest] = descriptors
+        self.client.push_blob(dst.repository, mt.EMPTY_CONFIG, digest=mt.EMPTY_CONFIG_DIGEST)
+
+        if self.version is SociVersion.V2:
+            top_digest, top_media_type, top_size = self._finish_v2(dst.repository, dst_tag, image, results, ztoc_lists)
+        else:
+            top_digest, top_media_type, top_size = self._finish_v1(dst.repository, dst_tag, image, results, ztoc_lists)
+
+        return ConvertResult(
+            source=str(src),
+            destination=str(ImageRef(dst.registry, dst.repository, dst_tag)),
+            format=self.version.value,
+            span_size=self.span_size,
+            min_layer_size=self.min_layer_size,
+            image_digest=top_digest,
+            image_media_type=top_media_type,
+            image_size=top_size,
+            platforms=results,
+            layers_built=self._built,
+            layers_reused=self._reused,
+        )
+
+    # ---- reading the source ----------------------------------------------------------------------
+
+    def _load(self, src: ImageRef) -> _SourceImage:
+        top = self.client.get_manifest(src.repository, src.reference)
+        if top.media_type in mt.IMAGE_INDEX_TYPES:
+            return self._load_index(src, top)
+        if top.media_type in mt.IMAGE_MANIFEST_TYPES:
+            manifest = _decode_manifest(top, str(src))
+            _require_image(manifest, f"{src} ({top.digest})")
+            platform = self._config_platform(src, manifest)
+            entry = Descriptor(media_type=top.media_type, digest=top.digest, size=len(top.data), platform=platform)
+            return _SourceImage(top, None, [_PlatformImage(entry, platform, top, manifest)], [])
+        raise NotAnImageError(
+            f"{src} ({top.digest}) has mediaType {top.media_type!r}: not an image manifest or image index"
+        )
+
+    def _load_index(self, src: ImageRef, top: RegistryManifest) -> _SourceImage:
+        try:
+            index = parse_index(top.data)
+        except gojson.GoJSONError as exc:
+            raise NotAnImageError(f"image index {src} ({top.digest}) is not a valid OCI index: {exc}") from None
+        images: list[_PlatformImage] = []
+        others: list[Descriptor] = []
+        for entry in index.manifests or []:
+            if entry.media_type in mt.IMAGE_INDEX_TYPES:
+                raise NotAnImageError(
+                    f"image index {src} ({top.digest}) nests another index ({entry.digest}); nested indexes are not supported"
+                )
+            if is_soci_v2_entry(entry) or entry.media_type not in mt.IMAGE_MANIFEST_TYPES or plat.is_unknown(entry.platform):
+                others.append(entry)
+                continue
+            raw = self.client.get_manifest(src.repository, entry.digest)
+            manifest = _decode_manifest(raw, f"{src.name}@{entry.digest}")
+            if soci_version_of(manifest) is not None or manifest.config.media_type not in mt.IMAGE_CONFIG_TYPES:
+                others.append(entry)
+                continue
+            assert entry.platform is not None
+            images.append(_PlatformImage(entry, plat.normalize(entry.platform), raw, manifest))
+        if not images:
+            raise NotAnImageError(f"image index {src} ({top.digest}) lists no runnable image manifest")
+        return _SourceImage(top, index, images, others)
+
+    def _config_platform(self, src: ImageRef, manifest: Manifest) -> Platform:
+        """The platform recorded in the image config (what soci's images.Platforms reads)."""
+        data = self.client.get_blob(src.repository, manifest.config.digest)
+        try:
+            config = gojson.loads(data)
+        except gojson.GoJSONError as exc:
+            raise NotAnImageError(f"image {src}: config {manifest.config.digest} is not JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise NotAnImageError(f"image {src}: config {manifest.config.digest} is not a JSON object")
+        features = config.get("os.features")
+        return plat.normalize(
+            Platform(
+                architecture=str(config.get("architecture") or ""),
+                os=str(config.get("os") or ""),
+                os_version=str(config.get("os.version") or ""),
+                os_features=[str(f) for f in features] if isinstance(features, list) and features else None,
+                variant=str(config.get("variant") or ""),
+            )
+        )
+
+    def _select(self, src: ImageRef, image: _SourceImage) -> list[_PlatformImage]:
+        if self.all_platforms:
+            return list(image.images)
+        available = ", ".join(str(img.platform) for img in image.images)
+        if image.index is None:
+            (only,) = image.images
+            if self.platforms and not any(plat.matches(w, only.platform) for w in self.platforms):
+                wanted = ", ".join(str(w) for w in self.platforms)
+                raise PlatformNotFoundError(f"image {src} is {only.platform} only; requested {wanted}")
+            return [only]
+        wanted = self.platforms or [plat.host_default()]
+        chosen: list[_PlatformImage] = []
+        for w in plat.dedupe(wanted):
+            match = next((img for img in image.images if plat.matches(w, img.platform)), None)
+            if match is None:
+                raise PlatformNotFoundError(
+                    f"image {src} has no manifest for platform {w} (it has: {available}); "
+                    "pass --platform or --all-platforms"
+                )
+            if match not in chosen:
+                chosen.append(match)
+        return [img for img in image.images if img in chosen]
+
+    def _plan(self, src: ImageRef, img: _PlatformImage) -> list[_LayerPlan]:
+        """Which layers get a zTOC (spec section 3); errors on a non-layer mediaType."""
+        plan: list[_LayerPlan] = []
+        for position, layer in enumerate(img.manifest.layers or []):
+            if not mt.is_layer_type(layer.media_type):
+                raise NotAnImageError(
+                    f"image {src} ({img.platform}): layer {position} ({layer.digest}) has mediaType "
+                    f"{layer.media_type!r}, which is not a layer type"
+                )
+            reason = self._skip_reason(layer)
+            plan.append(_LayerPlan(position, layer, reason))
+        return plan
+
+    def _skip_reason(self, layer: Descriptor) -> str | None:
+        compression = mt.layer_compression(layer.media_type)
+        if layer.size < self.min_layer_size:
+            return f"size {layer.size} is below the min layer size {self.min_layer_size}"
+        if compression is mt.LayerCompression.ZSTD:
+            return f"zstd-compressed layer ({layer.media_type}): SOCI indexes only gzip and uncompressed tar layers"
+        if mt.is_nondistributable(layer.media_type):
+            return f"non-distributable layer ({layer.media_type}): registries need not serve it"
+        if compression is mt.LayerCompression.OTHER:
+            return f"unsupported layer encoding ({layer.media_type})"
+        return None
+
+    # ---- zTOCs -----------------------------------------------------------------------------------
+
+    def _index_platform(
+        self, src: ImageRef, dst_repo: str, img: _PlatformImage, plan: list[_LayerPlan]
+    ) -> tuple[PlatformResult, list[Descriptor]]:
+        result = PlatformResult(
+            platform=str(img.platform),
+            source_manifest_digest=img.raw.digest,
+            manifest_digest=img.raw.digest,
+            soci_index_digest=None,
+            soci_index_size=None,
+        )
+        descriptors: list[Descriptor] = []
+        for p in plan:
+            layer = p.layer
+            if p.skip_reason is not None:
+                result.skipped_layers.append(SkippedLayer(layer.digest, layer.media_type, layer.size, p.skip_reason))
+                continue
+            info, reused = self._ztoc_for_layer(src, dst_repo, img, layer)
+            result.ztocs.append(
+                ZtocRow(
+                    layer_digest=layer.digest,
+                    media_type=layer.media_type,
+                    layer_size=layer.size,
+                    ztoc_digest=info.digest,
+                    ztoc_size=info.size,
+                    spans=info.spans,
+                    files=info.files,
+                    reused=reused,
+                )
+            )
+            descriptors.append(
+                ztoc_descriptor(
+                    ztoc_digest=info.digest,
+                    ztoc_size=info.size,
+                    layer_digest=layer.digest,
+                    layer_media_type=layer.media_type,
+                    span_size=self.span_size,
+                    disable_xattrs=info.disable_xattrs,
+                )
+            )
+        if not descriptors:
+            result.skipped_reason = "no layer of this platform gets a zTOC: " + "; ".join(
+                f"{s.layer_digest}: {s.reason}" for s in result.skipped_layers
+            )
+        return result, descriptors
+
+    def _ztoc_for_layer(self, src: ImageRef, dst_repo: str, img: _PlatformImage, layer: Descriptor) -> tuple[ZtocInfo, bool]:
+        found = self.reuse.lookup(dst_repo, layer.digest, layer.size, self.span_size)
+        if found is not None:
+            self._reused += 1
+            self._log(f"layer {layer.digest}: reusing zTOC {found.digest}")
+            return found, True
+        built = self._build(src, img, layer)
+        self.client.push_blob(dst_repo, built.data, digest=built.digest)
+        info = ZtocInfo(
+            digest=built.digest,
+            size=built.size,
+            layer_digest=layer.digest,
+            span_size=self.span_size,
+            spans=built.ztoc.compression.max_span_id + 1,
+            files=len(built.ztoc.entries),
+            disable_xattrs=built.disable_xattrs,
+        )
+        self.reuse.record(dst_repo, info)
+        self._built += 1
+        self._log(f"layer {layer.digest}: built zTOC {built.digest} ({info.spans} spans, {info.files} entries)")
+        return info, False
+
+    def _build(self, src: ImageRef, img: _PlatformImage, layer: Descriptor):  # noqa: ANN202 - BuiltZtoc
+        where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
+        try:
+            with self.client.stream_blob(src.repository, layer.digest) as chunks:
+                built = self._builder.build(self._with_progress(chunks, layer), layer.media_type, layer=layer.digest)
+                for _ in chunks:  # drain, so the client verifies the blob digest
+                    pass
+        except (ZtocBuildError, GzipFormatError, TarFormatError, ZtocFormatError, ZlibError, DigestMismatchError) as exc:
+            raise LayerIndexError(f"{where}: cannot build its zTOC: {exc}") from exc
+        if built.compressed_size != layer.size:
+            raise LayerIndexError(f"{where}: the blob is {built.compressed_size} bytes, the manifest says {layer.size}")
+        if built.layer_digest != layer.digest:
+            raise LayerIndexError(f"{where}: the blob hashes to {built.layer_digest}")
+        return built
+
+    def _with_progress(self, chunks: Iterable[bytes], layer: Descriptor) -> Iterator[bytes]:
+        done = 0
+        for chunk in chunks:
+            done += len(chunk)
+            if self.progress is not None:
+                self.progress(layer.digest, done, layer.size)
+            yield chunk
+
+    # ---- copying between repositories -------------------------------------------------------------
+
+    def _copy_image(self, src_repo: str, dst_repo: str, image: _SourceImage) -> None:
+        """Make every blob (and carried-over manifest) of the source image exist in the destination."""
+        for img in image.images:
+            self._copy_manifest_blobs(src_repo, dst_repo, img.manifest)
+            if self.version is SociVersion.V1:
+                self.client.put_manifest(dst_repo, img.raw.digest, img.raw.data, img.raw.media_type)
+        for entry in image.others:
+            raw = self.client.get_manifest(src_repo, entry.digest)
+            if raw.media_type in mt.IMAGE_MANIFEST_TYPES:
+                self._copy_manifest_blobs(src_repo, dst_repo, _decode_manifest(raw, f"{src_repo}@{entry.digest}"))
+            self.client.put_manifest(dst_repo, raw.digest, raw.data, raw.media_type)
+
+    def _copy_manifest_blobs(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
+        for d in [manifest.config, *(manifest.layers or [])]:
+            if mt.is_nondistributable(d.media_type) and d.urls:
+                continue
+            self._copy_blob(src_repo, dst_repo, d.digest, d.size)
+
+    def _copy_blob(self, src_repo: str, dst_repo: str, digest: str, size: int) -> None:
+        if self.client.blob_size(dst_repo, digest) is not None:
+            return
+        if self.client.mount_blob(dst_repo, digest, src_repo):
+            return
+        with self.client.stream_blob(src_repo, digest) as chunks:
+            self.client.push_blob_stream(dst_repo, chunks, digest, size)
+
+    # ---- writing the result --------------------------------------------------------------------
+
+    def _finish_v2(
+        self,
+        repo: str,
+        tag: str,
+        image: _SourceImage,
+        results: list[PlatformResult],
+        ztoc_lists: dict[str, list[Descriptor]],
+    ) -> tuple[str, str, int]:
+        soci_digests: dict[str, tuple[str, int]] = {}
+        encoded_indexes = {}
+        for digest, descriptors in ztoc_lists.items():
+            encoded = encode(build_soci_index(descriptors, version=SociVersion.V2, build_tool_identifier=self.build_tool_identifier))
+            self.client.put_manifest(repo, encoded.digest, encoded.data, mt.OCI_MANIFEST)
+            soci_digests[digest] = (encoded.digest, encoded.size)
+            encoded_indexes[digest] = encoded
+
+        rewritten: list[RewrittenManifest] = []
+        soci_entries: list[Descriptor] = []
+        for img in image.images:
+            soci = soci_digests.get(img.raw.digest)
+            manifest = rewrite_image_manifest(img.manifest, soci[0] if soci else None)
+            encoded = encode(manifest)
+            self.client.put_manifest(repo, encoded.digest, encoded.data, mt.OCI_MANIFEST)
+            rewritten.append(RewrittenManifest(img.raw.digest, manifest, encoded))
+            if soci is not None:
+                soci_entries.append(soci_index_entry(encoded_indexes[img.raw.digest], img.platform, encoded.digest))
+            for result in results:
+                if result.source_manifest_digest == img.raw.digest:
+                    result.manifest_digest = encoded.digest
+                    if soci is not None:
+                        result.soci_index_digest, result.soci_index_size = soci
+
+        base = image.index if image.index is not None else new_image_index(image.images[0].entry)
+        final = encode(soci_enabled_index(base, rewritten, soci_entries))
+        self.client.put_manifest(repo, final.digest, final.data, mt.OCI_INDEX)
+        self.client.put_manifest(repo, tag, final.data, mt.OCI_INDEX)
+        self._log(f"{repo}:{tag} -> SOCI-enabled image index {final.digest}")
+        return final.digest, mt.OCI_INDEX, final.size
+
+    def _finish_v1(
+        self,
+        repo: str,
+        tag: str,
+        image: _SourceImage,
+        results: list[PlatformResult],
+        ztoc_lists: dict[str, list[Descriptor]],
+    ) -> tuple[str, str, int]:
+        for img in image.images:
+            descriptors = ztoc_lists.get(img.raw.digest)
+            if not descriptors:
+                continue
+            subject = subject_descriptor(img.raw.media_type, img.raw.digest, len(img.raw.data))
+            manifest = build_soci_index(
+                descriptors, version=SociVersion.V1, build_tool_identifier=self.build_tool_identifier, subject=subject
+            )
+            encoded = encode(manifest)
+            self.client.push_referrer(repo, encoded.data, mt.OCI_MANIFEST)
+            for result in results:
+                if result.source_manifest_digest == img.raw.digest:
+                    result.soci_index_digest, result.soci_index_size = encoded.digest, encoded.size
+        top = image.top
+        self.client.put_manifest(repo, top.digest, top.data, top.media_type)
+        self.client.put_manifest(repo, tag, top.data, top.media_type)
+        self._log(f"{repo}:{tag} -> image {top.digest} with v1 SOCI index(es) as referrers")
+        return top.digest, top.media_type, len(top.data)
+
+
+def _decode_manifest(raw: RegistryManifest, name: str) -> Manifest:
+    try:
+        return parse_manifest(raw.data)
+    except gojson.GoJSONError as exc:
+        raise NotAnImageError(f"manifest {name} is not a valid image manifest: {exc}") from None
+
+
+def _require_image(manifest: Manifest, name: str) -> None:
+    version = soci_version_of(manifest)
+    if version is not None:
+        raise NotAnImageError(f"{name} is a SOCI index ({version.artifact_type}), not an image")
+    if manifest.config.media_type not in mt.IMAGE_CONFIG_TYPES:
+        raise NotAnImageError(
+            f"{name} is not a container image: its config mediaType is {manifest.config.media_type!r}"
+        )

@@ -1,0 +1,1 @@
+"""zTOC: per-layer table of contents plus gzip checkpoints, built in one streaming pass."""

@@ -1,0 +1,204 @@
+"""Build a zTOC for one layer blob in a single streaming pass.
+
+Each blob chunk is hashed (layer digest), fed to the gzip indexer (checkpoints and span digests)
+and its uncompressed output to the tar TOC builder. Memory stays bounded by one chunk, the
+inflate buffer, the checkpoints (one 32 KiB window per span) and the TOC, never the layer size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_SPAN_SIZE
+from resources.soci.media_types import LayerCompression, layer_compression
+from resources.soci.ztoc.flatbuf import serialize_ztoc
+from resources.soci.ztoc.gzip_index import GzipFormatError, GzipIndexer
+from resources.soci.ztoc.model import ZTOC_VERSION, CompressionAlgorithm, CompressionInfo, Ztoc
+from resources.soci.ztoc.span_digests import OrderedWorker, SpanDigester
+from resources.soci.ztoc.tar_zinfo import encode_tar_zinfo, uncompressed_max_span_id
+from resources.soci.ztoc.toc import TarFormatError, TarTocBuilder, TocResult
+
+READ_CHUNK = 1 << 20
+
+Progress = Callable[[int], None]
+
+
+class ZtocBuildError(Exception):
+    """A layer blob could not be indexed (the message names the layer and what is wrong)."""
+
+
+class UnsupportedLayerError(ZtocBuildError):
+    """The layer's media type has no zTOC (zstd, encrypted, not a layer)."""
+
+    def __init__(self, message: str, media_type: str) -> None:
+        super().__init__(message)
+        self.media_type = media_type
+
+
+@dataclass(frozen=True)
+class BuiltZtoc:
+    """A built zTOC, its serialized bytes, and what the single pass learned about the layer."""
+
+    ztoc: Ztoc
+    data: bytes
+    digest: str
+    size: int
+    disable_xattrs: bool
+    layer_digest: str
+    compressed_size: int
+    uncompressed_size: int
+    decompressed_size: int
+    span_size: int
+    media_type: str
+
+
+def compression_for_media_type(media_type: str) -> CompressionAlgorithm:
+    """The zTOC algorithm for a layer media type, or UnsupportedLayerError (spec section 3)."""
+    kind = layer_compression(media_type)
+    if kind == LayerCompression.GZIP:
+        return CompressionAlgorithm.GZIP
+    if kind == LayerCompression.UNCOMPRESSED:
+        return CompressionAlgorithm.UNCOMPRESSED
+    if kind == LayerCompression.ZSTD:
+        raise UnsupportedLayerError(
+            f"zstd layers are not supported by SOCI (layer media type {media_type!r})", media_type
+        )
+    raise UnsupportedLayerError(f"no zTOC can be built for layer media type {media_type!r}", media_type)
+
+
+def _chunks(stream: BinaryIO | Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
+    """Blob chunks from a binary file object or an iterable of byte strings."""
+    read = getattr(stream, "read", None)
+    if read is not None:
+        while True:
+            chunk = read(chunk_size)
+            if not chunk:
+                return
+            yield chunk if isinstance(chunk, bytes) else bytes(chunk)
+    else:
+        for chunk in stream:  # type: ignore[union-attr]
+            if chunk:
+                yield chunk if isinstance(chunk, bytes) else bytes(chunk)
+
+
+class ZtocBuilder:
+    """Builds zTOCs (version 0.9) for gzip and uncompressed tar layers."""
+
+    def __init__(
+        self,
+        span_size: int = SOCI_SPAN_SIZE,
+        build_tool_identifier: str = SOCI_BUILD_TOOL_IDENTIFIER,
+        chunk_size: int = READ_CHUNK,
+        digest_in_thread: bool = True,
+    ) -> None:
+        if span_size <= 0:
+            raise ValueError(f"span size must be positive, got {span_size}")
+        self.span_size = span_size
+        self.build_tool_identifier = build_tool_identifier
+        self.chunk_size = chunk_size
+        self.digest_in_thread = digest_in_thread
+
+    def build(
+        self,
+        stream: BinaryIO | Iterable[bytes],
+        media_type: str,
+        progress: Progress | None = None,
+        layer: str = "layer",
+    ) -> BuiltZtoc:
+        """Read the whole blob once and return its zTOC; ``layer`` labels error messages."""
+        algorithm = compression_for_media_type(media_type)
+        chunks = _chunks(stream, self.chunk_size)
+        try:
+            if algorithm == CompressionAlgorithm.GZIP:
+                return self._build_gzip(chunks, media_type, progress)
+            return self._build_uncompressed(chunks, media_type, progress)
+        except (GzipFormatError, TarFormatError) as exc:
+            raise ZtocBuildError(f"{layer} ({media_type}): {exc}") from exc
+
+    def _build_gzip(self, chunks: Iterator[bytes], media_type: str, progress: Progress | None) -> BuiltZtoc:
+        toc = TarTocBuilder()
+        processed = 0
+        with GzipIndexer(self.span_size, blob_digest=True, digest_in_thread=self.digest_in_thread) as indexer:
+            for chunk in chunks:
+                for output in indexer.feed(chunk):
+                    toc.feed(output)
+                processed += len(chunk)
+                if progress is not None:
+                    progress(processed)
+            index = indexer.finish()
+        info = CompressionInfo(
+            algorithm=CompressionAlgorithm.GZIP,
+            max_span_id=index.max_span_id,
+            span_digests=index.span_digests,
+            checkpoints=index.checkpoints,
+        )
+        assert index.blob_digest is not None
+        return self._assemble(
+            toc.finish(), info, index.blob_digest, index.compressed_size, index.uncompressed_size, media_type
+        )
+
+    def _build_uncompressed(
+        self, chunks: Iterator[bytes], media_type: str, progress: Progress | None
+    ) -> BuiltZtoc:
+        toc = TarTocBuilder()
+        span = self.span_size
+        digester = SpanDigester(whole_blob=True)
+        worker = OrderedWorker(threaded=self.digest_in_thread)
+        processed = 0
+        try:
+            for chunk in chunks:
+                end = processed + len(chunk)
+                first_cut = -(-processed // span) * span  # spans start at multiples of the span size
+                worker.submit(digester.update, chunk, [(cut, 0) for cut in range(first_cut, end, span)])
+                toc.feed(chunk)
+                processed = end
+                if progress is not None:
+                    progress(processed)
+            worker.drain()
+        finally:
+            worker.close()
+        digests, layer_digest = digester.finish()
+        max_span_id = uncompressed_max_span_id(processed, span)
+        assert len(digests) == max_span_id + 1 and layer_digest is not None
+        info = CompressionInfo(
+            algorithm=CompressionAlgorithm.UNCOMPRESSED,
+            max_span_id=max_span_id,
+            span_digests=digests,
+            checkpoints=encode_tar_zinfo(span, processed),
+        )
+        return self._assemble(toc.finish(), info, layer_digest, processed, processed, media_type)
+
+    def _assemble(
+        self,
+        toc: TocResult,
+        info: CompressionInfo,
+        layer_digest: str,
+        compressed_size: int,
+        decompressed_size: int,
+        media_type: str,
+    ) -> BuiltZtoc:
+        ztoc = Ztoc(
+            version=ZTOC_VERSION,
+            build_tool_identifier=self.build_tool_identifier,
+            compressed_archive_size=compressed_size,
+            uncompressed_archive_size=toc.uncompressed_archive_size,
+            entries=toc.entries,
+            compression=info,
+        )
+        data = serialize_ztoc(ztoc)
+        return BuiltZtoc(
+            ztoc=ztoc,
+            data=data,
+            digest="sha256:" + hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            disable_xattrs=toc.disable_xattrs,
+            layer_digest=layer_digest,
+            compressed_size=compressed_size,
+            uncompressed_size=toc.uncompressed_archive_size,
+            decompressed_size=decompressed_size,
+            span_size=self.span_size,
+            media_type=media_type,
+        )

@@ -1,0 +1,1 @@
+"""Test doubles for external systems: a fake Kubernetes API server and a buildctl stand-in."""
