@@ -85,6 +85,7 @@ def main() -> None:
                      "git": GitRemotesResource(cache_dir=str(root / "cache"))}
         cursor: str | None = None
         try:
+            (root / "home").mkdir()
             with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
                 def tick() -> tuple[float, int]:
                     nonlocal cursor

@@ -46,9 +46,12 @@ def main() -> int:
     job = definitions.resolve_job_def(BUILD_JOB)
     started = time.monotonic()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, partition_key=TARGET, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, partition_key=TARGET, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
         wall = time.monotonic() - started
-        events = [rec.event_log_entry for rec in instance.all_logs(result.run_id)]
+        events = list(instance.all_logs(result.run_id))
     steps = _step_seconds(events)
     if not result.success:
         failures = [ev for ev in result.all_events if ev.is_failure]

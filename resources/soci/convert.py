@@ -39,7 +39,7 @@ from resources.soci.index import (
 )
 from resources.soci.oci import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
 from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
-from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
+from resources.soci.ztoc.builder import BuiltZtoc, ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.gzip_index import GzipFormatError
 from resources.soci.ztoc.model import ZtocFormatError
 from resources.soci.ztoc.toc import TarFormatError
@@ -455,7 +455,7 @@ class SociConverter:
         self._log(f"layer {layer.digest}: built zTOC {built.digest} ({info.spans} spans, {info.files} entries)")
         return info, False
 
-    def _build(self, src: ImageRef, img: _PlatformImage, layer: Descriptor):  # noqa: ANN202 - BuiltZtoc
+    def _build(self, src: ImageRef, img: _PlatformImage, layer: Descriptor) -> BuiltZtoc:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
             with self.client.stream_blob(src.repository, layer.digest) as chunks:

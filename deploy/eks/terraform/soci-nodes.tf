@@ -28,7 +28,7 @@ variable "subnet_ids" {
 }
 
 variable "ami_release_version" {
-  description = "EKS AL2023 AMI release, e.g. 1.34.2-20261112 (pinned: the node group never moves on its own)."
+  description = "EKS AL2023 AMI release with containerd 2.x (late 2025 or newer), e.g. 1.34.2-20261112; pinned, never moves on its own."
   type        = string
   validation {
     condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+-[0-9]{8}$", var.ami_release_version))

@@ -46,6 +46,7 @@ __all__ = ["FlatTable", "ZtocFormatError", "parse_ztoc", "serialize_ztoc"]
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT32 = (0, 2**32 - 1)
+_MAX_INITIAL = 2**31 - 1
 
 # Slots (field index in the schema) per table.
 _XATTR_FIELDS = 2
@@ -72,10 +73,22 @@ def serialize_ztoc(z: Ztoc) -> bytes:
     """
     _check_ztoc(z)
     check_toc_offsets(z.entries)
+    # Go starts from an empty buffer; the bytes do not depend on the initial capacity (the
+    # builder aligns relative to the end), so reserve roughly enough to avoid regrowth copies.
     try:
-        return _encode(z, flatbuffers.Builder(0))
+        return _encode(z, flatbuffers.Builder(min(_estimated_size(z), _MAX_INITIAL)))
     except BuilderSizeError as exc:
         raise ZtocFormatError(f"zTOC exceeds the 2 GiB FlatBuffers limit: {exc}") from None
+
+
+def _estimated_size(z: Ztoc) -> int:
+    """A slight overestimate of the encoded size."""
+    per_entry = sum(
+        200 + len(e.name) + len(e.linkname) + len(e.uname) + len(e.gname)
+        + sum(40 + len(x.key) + len(x.value) for x in e.xattrs)
+        for e in z.entries
+    )  # fmt: skip
+    return 1024 + per_entry + len(z.compression.checkpoints) + 80 * len(z.compression.span_digests)
 
 
 def _encode(z: Ztoc, b: flatbuffers.Builder) -> bytes:
@@ -92,7 +105,10 @@ def _encode(z: Ztoc, b: flatbuffers.Builder) -> bytes:
     toc = b.EndObject()
 
     info = z.compression
-    checkpoints = b.CreateByteVector(bytes(info.checkpoints))
+    raw_checkpoints = info.checkpoints
+    checkpoints = b.CreateByteVector(
+        raw_checkpoints if isinstance(raw_checkpoints, bytes) else bytes(raw_checkpoints)
+    )
     digest_offsets = [b.CreateString(raw_bytes(d)) for d in info.span_digests]
     span_digests = _build_offset_vector(b, digest_offsets)
     b.StartObject(_CI_FIELDS)
@@ -111,7 +127,8 @@ def _encode(z: Ztoc, b: flatbuffers.Builder) -> bytes:
     b.PrependInt64Slot(_Z_UNCOMPRESSED, z.uncompressed_archive_size, 0)
     b.PrependUOffsetTRelativeSlot(_Z_COMPRESSION, compression_info, 0)
     b.Finish(b.EndObject())
-    return bytes(b.Output())
+    with memoryview(b.Bytes) as buffer:
+        return bytes(buffer[b.Head() :])
 
 
 def _build_file_metadata(b: flatbuffers.Builder, e: FileMetadata) -> int:

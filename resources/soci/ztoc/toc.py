@@ -24,8 +24,12 @@ Go behaviours mirrored on purpose (each one changes bytes of the zTOC):
   record list but do not override header fields; GNU 'L'/'K' win over PAX path/linkpath.
 - `xattrs` = all PAX records of the entry (Go's `hdr.PAXRecords`), sorted bytewise by key.
 - `mod_time` is Go's `time.Time.MarshalText` (RFC 3339, nanoseconds without trailing zeros)
-  in UTC; Go yields "" (MarshalText error) for years outside 0..9999, and so do we.
-- Any type soci rejects fails the layer: PAX global header 'g', GNU sparse 'S', '7', 'V', ...
+  in UTC (soci formats in the builder's local zone; its CLI in a container runs in UTC);
+  Go yields "" (MarshalText error) for years outside 0..9999, and so do we.
+- Any type soci's `getType` rejects fails the layer: PAX global header 'g', GNU sparse 'S',
+  contiguous '7' (Go's reader leaves it as '7', so soci rejects it too), 'V', ...
+- The TOC is what soci builds even where soci's own Unmarshal would later reject it (a
+  header-only entry declaring more than 512 bytes); `serialize_ztoc` refuses those.
 
 Deliberate difference: PAX-format GNU sparse files (GNU.sparse.* records) are rejected
 (TarFormatError); Go would re-map their size/name and soci would index them. Container

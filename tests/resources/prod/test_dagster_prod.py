@@ -142,7 +142,6 @@ def test_full_materialization_leaks_no_secret(fake_k8s, kubeconfig, fake_buildct
         repo = registry.ensure_repository("team/app", ecr.repository_settings())
         soci = registry.soci_tag_for("team/app", "build-1")
         context.log.info(soci.message)
-        print("leak " + registry.authorization().password)
         pool = builder.get_pool()
         pool.probe_timeout_s = None  # fake pod DNS names do not resolve; discovery readiness still applies
         result = pool.build(BuildRequest(target="app", image_ref=f"{repo.uri}:build-1", context_dir=ctx,

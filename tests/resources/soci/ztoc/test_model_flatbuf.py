@@ -421,3 +421,15 @@ def test_serialize_and_parse_reject_overlapping_entries() -> None:
     struct.pack_into("<q", encoded, r.field_pos(dev_null, 2), 2048 + 100)  # inside entry 1's data
     with pytest.raises(ZtocFormatError, match="ErrInvalidTOCEntry"):
         parse_ztoc(bytes(encoded))
+
+
+@pytest.mark.parametrize("make", [golden_ztoc, rich_ztoc])
+def test_builder_initial_capacity_does_not_change_the_bytes(make) -> None:
+    """Go starts from NewBuilder(0); serialize_ztoc pre-sizes its buffer. Same bytes."""
+    from resources.soci.ztoc.flatbuf import _encode
+
+    z = make()
+    expected = _encode(z, flatbuffers.Builder(0))
+    assert serialize_ztoc(z) == expected
+    for capacity in (1, 7, 1000, 65536 + 333, 10**6):
+        assert _encode(z, flatbuffers.Builder(capacity)) == expected

@@ -19,6 +19,7 @@ from resources.soci.ztoc.model import (
     FileMetadata,
     Xattr,
     Ztoc,
+    ZtocFormatError,
     from_raw_bytes,
     raw_bytes,
 )
@@ -640,3 +641,14 @@ def test_toc_round_trips_through_the_ztoc_encoding() -> None:
     assert parsed == z
     assert serialize_ztoc(parsed) == encoded
     assert all(isinstance(e, FileMetadata) for e in parsed.entries)
+
+
+def test_oversized_header_only_entry_builds_a_toc_that_serialize_refuses() -> None:
+    """soci builds this TOC (Go parity) but its nodes reject it; serialize_ztoc says so."""
+    data = header(b"dir/", typeflag=b"5", size=4096) + header(b"dir/f", size=1) + padded(b"x") + END
+    result = toc(data)
+    assert [(e.name, e.uncompressed_offset) for e in result.entries] == [("dir/", 512), ("dir/f", 1024)]
+    z = Ztoc("0.9", "t", len(data), result.uncompressed_archive_size, result.entries,
+             CompressionInfo(CompressionAlgorithm.UNCOMPRESSED, 0, [], b""))
+    with pytest.raises(ZtocFormatError, match="'dir/f'.*ErrInvalidTOCEntry"):
+        serialize_ztoc(z)
