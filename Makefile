@@ -19,6 +19,7 @@ demo: venv stack
 	$(PY) scripts/demo.py
 
 test: venv stack
+	bash scripts/test-deps.sh
 	$(VENV)/bin/pytest
 
 check: venv

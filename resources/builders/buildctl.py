@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from resources.builders.base import BuildError, BuildRequest, BuildResult, LogFn, PruneResult
 from resources.builders.docker_auth import CredentialsProvider, RegistryCredential, temporary_docker_config
 from resources.builders.progress import ProgressParser
-from resources.builders.tls import TlsFiles, TlsSource
+from resources.builders.tls import TlsError, TlsFiles, TlsSource
 
 # buildctl's own messages when it cannot reach the daemon (gRPC dial errors, DNS, TLS handshake to a dead pod).
 CONNECTION_ERROR_RE = re.compile(
@@ -188,8 +188,14 @@ class BuildctlBuilder:
         parser = ProgressParser()
         tail: deque[str] = deque(maxlen=200)
         with ExitStack() as stack:
-            tls = stack.enter_context(self.tls.materialize()) if self.tls else None
-            creds: list[RegistryCredential] = list(self.credentials()) if self.credentials else []
+            try:
+                tls = stack.enter_context(self.tls.materialize()) if self.tls else None
+            except TlsError as exc:
+                raise BuildError(request.target, f"TLS material for builder {self.name}: {exc}") from None
+            try:
+                creds: list[RegistryCredential] = list(self.credentials()) if self.credentials else []
+            except Exception as exc:  # noqa: BLE001 - e.g. EcrError; its message names the registry, never a token
+                raise BuildError(request.target, f"push credentials could not be obtained: {exc}") from None
             scrub = redactor(c.password for c in creds)
             docker_config = stack.enter_context(temporary_docker_config(creds, self.temp_dir)) if creds else None
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamable-buildctl-", dir=self.temp_dir)))

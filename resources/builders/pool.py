@@ -60,9 +60,11 @@ class StaticEndpoints:
 
     addrs: tuple[str, ...]
 
-    def endpoints(self) -> list[BuilderEndpoint]:
+    def __post_init__(self) -> None:
         if not self.addrs:
-            raise KubernetesError("the static builder list is empty")
+            raise ValueError("the static builder list is empty; give at least one tcp://host:port address")
+
+    def endpoints(self) -> list[BuilderEndpoint]:
         out: list[BuilderEndpoint] = []
         hosts = [urlsplit(a).hostname or a for a in self.addrs]
         for addr, host in zip(self.addrs, hosts):

@@ -255,3 +255,18 @@ def test_redactor_and_credential_repr():
     assert scrub("token s3cr3t-value and abc") == "token *** and abc"
     cred = RegistryCredential(REGISTRY, "AWS", PASSWORD)
     assert PASSWORD not in repr(cred)
+
+
+def test_credential_and_tls_failures_are_build_errors_and_buildctl_never_runs(fake_buildctl, context, tmp_path):
+    from resources.ecr import EcrError  # noqa: PLC0415
+
+    def failing() -> list[RegistryCredential]:
+        raise EcrError("ECR GetAuthorizationToken failed: AccessDeniedException: not authorized")
+
+    request = BuildRequest(target="app", image_ref=REF, context_dir=context)
+    with pytest.raises(BuildError, match="push credentials could not be obtained: ECR GetAuthorizationToken failed"):
+        BuildctlBuilder(ADDR, credentials=failing).build(request, lambda _l: None)
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(BuildError, match=r"TLS material for builder b0: buildkit TLS CA certificate .*nope.pem does not exist"):
+        BuildctlBuilder(ADDR, name="b0", tls=TlsFromFiles(missing, missing, missing)).build(request, lambda _l: None)
+    assert fake_buildctl.calls() == []
