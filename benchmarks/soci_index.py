@@ -93,7 +93,10 @@ def generate_layer(path: Path, size_mib: int, seed: int = 20260101) -> int:
                 roll = rnd.random()
                 if roll < 0.0006 and weights < 4:  # a few large semi-compressible weight files
                     weights += 1
-                    add(f"models/weights_{weights}.safetensors", _float16_like(rnd, rnd.randint(24, 48) * MIB // 2))
+                    add(
+                        f"models/weights_{weights}.safetensors",
+                        _float16_like(rnd, rnd.randint(24, 48) * MIB // 2),
+                    )
                 elif roll < 0.04:  # mid-size binaries (shared objects, images)
                     size = rnd.randint(64 * 1024, 4 * MIB)
                     half = rnd.randbytes(size // 2)
@@ -101,7 +104,10 @@ def generate_layer(path: Path, size_mib: int, seed: int = 20260101) -> int:
                 else:  # many small source and text files
                     size = int(rnd.expovariate(1 / 6000)) + 1
                     start = rnd.randrange(len(corpus) - size)
-                    add(f"app/src/pkg{rnd.randrange(200)}/mod{rnd.randrange(10**6)}.py", corpus[start : start + size])
+                    add(
+                        f"app/src/pkg{rnd.randrange(200)}/mod{rnd.randrange(10**6)}.py",
+                        corpus[start : start + size],
+                    )
     return written
 
 
@@ -159,6 +165,11 @@ def measure_memory_child(path: str) -> None:
     print(json.dumps({"vmhwm_growth": hwm_growth, "tracemalloc_peak": peak}))
 
 
+def _seconds(times: list[float]) -> str:
+    """Comma-separated timings."""
+    return ", ".join(f"{t:.3f}" for t in times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=512)
@@ -177,8 +188,10 @@ def main() -> int:
         if not path.exists():
             started = time.perf_counter()
             size = generate_layer(path, args.size_mib)
-            print(f"generated {size / MIB:.0f} MiB tar -> {path.stat().st_size / MIB:.0f} MiB gzip "
-                  f"in {time.perf_counter() - started:.1f}s")
+            print(
+                f"generated {size / MIB:.0f} MiB tar -> {path.stat().st_size / MIB:.0f} MiB gzip "
+                f"in {time.perf_counter() - started:.1f}s"
+            )
         path.read_bytes()  # page cache
 
         inflate_times, build_times, inflate_cpu, build_cpu, build_main = [], [], [], [], []
@@ -192,24 +205,36 @@ def main() -> int:
             build_cpu.append(cpu)
             build_main.append(main)
         inflate, build = min(inflate_times), min(build_times)
-        print(f"layer: {facts['compressed'] / MIB:.1f} MiB gzip, {facts['uncompressed'] / MIB:.1f} MiB tar, "
-              f"{facts['entries']} entries, {facts['spans']} spans, zTOC {facts['ztoc_bytes'] / MIB:.2f} MiB")
-        print(f"plain inflate (zlib.decompressobj(31)): {inflate:.3f}s  (all: {', '.join(f'{t:.3f}' for t in inflate_times)})")
-        print(f"ZtocBuilder.build:                      {build:.3f}s  (all: {', '.join(f'{t:.3f}' for t in build_times)})")
+        print(
+            f"layer: {facts['compressed'] / MIB:.1f} MiB gzip, {facts['uncompressed'] / MIB:.1f} MiB tar, "
+            f"{facts['entries']} entries, {facts['spans']} spans, zTOC {facts['ztoc_bytes'] / MIB:.2f} MiB"
+        )
+        print(f"plain inflate (zlib.decompressobj(31)): {inflate:.3f}s  (all: {_seconds(inflate_times)})")
+        print(f"ZtocBuilder.build:                      {build:.3f}s  (all: {_seconds(build_times)})")
         ratio = build / inflate
         print(f"ratio build/inflate (wall, best of {args.rounds}): {ratio:.3f}  (target <= {TARGET_RATIO})")
-        print(f"CPU seconds: inflate {min(inflate_cpu):.3f}; build main thread {min(build_main):.3f} "
-              f"(ratio {min(build_main) / min(inflate_cpu):.3f}), build all threads {min(build_cpu):.3f} "
-              f"(ratio {min(build_cpu) / min(inflate_cpu):.3f}; sha256/CRC32 run on a second thread)")
-        print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
-              "(wall-clock ratios are only meaningful on an idle machine)")
+        print(
+            f"CPU seconds: inflate {min(inflate_cpu):.3f}; build main thread {min(build_main):.3f} "
+            f"(ratio {min(build_main) / min(inflate_cpu):.3f}), build all threads {min(build_cpu):.3f} "
+            f"(ratio {min(build_cpu) / min(inflate_cpu):.3f}; sha256/CRC32 run on a second thread)"
+        )
+        print(
+            f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+            "(wall-clock ratios are only meaningful on an idle machine)"
+        )
 
         child = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(path)], capture_output=True, text=True, check=True
+            [sys.executable, __file__, "--memory-child", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         memory = json.loads(child.stdout.strip().splitlines()[-1])
-        print(f"peak memory growth of build: VmHWM +{memory['vmhwm_growth'] / MIB:.1f} MiB, "
-              f"tracemalloc peak {memory['tracemalloc_peak'] / MIB:.1f} MiB  (target < {TARGET_MEMORY // MIB} MiB)")
+        print(
+            f"peak memory growth of build: VmHWM +{memory['vmhwm_growth'] / MIB:.1f} MiB, "
+            f"tracemalloc peak {memory['tracemalloc_peak'] / MIB:.1f} MiB  "
+            f"(target < {TARGET_MEMORY // MIB} MiB)"
+        )
         ok = ratio <= TARGET_RATIO and max(memory.values()) < TARGET_MEMORY
         print("PASS" if ok else "FAIL")
         return 0 if ok else 1

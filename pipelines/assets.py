@@ -12,7 +12,7 @@ from pydantic import Field
 from pipelines.logstream import BatchedLog
 from resources import defaults
 from resources.builders.base import BuildRequest
-from resources.dagster_resources import BuilderResource, CanaryResource, RegistryResource, TargetsResource, WorkspaceResource
+from resources.dagster_resources import BuilderResource, CanaryBase, RegistryResource, TargetsResource, WorkspaceResource
 from resources.git_checkout import checkout_source
 from resources.promote import describe, layer_rows, promote
 from resources.refs import ImageRef
@@ -65,6 +65,8 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             co = checkout_source(target.source, commit=config.commit, ref=config.ref, workdir=work, cache_root=workspace.git_cache)
             cand = candidate_tag(co.commit, context.run.run_id)
             ref = ImageRef.parse(f"{target.repository}:{cand}")
+            for note in registry.prepare_repository(ref.repository):
+                context.log.info(note)
             request = BuildRequest(
                 target=target.name,
                 image_ref=str(ref),
@@ -147,7 +149,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
     @dg.asset_check(asset=soci_index, name=VERIFY_CHECK, blocking=True, partitions_def=partitions,
                     description="Finds the SOCI index the way a node does and lazy-reads real files through zTOC checkpoints.")
     def lazy_pull_verifies(context: dg.AssetCheckExecutionContext, soci_index: dict, targets: TargetsResource,
-                           registry: RegistryResource, canary: CanaryResource) -> dg.AssetCheckResult:
+                           registry: RegistryResource, canary: CanaryBase) -> dg.AssetCheckResult:
         target = targets.load().get(context.op_execution_context.partition_key)
         digest = soci_index["image_index_digest"]
         ref = ImageRef(registry=soci_index["registry"], repository=soci_index["repository"], digest=digest)
@@ -189,12 +191,22 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         _require_passed_check(context, digest)
         default_branch = target.source.git.ref if target.source.git else "main"
         tags = release_tags(target.tags, commit=soci_index["commit"], ref=soci_index.get("ref"), default_branch=default_branch)
+        notes: list[str] = []
+        chosen: list[str] = []
+        for tag in tags:
+            final, note = registry.release_tag(soci_index["repository"], tag)
+            chosen.append(final)
+            if note:
+                notes.append(note)
+                context.log.warning(note)
+        tags = list(dict.fromkeys(chosen))
         with registry.client(soci_index["registry"]) as client:
             moves = promote(client, soci_index["repository"], digest, tags)
         image = f"{soci_index['registry']}/{soci_index['repository']}"
         return dg.Output(
             {**soci_index, "release_tags": tags},
             metadata={
+                "notes": "\n".join(notes),
                 "image": f"{image}@{digest}",
                 "tags": dg.MetadataValue.json([{"tag": m.tag, "previous": m.previous, "current": m.current} for m in moves]),
                 "released_refs": ", ".join(f"{image}:{t}" for t in tags),

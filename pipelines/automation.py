@@ -221,7 +221,7 @@ def registry_image_scan_sensor(context: dg.SensorEvaluationContext, registry: Re
     known = set(context.instance.get_dynamic_partitions(REGISTRY_IMAGES.name))
     new = [i for i in scan.pending if i.key not in known][: soci_backfill.max_runs_per_tick]
     runs = [_image_run(i.key, i.ref, i.digest, "registry-scan", f"scan:{i.key}") for i in new]
-    summary = (f"scanned {scan.repositories} repositories ({'pass complete' if scan.resume_after is None else 'resuming after ' + scan.resume_after}), "
+    summary = (f"scanned {scan.repositories} repositories ({'pass complete' if scan.complete else f'resuming after {scan.resume_after}'}), "
                f"{len(scan.images)} image(s), {len(scan.pending)} without a SOCI index, {len(new)} new")
     context.log.info(summary)
     return dg.SensorResult(

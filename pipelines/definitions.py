@@ -7,7 +7,8 @@ import os
 import dagster as dg
 
 from pipelines.assets import GROUP, build_supply_chain
-from resources.dagster_resources import local_resources
+from pipelines.automation import automation_defs
+from resources.dagster_resources import TargetsResource, WorkspaceResource, local_resources
 from resources.targets import load_targets
 
 BUILD_JOB = "build_and_release"
@@ -20,7 +21,11 @@ def resources_for(env: str) -> dict:
     if env == "eks":
         from resources.dagster_prod import eks_resources  # noqa: PLC0415
 
-        return eks_resources()
+        return {
+            "targets": TargetsResource(),
+            "workspace": WorkspaceResource(state_dir=os.environ.get("STREAMABLE_STATE_DIR", "/tmp/streamable")),
+            **eks_resources(),
+        }
     raise ValueError(f"STREAMABLE_ENV={env!r} is not one of: local, eks")
 
 
@@ -37,8 +42,4 @@ def defs() -> dg.Definitions:
         description="build -> push -> SOCI index -> verify pull -> promote, for one target",
     )
     core = dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], resources=resources_for(env))
-    try:
-        from pipelines.automation import automation_defs  # noqa: PLC0415
-    except ImportError:
-        return core
     return dg.Definitions.merge(core, automation_defs())

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, Protocol
 
-from resources.ecr import EcrRegistry, tag_is_immutable
 from resources.defaults import SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE, SOCI_TAG_SUFFIX
+from resources.ecr import EcrRegistry, tag_is_immutable
 from resources.push_events import ImageFilter, is_soci_output
 from resources.refs import ImageRef
 from resources.registry import Manifest as RegistryManifest
@@ -25,7 +25,7 @@ from resources.registry import RegistryClient, RegistryError, RegistryNotFoundEr
 from resources.soci import gojson
 from resources.soci import media_types as mt
 from resources.soci import platforms as plat
-from resources.soci.convert import ConvertResult, EmptySociIndexError, SkippedLayer, SociConvertError, SociConverter
+from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConvertError, SociConverter
 from resources.soci.oci import Descriptor, parse_index, parse_manifest
 
 LogFn = Callable[[str], None]
@@ -317,6 +317,8 @@ class ScanResult:
     """Last repository fully scanned when the deadline cut the pass short; None when the pass completed."""
     repositories: int = 0
     errors: list[str] = field(default_factory=list)
+    complete: bool = False
+    """True when the pass reached the last repository."""
 
     @property
     def pending(self) -> list[ScannedImage]:
@@ -354,6 +356,7 @@ def scan_registry(client: RegistryClient, catalog: ImageCatalog, settings: Backf
         result.repositories += 1
         result.resume_after = repo
     result.resume_after = None
+    result.complete = True
     return result
 
 
@@ -390,58 +393,65 @@ def _scan_repository(client: RegistryClient, catalog: ImageCatalog, settings: Ba
 
 
 class SharedZtocs:
-    """zTOCs across repositories, by layer digest: a layer already indexed in another repository (earlier in this
-    backfill, or by an existing SOCI index in `indexed_repositories`) gets its zTOC blob mounted (or copied) into
-    the image's repository and registered with the converter, instead of being decompressed again."""
+    """Reuse of zTOCs that SOCI indexes in *other* repositories already hold.
+
+    The converter reuses zTOCs of the destination repository and of any repository it confirmed a zTOC in
+    during this run; it does not look through repositories it has not touched. Before an image is indexed,
+    `seed` looks for each of its layers in `indexed_repositories` (where the scan saw SOCI indexes), so the
+    converter then mounts the zTOC instead of decompressing the layer.
+    """
 
     def __init__(self, indexed_repositories: Iterable[str] = ()) -> None:
-        self._by_layer: dict[tuple[str, int], tuple[str, Any]] = {}
         self._indexed_repositories = list(dict.fromkeys(indexed_repositories))
 
-    def learn(self, converter: SociConverter, repository: str, result: ConvertResult) -> None:
-        """Remember the zTOCs that `result` used in `repository`."""
-        if repository not in self._indexed_repositories:
-            self._indexed_repositories.append(repository)
-        for p in result.platforms:
-            for row in p.ztocs:
-                key = (row.layer_digest, converter.span_size)
-                if key not in self._by_layer:
-                    info = converter.reuse.lookup(repository, row.layer_digest, row.layer_size, converter.span_size)
-                    if info is not None:
-                        self._by_layer[key] = (repository, info)
-
-    def _find(self, converter: SociConverter, layer: Descriptor, exclude: str) -> tuple[str, Any] | None:
-        key = (layer.digest, converter.span_size)
-        if key in self._by_layer:
-            return self._by_layer[key]
-        for repo in self._indexed_repositories:
-            if repo == exclude:
-                continue
-            info = converter.reuse.lookup(repo, layer.digest, layer.size, converter.span_size)
-            if info is not None:
-                self._by_layer[key] = (repo, info)
-                return self._by_layer[key]
-        return None
-
     def seed(self, converter: SociConverter, repository: str, layers: Iterable[Descriptor]) -> int:
-        """Make known zTOCs for `layers` available in `repository`; returns how many were brought over."""
-        client, brought = converter.client, 0
+        """Make zTOCs for `layers` found in other indexed repositories available in `repository`; returns how many."""
+        reuse, span, brought = converter.reuse, converter.span_size, 0
         for layer in {d.digest: d for d in layers}.values():
-            if converter.reuse.lookup(repository, layer.digest, layer.size, converter.span_size) is not None:
-                continue
-            known = self._find(converter, layer, exclude=repository)
-            if known is None:
-                continue
-            src_repo, info = known
-            if client.blob_size(repository, info.digest) is None and not client.mount_blob(repository, info.digest, src_repo):
-                client.push_blob(repository, client.get_blob(src_repo, info.digest), digest=info.digest)
-            converter.reuse.record(repository, info)
-            brought += 1
+            if reuse.lookup(repository, layer.digest, layer.size, span) is not None:
+                continue  # in the repository already, or confirmed elsewhere in this run and brought over
+            for other in self._indexed_repositories:
+                if other != repository and reuse.lookup(other, layer.digest, layer.size, span) is not None:
+                    brought += reuse.lookup(repository, layer.digest, layer.size, span) is not None
+                    break
         return brought
 
 
 VerifyFn = Callable[[ImageRef], tuple[bool, str]]
-"""Checks a SOCI-enabled image: (passed, summary)."""
+"""Checks a SOCI-enabled image end to end (lazy reads against the layers): (passed, summary)."""
+
+
+def check_soci_wiring(client: RegistryClient, ref: ImageRef, fmt: str) -> tuple[bool, str]:
+    """Cheap structural check of a SOCI-enabled image whose zTOCs were all verified already: every platform's SOCI
+    index is reachable the way a node finds it, and every zTOC blob it lists exists with its size."""
+    assert ref.digest is not None
+    top = client.get_manifest(ref.repository, ref.digest)
+    platforms = _platform_manifests(client, ref.repository, top)
+    if platforms is None:
+        return False, f"{ref} is not a container image"
+    if fmt == "v1":
+        soci_digests = [m["digest"] for d in platforms.manifests
+                        for m in client.referrers(ref.repository, d, mt.SOCI_INDEX_V1)[:1]]
+    else:
+        index = parse_index(top.data) if top.media_type in mt.IMAGE_INDEX_TYPES else None
+        entries = {e.digest: e for e in (index.manifests or []) if e.artifact_type == mt.SOCI_INDEX_V2} if index else {}
+        soci_digests = []
+        for digest in platforms.manifests:
+            annotations = parse_manifest(client.get_manifest(ref.repository, digest).data).annotations or {}
+            idx = annotations.get(mt.ANNOTATION_INDEX_DIGEST)
+            if idx is None:
+                continue
+            entry = entries.get(idx)
+            if entry is None or (entry.annotations or {}).get(mt.ANNOTATION_MANIFEST_DIGEST) != digest:
+                return False, f"{ref}: manifest {digest} names SOCI index {idx}, which the image index does not bind to it"
+            soci_digests.append(idx)
+    if not soci_digests:
+        return False, f"{ref}: no platform has a SOCI index"
+    for idx in soci_digests:
+        for z in parse_manifest(client.get_manifest(ref.repository, idx).data).layers or []:
+            if client.blob_size(ref.repository, z.digest) != z.size:
+                return False, f"{ref}: zTOC {z.digest} of SOCI index {idx} is missing or has the wrong size"
+    return True, f"{len(soci_digests)} SOCI index(es) wired, zTOCs present"
 
 
 def not_indexable_reason(skipped: Sequence[SkippedLayer], min_layer_size: int) -> str:
@@ -457,9 +467,15 @@ def not_indexable_reason(skipped: Sequence[SkippedLayer], min_layer_size: int) -
 
 def index_image(client: RegistryClient, converter: SociConverter, key: str, settings: BackfillSettings, *,
                 catalog: ImageCatalog | None = None, expected_digest: str | None = None,
-                shared: SharedZtocs | None = None, verify: VerifyFn | None = None, log: LogFn | None = None) -> StatusRecord:
+                shared: SharedZtocs | None = None, verify: VerifyFn | None = None,
+                verified_ztocs: set[str] | None = None, log: LogFn | None = None) -> StatusRecord:
     """Index the image a partition key names, unless it is indexed, gone, or cannot be indexed. Never raises for
-    an image problem: the outcome is the returned record (FAILED ones are retried later)."""
+    an image problem: the outcome is the returned record (FAILED ones are retried later).
+
+    With `verify`, the result is verified end to end, unless every zTOC it uses is in `verified_ztocs` (verified
+    earlier in this run, against the same layer): then only its wiring is checked (`check_soci_wiring`), so a
+    shared base layer is not streamed again for every image. Verified zTOC digests are added to the set.
+    """
     started = time.monotonic()
     k = parse_image_key(key)
     name = f"{settings.registry}/{k.repository}:{k.tag}"
@@ -496,13 +512,20 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
         except EmptySociIndexError as exc:
             return record(ImageStatus.NOT_INDEXABLE, not_indexable_reason(exc.skipped, settings.min_layer_size), image,
                           platforms=len(platforms.manifests))
-        if shared is not None:
-            shared.learn(converter, k.repository, result)
         soci_image = f"{settings.registry}/{k.repository}:{dst_tag}@{result.image_digest}"
         stats = {"soci_image": soci_image, "soci_digest": result.image_digest, "layers_built": result.layers_built,
                  "layers_reused": result.layers_reused, "layers_shared": brought, "platforms": len(result.platforms)}
         if verify is not None:
-            passed, summary = verify(ImageRef(settings.registry, k.repository, tag=dst_tag, digest=result.image_digest))
+            out_ref = ImageRef(settings.registry, k.repository, tag=dst_tag, digest=result.image_digest)
+            used = {row.ztoc_digest for p in result.platforms for row in p.ztocs}
+            known = verified_ztocs if verified_ztocs is not None else set()
+            if used <= known:
+                passed, summary = check_soci_wiring(client, ImageRef(settings.registry, k.repository, digest=result.image_digest),
+                                                    settings.format)
+            else:
+                passed, summary = verify(out_ref)
+                if passed:
+                    known |= used
             if not passed:
                 return record(ImageStatus.FAILED, f"{soci_image} did not verify: {summary}", image, **stats)
         if log:
@@ -540,9 +563,10 @@ def iter_backfill(client: RegistryClient, catalog: ImageCatalog, settings: Backf
     """
     conv = converter or settings.converter(client, log)
     shared = SharedZtocs(indexed_repositories)
+    verified: set[str] = set()
     for img in images:
         yield index_image(client, conv, img.key, settings, catalog=catalog, expected_digest=img.digest, shared=shared,
-                          verify=verify, log=log)
+                          verify=verify, verified_ztocs=verified, log=log)
 
 
 def run_backfill(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, *,

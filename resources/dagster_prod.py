@@ -21,6 +21,7 @@ from kubernetes import client as k8s_client
 from pydantic import Field, PrivateAttr
 
 from resources.builders.docker_auth import CredentialsProvider, RegistryCredential
+from resources.dagster_resources import BuilderResource, CanaryBase, RegistryResource
 from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints
 from resources.builders.tls import TlsFromFiles, TlsFromSecret, TlsSource
 from resources.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS, CanaryVerifier
@@ -34,6 +35,7 @@ from resources.defaults import (
 )
 from resources.ecr import EcrRegistry, RepositorySettings, TagMutability
 from resources.k8s import api_client
+from resources.registry import RegistryClient
 
 
 class MissingSettingError(ValueError):
@@ -98,7 +100,7 @@ class EcrResource(ResourceWithBoto3Configuration):
         )
 
 
-class BuilderPoolResource(dg.ConfigurableResource):
+class BuilderPoolResource(BuilderResource):
     """Remote BuildKit daemons driven by buildctl: a StatefulSet found through the Kubernetes API, or a static list."""
 
     discovery: Literal["statefulset", "static"] = "statefulset"
@@ -168,7 +170,7 @@ class BuilderPoolResource(dg.ConfigurableResource):
         return self.get_pool()
 
 
-class CanaryResource(dg.ConfigurableResource):
+class CanaryResource(CanaryBase):
     """Canary pods on SOCI nodes that prove the image starts (and how fast it pulls)."""
 
     kubeconfig: str | None = None
@@ -185,6 +187,36 @@ class CanaryResource(dg.ConfigurableResource):
         return CanaryVerifier(core_api=core, namespace=self.namespace, node_selector=dict(self.node_selector),
                               tolerations=[dict(t) for t in self.tolerations],
                               image_pull_secrets=tuple(self.image_pull_secrets), poll_interval_s=self.poll_interval_s)
+
+    def run_canary(self, image_ref: str, *, command: list[str], timeout_s: int) -> dict:
+        """Run the canary pod; its metadata when the container exited 0, else a CanaryError-like failure."""
+        result = self.get_verifier().run(image_ref, command=tuple(command), timeout_s=timeout_s)
+        meta = result.metadata()
+        if not result.ok:
+            raise RuntimeError(f"canary pod for {image_ref} exited with {result.exit_code}: {result.log_tail[-500:]}")
+        return meta
+
+
+class EcrRegistryResource(RegistryResource):
+    """The OCI registry API of ECR: credentials from ECR tokens, repositories created on demand."""
+
+    ecr: EcrResource
+
+    def client(self, registry: str) -> RegistryClient:
+        reg = self.ecr.get_registry()
+        if registry != reg.registry_host:
+            return super().client(registry)
+        return reg.registry_client(timeout=self.timeout_s)
+
+    def prepare_repository(self, repository: str) -> list[str]:
+        state = self.ecr.get_registry().ensure_repository(repository, self.ecr.repository_settings())
+        if state.created:
+            return [f"created ECR repository {repository}"]
+        return [f"ECR repository {repository}: updated {', '.join(state.changed)}"] if state.changed else []
+
+    def release_tag(self, repository: str, tag: str) -> tuple[str, str | None]:
+        choice = self.ecr.get_registry().soci_tag_for(repository, tag)
+        return choice.tag, (choice.message if choice.suffixed else None)
 
 
 def _env(name: str) -> str | None:
@@ -237,4 +269,4 @@ def eks_resources() -> dict[str, dg.ConfigurableResource]:
         ecr=ecr,
     )
     canary = CanaryResource(kubeconfig=kubeconfig, namespace=_env("STREAMABLE_CANARY_NAMESPACE") or CANARY_NAMESPACE)
-    return {"builder": builder, "ecr": ecr, "canary": canary}
+    return {"builder": builder, "ecr": ecr, "canary": canary, "registry": EcrRegistryResource(ecr=ecr)}

@@ -34,6 +34,14 @@ class RegistryResource(dg.ConfigurableResource):
     plain_http: bool | None = Field(default=None, description="allow plain HTTP; None = loopback only")
     timeout_s: float = 60.0
 
+    def prepare_repository(self, repository: str) -> list[str]:
+        """Make sure a repository can receive pushes; returns notes for metadata (nothing to do for plain OCI)."""
+        return []
+
+    def release_tag(self, repository: str, tag: str) -> tuple[str, str | None]:
+        """The tag to release under, and a note when it differs (plain OCI registries: the tag itself)."""
+        return tag, None
+
     def client(self, registry: str) -> RegistryClient:
         """A client for one registry host."""
         return RegistryClient(
@@ -53,11 +61,11 @@ class BuilderResource(dg.ConfigurableResource):
         raise NotImplementedError(f"{type(self).__name__} does not provide a builder")
 
 
-class CanaryResource(dg.ConfigurableResource):
-    """Base for canary verification on a cluster; this base means "no cluster configured"."""
+class CanaryBase(dg.ConfigurableResource):
+    """Canary verification on a cluster; this base means "no cluster configured" (STREAMABLE_ENV=local)."""
 
     def run_canary(self, image_ref: str, *, command: list[str], timeout_s: int) -> dict:
-        """Start a pod for the image on a SOCI node and report how it started (metadata dict)."""
+        """Start a pod for the image on a SOCI node; metadata about how it started. Raises when it did not."""
         raise RuntimeError(
             f"canary verification of {image_ref} is enabled for this target, but no cluster is configured "
             "(STREAMABLE_ENV=local); disable verify.canary or run with STREAMABLE_ENV=eks"
@@ -110,5 +118,5 @@ def local_resources() -> dict[str, dg.ConfigurableResource]:
             docker_bin=os.environ.get("STREAMABLE_DOCKER_BIN") or None,
         ),
         "workspace": WorkspaceResource(state_dir=os.environ.get("STREAMABLE_STATE_DIR", DEFAULT_STATE_DIR)),
-        "canary": CanaryResource(),
+        "canary": CanaryBase(),
     }

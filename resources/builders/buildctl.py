@@ -178,8 +178,13 @@ class BuildctlBuilder:
             raise BuildctlError(f"buildctl executable {self.buildctl_bin!r} was not found (install it or set buildctl_bin)") from None
         assert proc.stdout is not None
         with proc.stdout:
-            for line in proc.stdout:
-                on_line(line.rstrip("\n"))
+            try:
+                for line in proc.stdout:
+                    on_line(line.rstrip("\n"))
+            except BaseException:  # run cancelled or the log callback failed: do not leave buildctl running
+                proc.kill()
+                proc.wait()
+                raise
         return proc.wait()
 
     def build(self, request: BuildRequest, log: LogFn) -> BuildResult:

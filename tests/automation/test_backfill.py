@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from resources.backfill import (
@@ -9,6 +10,7 @@ from resources.backfill import (
     ImageStatus,
     OciCatalog,
     StatusRecord,
+    check_soci_wiring,
     image_key,
     parse_image_key,
     run_backfill,
@@ -65,10 +67,11 @@ def test_backfill_indexes_every_indexable_image_once(registry: RunningRegistry) 
     small = gzip_layer(random_files("small", 8 * KIB))
 
     # Already indexed before the backfill (a separate converter, like an earlier pipeline run).
-    push_image(client, "team/app1", "old", [base, old_top])
-    settings.converter(client).convert(ImageRef.parse(f"{registry.addr}/team/app1:old"),
-                                       ImageRef.parse(f"{registry.addr}/team/app1:old-soci"))
-    before = {t: client.head_manifest("team/app1", t).digest for t in ("old", "old-soci")}
+    # It sits in its own repository, which the backfill reaches after team/app1: base's zTOC must be found there.
+    push_image(client, "team/old", "1", [base, old_top])
+    settings.converter(client).convert(ImageRef.parse(f"{registry.addr}/team/old:1"),
+                                       ImageRef.parse(f"{registry.addr}/team/old:1-soci"))
+    before = {t: client.head_manifest("team/old", t).digest for t in ("1", "1-soci")}
 
     push_image(client, "team/app1", "v1", [base, a1])
     push_image(client, "team/app1", "v2", [base, a1, a2])
@@ -82,8 +85,15 @@ def test_backfill_indexes_every_indexable_image_once(registry: RunningRegistry) 
     push_image(client, "team/other", "1", [gzip_layer(random_files("o", 96 * KIB))])  # excluded by the filter
 
     settings = BackfillSettings(registry=registry.addr, filters=ImageFilter.parse("team/app*:*,team/multi:*,team/zstd:*,"
-                                                                                "team/tiny:*,team/broken:*"), **SETTINGS)
-    report = run_backfill(client, OciCatalog(client), settings)
+                                                                                "team/tiny:*,team/broken:*,team/old:*"), **SETTINGS)
+    full_checks: list[str] = []
+
+    def verify(ref: ImageRef) -> tuple[bool, str]:
+        full_checks.append(ref.repository)
+        r = verify_image(client, ref, sample=2)
+        return r.passed, r.failure or "ok"
+
+    report = run_backfill(client, OciCatalog(client), settings, verify=verify)
     by_image = {parse_image_key(r.key).repository + ":" + parse_image_key(r.key).tag: r for r in report.records}
 
     assert set(by_image) == {"team/app1:v1", "team/app1:v2", "team/app2:v1", "team/multi:1.0", "team/zstd:1",
@@ -105,13 +115,19 @@ def test_backfill_indexes_every_indexable_image_once(registry: RunningRegistry) 
         assert all(p.soci_index_digest for p in result.platforms)
         assert len(result.platforms) == (2 if repo == "team/multi" else 1)
 
+    # The backfill verified end to end only results with a zTOC not verified before in the run; app1:v2 reuses
+    # v1's zTOCs (base, a1) plus its own a2, so it is checked in full; none is skipped without a wiring check.
+    assert sorted(full_checks) == sorted(["team/app1", "team/app1", "team/app2", "team/multi"])
+
     # The already indexed image is untouched.
-    assert {t: client.head_manifest("team/app1", t).digest for t in ("old", "old-soci")} == before
+    assert {t: client.head_manifest("team/old", t).digest for t in ("1", "1-soci")} == before
 
     # Each distinct layer that had no zTOC anywhere was decompressed exactly once: a1, a2, b1, m_amd, base_arm,
-    # m_arm (base and old_top were indexed already; base reached team/app2 and team/multi without a rebuild).
+    # m_arm. base was indexed already (in team/old): its zTOC was found there and mounted into team/app1 first,
+    # then reused in team/app2 and team/multi, never rebuilt.
     assert report.layers_built == 6
-    assert by_image["team/app2:v1"].layers_shared >= 1 and by_image["team/multi:1.0"].layers_shared >= 1
+    assert by_image["team/app1:v1"].layers_shared == 1
+    assert sum(r.layers_built for r in report.records if r.key.startswith("team~app1=v1+")) == 1
 
     # A second pass redoes nothing that finished; only the failed image is tried again.
     done = {r.key for r in report.records if not r.status.retryable}
@@ -128,6 +144,46 @@ def test_scan_respects_its_deadline_and_resumes(registry: RunningRegistry) -> No
     settings = BackfillSettings(registry=registry.addr, **SETTINGS)
     ticks = iter([0.0, 100.0, 100.0, 100.0])  # the clock passes the deadline after the first repository
     first = scan_registry(client, OciCatalog(client), settings, deadline=50.0, clock=lambda: next(ticks))
-    assert [i.repository for i in first.images] == ["r1"] and first.resume_after == "r1"
+    assert [i.repository for i in first.images] == ["r1"] and first.resume_after == "r1" and not first.complete
     rest = scan_registry(client, OciCatalog(client), settings, resume_after=first.resume_after)
-    assert [i.repository for i in rest.images] == ["r2", "r3"] and rest.resume_after is None
+    assert [i.repository for i in rest.images] == ["r2", "r3"] and rest.resume_after is None and rest.complete
+
+
+def test_wiring_check_catches_a_missing_ztoc(registry: RunningRegistry) -> None:
+    client = RegistryClient(registry.addr)
+    push_image(client, "team/app", "v1", [gzip_layer(random_files("a", 96 * KIB))])
+    settings = BackfillSettings(registry=registry.addr, **SETTINGS)
+    result = settings.converter(client).convert(ImageRef.parse(f"{registry.addr}/team/app:v1"),
+                                                ImageRef.parse(f"{registry.addr}/team/app:v1-soci"))
+    ref = ImageRef(registry.addr, "team/app", digest=result.image_digest)
+    ok, why = check_soci_wiring(client, ref, "v2")
+    assert ok, why
+    ztoc = result.platforms[0].ztocs[0].ztoc_digest
+    httpx.delete(f"{registry.url}/v2/team/app/blobs/{ztoc}").raise_for_status()
+    ok, why = check_soci_wiring(client, ref, "v2")
+    assert not ok and ztoc in why
+
+
+class _ImmutableCatalog(OciCatalog):
+    """The registry's listing, with ECR-style immutable tags (what EcrCatalog reports for IMMUTABLE repositories)."""
+
+    def tag_immutable(self, repository: str, tag: str) -> bool:
+        return True
+
+
+def test_immutable_soci_tag_is_not_overwritten(registry: RunningRegistry) -> None:
+    client = RegistryClient(registry.addr)
+    settings = BackfillSettings(registry=registry.addr, **SETTINGS)
+    layer = gzip_layer(random_files("a", 96 * KIB))
+    push_image(client, "team/app", "v1", [layer])
+    settings.converter(client).convert(ImageRef.parse(f"{registry.addr}/team/app:v1"),
+                                       ImageRef.parse(f"{registry.addr}/team/app:v1-soci"))
+    stale = client.head_manifest("team/app", "v1-soci").digest
+    push_image(client, "team/app", "v1", [layer, gzip_layer(random_files("b", 96 * KIB))])  # v1 moves on
+    report = run_backfill(client, _ImmutableCatalog(client), settings)
+    (rec,) = report.records
+    assert rec.status is ImageStatus.NOT_INDEXABLE and "immutable" in rec.reason
+    assert client.head_manifest("team/app", "v1-soci").digest == stale
+    # With mutable tags the stale -soci tag is replaced by an index of the new image.
+    (rec,) = run_backfill(client, OciCatalog(client), settings).records
+    assert rec.status is ImageStatus.INDEXED and client.head_manifest("team/app", "v1-soci").digest != stale

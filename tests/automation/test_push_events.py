@@ -146,3 +146,25 @@ def test_sqs_sensor_converges_after_a_crash_between_launching_and_saving_the_cur
     assert again.raw_keys == [f"push:{key}"] and again.requested == []  # same run_key: no second run
     h.tick()
     assert _counts(sqs, url) == (0, 0)
+
+
+def test_ecr_catalog_pages_through_moto(moto_sqs) -> None:
+    """The backfill's ECR listing (boto3 paging via resources.ecr.EcrRegistry) against the same moto server."""
+    from resources.backfill import EcrCatalog  # noqa: PLC0415
+    from resources.ecr import EcrRegistry  # noqa: PLC0415
+
+    _, endpoint, _ = moto_sqs
+    ecr = boto3.client("ecr", region_name=REGION, endpoint_url=endpoint)
+    ecr.create_repository(repositoryName="team/app")
+    ecr.create_repository(repositoryName="team/locked", imageTagMutability="IMMUTABLE")
+    for i in range(130):  # more than one describe_images page (EcrRegistry pages by 100)
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                          "digest": "sha256:" + f"{i:064x}", "size": 2}, "layers": []})
+        ecr.put_image(repositoryName="team/app", imageManifest=manifest, imageTag=f"v{i}")
+    catalog = EcrCatalog(EcrRegistry(ecr))
+    assert catalog.repositories() == ["team/app", "team/locked"]
+    images = catalog.images("team/app")
+    assert len(images) == 130 and {i.tag for i in images} == {f"v{i}" for i in range(130)}
+    assert all(i.digest and i.digest.startswith("sha256:") for i in images)
+    assert catalog.tag_immutable("team/locked", "v1-soci") and not catalog.tag_immutable("team/app", "v1-soci")

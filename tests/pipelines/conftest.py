@@ -63,14 +63,14 @@ class Project:
 
     def resources(self, engine: DockerEngine) -> dict:
         from resources.dagster_resources import (  # noqa: PLC0415
-            CanaryResource, LocalBuilderResource, RegistryResource, TargetsResource, WorkspaceResource)
+            CanaryBase, LocalBuilderResource, RegistryResource, TargetsResource, WorkspaceResource)
 
         return {
             "targets": TargetsResource(path=str(self.targets_file)),
             "registry": RegistryResource(),
             "builder": LocalBuilderResource(docker_host=engine.host, docker_bin=engine.docker_bin),
             "workspace": WorkspaceResource(state_dir=str(self.state_dir)),
-            "canary": CanaryResource(),
+            "canary": CanaryBase(),
         }
 
 

@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_SPAN_SIZE
-from resources.soci.media_types import LayerCompression, layer_compression
+from resources.soci.media_types import LayerCompression, is_layer_type, layer_compression
 from resources.soci.ztoc.flatbuf import serialize_ztoc
 from resources.soci.ztoc.gzip_index import GzipFormatError, GzipIndexer
-from resources.soci.ztoc.model import ZTOC_VERSION, CompressionAlgorithm, CompressionInfo, Ztoc
+from resources.soci.ztoc.model import (
+    ZTOC_VERSION,
+    CompressionAlgorithm,
+    CompressionInfo,
+    Ztoc,
+    ZtocFormatError,
+)
 from resources.soci.ztoc.span_digests import OrderedWorker, SpanDigester
 from resources.soci.ztoc.tar_zinfo import encode_tar_zinfo, uncompressed_max_span_id
 from resources.soci.ztoc.toc import TarFormatError, TarTocBuilder, TocResult
@@ -40,7 +46,12 @@ class UnsupportedLayerError(ZtocBuildError):
 
 @dataclass(frozen=True)
 class BuiltZtoc:
-    """A built zTOC, its serialized bytes, and what the single pass learned about the layer."""
+    """A built zTOC, its serialized bytes, and what the single pass learned about the layer.
+
+    ``digest``/``size`` describe the zTOC blob (``data``); ``layer_digest`` and
+    ``compressed_size`` the layer blob; ``uncompressed_size`` is the tar size soci records (where
+    the tar reader stopped) and ``decompressed_size`` every byte the blob inflates to.
+    """
 
     ztoc: Ztoc
     data: bytes
@@ -55,8 +66,10 @@ class BuiltZtoc:
     media_type: str
 
 
-def compression_for_media_type(media_type: str) -> CompressionAlgorithm:
+def compression_for_media_type(media_type: str, layer: str = "layer") -> CompressionAlgorithm:
     """The zTOC algorithm for a layer media type, or UnsupportedLayerError (spec section 3)."""
+    if not is_layer_type(media_type):
+        raise UnsupportedLayerError(f"{layer}: {media_type!r} is not a layer media type", media_type)
     kind = layer_compression(media_type)
     if kind == LayerCompression.GZIP:
         return CompressionAlgorithm.GZIP
@@ -64,9 +77,11 @@ def compression_for_media_type(media_type: str) -> CompressionAlgorithm:
         return CompressionAlgorithm.UNCOMPRESSED
     if kind == LayerCompression.ZSTD:
         raise UnsupportedLayerError(
-            f"zstd layers are not supported by SOCI (layer media type {media_type!r})", media_type
+            f"{layer}: zstd layers are not supported by SOCI (layer media type {media_type!r})", media_type
         )
-    raise UnsupportedLayerError(f"no zTOC can be built for layer media type {media_type!r}", media_type)
+    raise UnsupportedLayerError(
+        f"{layer}: no zTOC can be built for layer media type {media_type!r}", media_type
+    )
 
 
 def _chunks(stream: BinaryIO | Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
@@ -109,13 +124,13 @@ class ZtocBuilder:
         layer: str = "layer",
     ) -> BuiltZtoc:
         """Read the whole blob once and return its zTOC; ``layer`` labels error messages."""
-        algorithm = compression_for_media_type(media_type)
+        algorithm = compression_for_media_type(media_type, layer)
         chunks = _chunks(stream, self.chunk_size)
         try:
             if algorithm == CompressionAlgorithm.GZIP:
                 return self._build_gzip(chunks, media_type, progress)
             return self._build_uncompressed(chunks, media_type, progress)
-        except (GzipFormatError, TarFormatError) as exc:
+        except (GzipFormatError, TarFormatError, ZtocFormatError) as exc:
             raise ZtocBuildError(f"{layer} ({media_type}): {exc}") from exc
 
     def _build_gzip(self, chunks: Iterator[bytes], media_type: str, progress: Progress | None) -> BuiltZtoc:

@@ -53,7 +53,8 @@ def parse_checkpoints(blob: bytes | bytearray | memoryview) -> tuple[int, list[C
     expected = BLOB_HEADER.size + count * RECORD_SIZE
     if count < 1 or len(view) != expected:
         raise CheckpointFormatError(
-            f"checkpoint blob of {len(view)} bytes does not hold {count} checkpoints ({expected} bytes expected)"
+            f"checkpoint blob of {len(view)} bytes does not hold {count} checkpoints "
+            f"({expected} bytes expected)"
         )
     points: list[Checkpoint] = []
     offset = BLOB_HEADER.size
@@ -64,7 +65,9 @@ def parse_checkpoints(blob: bytes | bytearray | memoryview) -> tuple[int, list[C
         if points and (in_offset < points[-1].in_offset or out_offset < points[-1].out_offset):
             raise CheckpointFormatError(f"checkpoint {index} goes backwards ({in_offset=}, {out_offset=})")
         window_start = offset + RECORD_HEADER.size
-        points.append(Checkpoint(in_offset, out_offset, bits, view[window_start : window_start + WINDOW_SIZE]))
+        points.append(
+            Checkpoint(in_offset, out_offset, bits, view[window_start : window_start + WINDOW_SIZE])
+        )
         offset += RECORD_SIZE
     return span_size, points
 

@@ -46,6 +46,8 @@ __all__ = [
     "GzipFormatError",
     "GzipIndex",
     "GzipIndexer",
+    "gzip_header_length",
+    "index_gzip",
     "parse_checkpoints",
 ]
 
@@ -89,7 +91,7 @@ class GzipIndex:
         return parse_checkpoints(self.checkpoints)[1]
 
 
-def _gzip_header_length(buf: bytearray, offset: int, first_member: bool) -> int | None:
+def gzip_header_length(buf: bytearray, offset: int, first_member: bool) -> int | None:
     """Length of the gzip member header at the start of ``buf``; None if more bytes are needed."""
     have = len(buf)
     for i, magic in enumerate(GZIP_MAGIC[: min(have, 2)]):
@@ -305,7 +307,7 @@ class GzipIndexer:
         """Accumulate and parse a member header; returns the new position in ``data``."""
         pending = self._pending
         pending += memoryview(data)[pos:]
-        length = _gzip_header_length(pending, self._member_start, self._members == 0)
+        length = gzip_header_length(pending, self._member_start, self._members == 0)
         if length is None:
             if len(pending) > MAX_HEADER_BYTES:
                 raise GzipFormatError(f"gzip header longer than {MAX_HEADER_BYTES} bytes", self._member_start)
@@ -332,7 +334,9 @@ class GzipIndexer:
         crc, isize = TRAILER.unpack(pending)
         pending.clear()
         self._hand_to_crc()
-        self._worker.submit(self._member_check.check_trailer, crc, isize, self._chunk_base + pos - TRAILER.size)
+        self._worker.submit(
+            self._member_check.check_trailer, crc, isize, self._chunk_base + pos - TRAILER.size
+        )
         self._total_in = self._chunk_base + pos
         self._state = _MEMBER_END
         return pos
@@ -400,7 +404,9 @@ class GzipIndexer:
         """Queue the not yet checksummed output of the current buffer for the member CRC."""
         if self._out_pos > self._crc_from:
             buffer = self._buf
-            buffer.busy = self._worker.submit(self._member_check.update, buffer.view[self._crc_from : self._out_pos])
+            buffer.busy = self._worker.submit(
+                self._member_check.update, buffer.view[self._crc_from : self._out_pos]
+            )
             self._crc_from = self._out_pos
 
     def _next_buffer(self) -> Iterator[memoryview]:
@@ -439,4 +445,3 @@ def index_gzip(chunks: Iterator[bytes] | list[bytes], span_size: int) -> GzipInd
         for _ in indexer.feed(chunk):
             pass
     return indexer.finish()
-

@@ -22,7 +22,7 @@ from resources.soci.ztoc.checkpoints import (
     span_compressed_range,
     span_for_offset,
 )
-from resources.soci.ztoc.gzip_index import TRAILER, GzipFormatError, _gzip_header_length
+from resources.soci.ztoc.gzip_index import TRAILER, GzipFormatError, gzip_header_length
 from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc
 from resources.soci.ztoc.tar_zinfo import decode_tar_zinfo, uncompressed_max_span_id
 from resources.soci.ztoc.zlib_ctypes import Z_NO_FLUSH, Z_STREAM_END, RawInflater, ZlibError
@@ -63,7 +63,6 @@ class CheckpointDecoder:
         self._out_size = output_chunk
         self._in_deflate = True
         self._pending = bytearray()  # trailer + next header bytes between members
-        self.stream_ended = False
 
     def close(self) -> None:
         """Release zlib state."""
@@ -92,10 +91,11 @@ class CheckpointDecoder:
                 pos = self._between_members(data, pos)
 
     def _inflate(self, data: bytes, pos: int) -> Iterator[bytes]:
+        """Inflate ``data[pos:]`` until it is used up (and flushed) or the member's stream ends."""
         inflater = self._inflater
         stream = inflater.stream
         inflater.set_input(data, pos)
-        while stream.avail_in:
+        while True:
             inflater.set_output(self._out_addr, self._out_size)
             try:
                 code = inflater.inflate(Z_NO_FLUSH)
@@ -108,18 +108,7 @@ class CheckpointDecoder:
                 self._in_deflate = False
                 self._pending.clear()
                 return len(data) - stream.avail_in
-        # Flush output zlib still holds (a long match or stored block may exceed one buffer).
-        while True:
-            inflater.set_output(self._out_addr, self._out_size)
-            code = inflater.inflate(Z_NO_FLUSH)
-            produced = self._out_size - stream.avail_out
-            if produced:
-                yield ctypes.string_at(self._out_addr, produced)
-            if code == Z_STREAM_END:
-                self._in_deflate = False
-                self._pending.clear()
-                return len(data)
-            if produced < self._out_size:
+            if stream.avail_in == 0 and produced < self._out_size:
                 return len(data)
 
     def _between_members(self, data: bytes, pos: int) -> int:
@@ -129,7 +118,7 @@ class CheckpointDecoder:
             return len(data)
         header = bytearray(self._pending[TRAILER.size :])
         try:
-            length = _gzip_header_length(header, 0, first_member=False)
+            length = gzip_header_length(header, 0, first_member=False)
         except GzipFormatError as exc:
             raise LazyReadError(f"bad gzip member boundary inside a span: {exc}") from exc
         if length is None:
@@ -194,14 +183,19 @@ class LazyLayerReader:
             span_count = uncompressed_max_span_id(zinfo.size, zinfo.span_size) + 1
             if zinfo.size != self._blob_size:
                 raise LazyReadError(
-                    f"{layer}: TarZinfo size {zinfo.size} differs from the zTOC's archive size {self._blob_size}"
+                    f"{layer}: TarZinfo size {zinfo.size} differs from the zTOC's archive size "
+                    f"{self._blob_size}"
                 )
         else:  # pragma: no cover - the model only has two algorithms
             raise LazyReadError(f"{layer}: unsupported compression algorithm {info.algorithm!r}")
         if info.max_span_id != span_count - 1:
-            raise LazyReadError(f"{layer}: zTOC max_span_id {info.max_span_id} but checkpoints describe {span_count} spans")
+            raise LazyReadError(
+                f"{layer}: zTOC max_span_id {info.max_span_id} but checkpoints describe {span_count} spans"
+            )
         if len(info.span_digests) != span_count:
-            raise LazyReadError(f"{layer}: zTOC has {len(info.span_digests)} span digests for {span_count} spans")
+            raise LazyReadError(
+                f"{layer}: zTOC has {len(info.span_digests)} span digests for {span_count} spans"
+            )
         self._span_count = span_count
 
     # ----------------------------------------------------------------- public API
@@ -223,11 +217,24 @@ class LazyLayerReader:
             return b""
         if self.algorithm == CompressionAlgorithm.UNCOMPRESSED:
             return self._read_uncompressed(uncompressed_offset, size)
+        end = uncompressed_offset + size
         first = span_for_offset(self._points, uncompressed_offset)
-        last = span_for_offset(self._points, uncompressed_offset + size - 1)
-        point = self._points[first]
-        chunks = (self._span_payload(span_id, first) for span_id in range(first, last + 1))
-        return decompress_from_checkpoint(point, chunks, uncompressed_offset - point.out_offset, size)
+        last = span_for_offset(self._points, end - 1)
+        parts = []
+        for span_id in range(first, last + 1):
+            # Like a node: each span is inflated on its own, from its own checkpoint.
+            point = self._points[span_id]
+            span_end = self._points[span_id + 1].out_offset if span_id + 1 < len(self._points) else end
+            start, stop = max(uncompressed_offset, point.out_offset), min(end, span_end)
+            if stop > start:
+                data = self.fetch_span(span_id)
+                try:
+                    parts.append(
+                        decompress_from_checkpoint(point, [data], start - point.out_offset, stop - start)
+                    )
+                except LazyReadError as exc:
+                    raise LazyReadError(f"{self.layer}: span {span_id}: {exc}") from exc
+        return b"".join(parts)
 
     def read_file(self, name: str) -> bytes:
         """The content of a regular file (or of a hard link's target) named as in the TOC."""
@@ -258,7 +265,9 @@ class LazyLayerReader:
     def span(self, span_id: int) -> _Span:
         """Compressed range and expected digest of a span."""
         if not 0 <= span_id < self._span_count:
-            raise LazyReadError(f"{self.layer}: span {span_id} does not exist (max span id {self._span_count - 1})")
+            raise LazyReadError(
+                f"{self.layer}: span {span_id} does not exist (max span id {self._span_count - 1})"
+            )
         if self.algorithm == CompressionAlgorithm.GZIP:
             start, end = span_compressed_range(self._points, span_id, self._blob_size)
         else:
@@ -293,13 +302,6 @@ class LazyLayerReader:
                 self._cache.popitem(last=False)
         return data
 
-    def _span_payload(self, span_id: int, first: int) -> bytes:
-        """A span's bytes for continuous decoding: later spans drop the byte shared with the previous one."""
-        data = self.fetch_span(span_id)
-        if span_id != first and self._points[span_id].bits:
-            return data[1:]
-        return data
-
     def _read_uncompressed(self, offset: int, size: int) -> bytes:
         first = offset // self.span_size
         last = (offset + size - 1) // self.span_size
@@ -328,7 +330,8 @@ class LazyLayerReader:
         index = self._index_of(link.linkname, before=position)
         if index is None:
             raise LazyReadError(
-                f"{self.layer}: hard link {link.name!r} points to {link.linkname!r}, which is not earlier in the layer"
+                f"{self.layer}: hard link {link.name!r} points to {link.linkname!r}, "
+                "which is not earlier in the layer"
             )
         return self.ztoc.entries[index]
 

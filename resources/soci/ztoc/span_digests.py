@@ -80,7 +80,9 @@ class OrderedWorker:
     """
 
     def __init__(self, threaded: bool = True) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ztoc-digest") if threaded else None
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ztoc-digest") if threaded else None
+        )
         self._pending: deque[Future[Any]] = deque()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:

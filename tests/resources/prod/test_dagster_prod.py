@@ -47,7 +47,7 @@ def test_eks_resources_name_each_missing_setting(clean_env):
         eks_resources()
     clean_env.setenv("STREAMABLE_BUILDER_TLS", "none")
     res = eks_resources()
-    assert set(res) == {"builder", "ecr", "canary"}
+    assert set(res) == {"builder", "ecr", "canary", "registry"}
     assert res["builder"].static_addrs == ["tcp://10.0.0.1:1234", "tcp://10.0.0.2:1234"]
     assert res["ecr"].region_name == "eu-west-1"
 

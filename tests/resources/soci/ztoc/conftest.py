@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import struct
@@ -14,17 +15,45 @@ import pytest
 WINDOW = 32768
 
 
+_WORDS = [
+    b"def",
+    b"return",
+    b"self",
+    b"import",
+    b"value",
+    b"for",
+    b"in",
+    b"(",
+    b")",
+    b":",
+    b"\n    ",
+    b"x",
+    b"0",
+]
+
+
+@functools.cache
+def _text_corpus() -> bytes:
+    """2 MiB of source-code-like text (generated once)."""
+    rnd = random.Random(1234)
+    out = bytearray()
+    while len(out) < 2 * 1024 * 1024:
+        out += rnd.choice(_WORDS) + (b" " if rnd.random() < 0.7 else b"") + str(rnd.randint(0, 999)).encode()
+    return bytes(out)
+
+
 def text_bytes(rnd: random.Random, size: int) -> bytes:
-    """Compressible source-code-like text."""
-    words = [b"def", b"return", b"self", b"import", b"value", b"for", b"in", b"(", b")", b":", b"\n    ", b"x", b"0"]
+    """Compressible source-code-like text: random slices of a fixed corpus."""
+    corpus = _text_corpus()
     out = bytearray()
     while len(out) < size:
-        out += rnd.choice(words) + (b" " if rnd.random() < 0.7 else b"") + str(rnd.randint(0, 999)).encode()
-    return bytes(out[:size])
+        start = rnd.randrange(len(corpus) // 2)
+        out += corpus[start : start + min(size - len(out), len(corpus) // 2)]
+    return bytes(out)
 
 
 def mixed_bytes(seed: int, size: int) -> bytes:
-    """Alternating compressible text and incompressible random runs (makes stored blocks follow Huffman ones)."""
+    """Alternating compressible text and incompressible random runs (stored blocks follow Huffman ones)."""
     rnd = random.Random(seed)
     out = bytearray()
     while len(out) < size:
@@ -105,7 +134,9 @@ def sample_tar_members(seed: int, files: int = 60, big: int = 3) -> list[TarMemb
         else:
             members.append(TarMember(f"app/lib/blob_{i}.bin", rnd.randbytes(rnd.randint(1, 90_000))))
     for i in range(big):
-        members.append(TarMember(f"app/weights_{i}.bin", mixed_bytes(seed * 31 + i, rnd.randint(600_000, 1_500_000))))
+        members.append(
+            TarMember(f"app/weights_{i}.bin", mixed_bytes(seed * 31 + i, rnd.randint(600_000, 1_500_000)))
+        )
     members.append(TarMember("app/link_to_weights", type=tarfile.LNKTYPE, linkname="app/weights_0.bin"))
     members.append(TarMember("app/symlink", type=tarfile.SYMTYPE, linkname="weights_0.bin"))
     return members

@@ -16,8 +16,8 @@ import pytest
 from resources.soci.ztoc.builder import (
     BuiltZtoc,
     UnsupportedLayerError,
-    ZtocBuildError,
     ZtocBuilder,
+    ZtocBuildError,
 )
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader
@@ -46,7 +46,9 @@ def check_against_tarfile(built: BuiltZtoc, tar: bytes) -> None:
 
 def test_gzip_layer(sample_tar: bytes) -> None:
     blob = gzip.compress(sample_tar, 6, mtime=0)
-    built = ZtocBuilder(span_size=256 * KIB, build_tool_identifier="streamable-test").build(io.BytesIO(blob), OCI_GZIP)
+    built = ZtocBuilder(span_size=256 * KIB, build_tool_identifier="streamable-test").build(
+        io.BytesIO(blob), OCI_GZIP
+    )
     assert built.layer_digest == "sha256:" + hashlib.sha256(blob).hexdigest()
     assert built.digest == "sha256:" + hashlib.sha256(built.data).hexdigest()
     assert built.size == len(built.data)
@@ -54,7 +56,12 @@ def test_gzip_layer(sample_tar: bytes) -> None:
     ztoc = built.ztoc
     assert (ztoc.version, ztoc.build_tool_identifier) == ("0.9", "streamable-test")
     assert ztoc.compressed_archive_size == built.compressed_size == len(blob)
-    assert ztoc.uncompressed_archive_size == built.uncompressed_size <= built.decompressed_size == len(sample_tar)
+    assert (
+        ztoc.uncompressed_archive_size
+        == built.uncompressed_size
+        <= built.decompressed_size
+        == len(sample_tar)
+    )
     standalone, _ = index_blob(blob, 256 * KIB)
     info = ztoc.compression
     assert info.algorithm == CompressionAlgorithm.GZIP
@@ -126,11 +133,17 @@ def test_gzip_media_type_variants(media_type: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "media_type", ["application/vnd.docker.image.rootfs.diff.tar", "application/vnd.oci.image.layer.nondistributable.v1.tar"]
+    "media_type",
+    [
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    ],
 )
 def test_uncompressed_media_type_variants(media_type: str) -> None:
     tar = make_tar([TarMember("a", b"a" * 100)])
-    assert ZtocBuilder().build([tar], media_type).ztoc.compression.algorithm == CompressionAlgorithm.UNCOMPRESSED
+    assert (
+        ZtocBuilder().build([tar], media_type).ztoc.compression.algorithm == CompressionAlgorithm.UNCOMPRESSED
+    )
 
 
 def test_unsupported_media_types() -> None:
@@ -139,8 +152,10 @@ def test_unsupported_media_types() -> None:
         builder.build([b""], "application/vnd.oci.image.layer.v1.tar+zstd")
     with pytest.raises(UnsupportedLayerError, match="'application/vnd.oci.image.layer.v1.tar\\+encrypted'"):
         builder.build([b""], "application/vnd.oci.image.layer.v1.tar+encrypted")
-    with pytest.raises(UnsupportedLayerError, match="application/json"):
-        builder.build([b""], "application/json")
+    with pytest.raises(
+        UnsupportedLayerError, match="sha256:ab: 'application/json' is not a layer media type"
+    ):
+        builder.build([b""], "application/json", layer="sha256:ab")
 
 
 def test_progress_reports_bytes_processed(sample_tar: bytes) -> None:
@@ -153,7 +168,9 @@ def test_progress_reports_bytes_processed(sample_tar: bytes) -> None:
 def test_bad_blobs_name_the_layer(sample_tar: bytes) -> None:
     blob = gzip.compress(sample_tar, 6)
     builder = ZtocBuilder()
-    with pytest.raises(ZtocBuildError, match=r"sha256:feed \(application/vnd.oci.image.layer.v1.tar\+gzip\): truncated gzip"):
+    with pytest.raises(
+        ZtocBuildError, match=r"sha256:feed \(application/vnd.oci.image.layer.v1.tar\+gzip\): truncated gzip"
+    ):
         builder.build([blob[: len(blob) // 2]], OCI_GZIP, layer="sha256:feed")
     with pytest.raises(ZtocBuildError, match="not a gzip stream"):
         builder.build([sample_tar], OCI_GZIP, layer="sha256:feed")

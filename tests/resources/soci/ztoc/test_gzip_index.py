@@ -29,14 +29,18 @@ KIB = 1024
 MIB = 1024 * KIB
 
 
-def index_blob(blob: bytes, span: int, chunk: int = 64 * KIB) -> tuple[GzipIndex, bytes]:
+def index_blob(
+    blob: bytes, span: int, chunk: int = 64 * KIB, threaded: bool = False
+) -> tuple[GzipIndex, bytes]:
     """Run the indexer over ``blob`` in ``chunk``-sized pieces; returns the index and the output."""
-    indexer = GzipIndexer(span)
+    indexer = GzipIndexer(span, digest_in_thread=threaded, blob_digest=True)
     out = bytearray()
     for start in range(0, len(blob), chunk):
         for view in indexer.feed(blob[start : start + chunk]):
             out += view
-    return indexer.finish(), bytes(out)
+    index = indexer.finish()
+    assert index.blob_digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    return index, bytes(out)
 
 
 def indexed_gzip_checkpoints(blob: bytes, span: int) -> bytes:
@@ -114,7 +118,7 @@ def test_checkpoints_identical_to_indexed_gzip_64k(level: int, kind: str, mixed_
     rnd = random.Random(level * 7 + len(kind))
     data = {"random": rnd.randbytes(3 * MIB), "text": text_bytes(rnd, 3 * MIB), "mixed": mixed_3m}[kind]
     blob = gzip.compress(data, level, mtime=0)
-    index, out = index_blob(blob, 64 * KIB)
+    index, out = index_blob(blob, 64 * KIB, threaded=level % 2 == 1)
     assert out == data
     expected = indexed_gzip_checkpoints(blob, 64 * KIB)
     assert index.checkpoints == expected
@@ -125,7 +129,7 @@ def test_checkpoints_identical_to_indexed_gzip_64k(level: int, kind: str, mixed_
 @pytest.mark.parametrize("level", [1, 6])
 def test_checkpoints_identical_to_indexed_gzip_large_spans(span: int, level: int, mixed_14m: bytes) -> None:
     blob = gzip.compress(mixed_14m, level, mtime=0)
-    index, _ = index_blob(blob, span, chunk=MIB)
+    index, _ = index_blob(blob, span, chunk=MIB, threaded=True)
     assert index.checkpoints == indexed_gzip_checkpoints(blob, span)
     assert index.max_span_id >= 2
 
@@ -149,7 +153,7 @@ def test_bits_and_stored_blocks_are_both_covered(mixed_3m: bytes) -> None:
 )
 def test_optional_header_fields_move_point_zero(fields: dict, mixed_3m: bytes) -> None:
     blob = gzip_member(mixed_3m[: 2 * MIB], 6, **fields)
-    index, out = index_blob(blob, 64 * KIB, chunk=7)
+    index, out = index_blob(blob, 64 * KIB, chunk=4099)
     assert out == mixed_3m[: 2 * MIB]
     header_length = 10
     if "extra" in fields:
@@ -186,25 +190,34 @@ def test_span_digests_cover_spec_ranges(mixed_3m: bytes) -> None:
         assert index.span_digests[i] == "sha256:" + hashlib.sha256(blob[start:end]).hexdigest()
 
 
-@pytest.mark.parametrize("chunk", [1, 13, 4096, 10**9])
-def test_result_does_not_depend_on_chunking(chunk: int, mixed_3m: bytes) -> None:
-    blob = gzip.compress(mixed_3m[: (MIB if chunk < 100 else 3 * MIB)], 6, mtime=0)
-    reference, _ = index_blob(blob, 64 * KIB, chunk=len(blob))
-    index, out = index_blob(blob, 64 * KIB, chunk=chunk)
+@pytest.mark.parametrize(
+    ("chunk", "threaded"), [(1, False), (13, True), (4096, False), (4096, True), (10**9, True)]
+)
+def test_result_does_not_depend_on_chunking(chunk: int, threaded: bool, mixed_3m: bytes) -> None:
+    data = mixed_3m[: (300 * KIB if chunk < 100 else 3 * MIB)]
+    blob = gzip_member(data, 6, name=b"layer.tar", extra=b"xx", comment=b"c", header_crc=True)
+    blob += gzip_member(data[:50_000], 1)
+    span = 16 * KIB if chunk < 100 else 64 * KIB
+    reference, _ = index_blob(blob, span, chunk=len(blob))
+    index, out = index_blob(blob, span, chunk=chunk, threaded=threaded)
     assert index == reference
+    assert len(index.span_digests) > 5
     assert index.compressed_size == len(blob)
     assert index.uncompressed_size == len(out)
 
 
-def test_output_views_and_small_output_buffer(mixed_3m: bytes) -> None:
-    blob = gzip.compress(mixed_3m, 6, mtime=0)
-    indexer = GzipIndexer(64 * KIB, output_chunk=WINDOW)
+@pytest.mark.parametrize("threaded", [False, True])
+def test_output_views_and_small_output_buffer(threaded: bool, mixed_3m: bytes) -> None:
+    blob = gzip.compress(mixed_3m, 6, mtime=0) + gzip.compress(mixed_3m[:100_000], 1, mtime=0)
+    indexer = GzipIndexer(64 * KIB, output_chunk=WINDOW, digest_in_thread=threaded, blob_digest=True)
     out = bytearray()
-    for view in indexer.feed(blob):
-        assert isinstance(view, memoryview) and len(view) <= WINDOW
-        out += view
-    assert indexer.finish().checkpoints == index_blob(blob, 64 * KIB)[0].checkpoints
-    assert out == mixed_3m
+    for start in range(0, len(blob), 100_000):
+        for view in indexer.feed(blob[start : start + 100_000]):
+            assert isinstance(view, memoryview) and len(view) <= WINDOW
+            out += view
+    reference, _ = index_blob(blob, 64 * KIB)
+    assert indexer.finish() == reference
+    assert out == mixed_3m + mixed_3m[:100_000]
 
 
 def test_serialized_layout() -> None:
@@ -245,7 +258,7 @@ def test_points_continue_across_members() -> None:
     member2 = gzip_member(second, 6, name=b"second")
     blob = member1 + member2
     span = 100 * KIB
-    index, out = index_blob(blob, span, chunk=5000)
+    index, out = index_blob(blob, span, chunk=5000, threaded=True)
     assert out == first + second
     points = index.points()
 
@@ -287,9 +300,9 @@ def small_blob() -> tuple[bytes, bytes]:
     return data, gzip.compress(data, 6, mtime=0)
 
 
-def expect_error(blob: bytes, match: str) -> GzipFormatError:
+def expect_error(blob: bytes, match: str, threaded: bool = False) -> GzipFormatError:
     with pytest.raises(GzipFormatError, match=match) as info:
-        index_blob(blob, 64 * KIB)
+        index_blob(blob, 64 * KIB, chunk=4096, threaded=threaded)
     return info.value
 
 
@@ -309,16 +322,21 @@ def test_corrupt_deflate_data(small_blob: tuple[bytes, bytes]) -> None:
     assert 20 <= error.offset <= len(blob)
 
 
-def test_crc_mismatch(small_blob: tuple[bytes, bytes]) -> None:
+@pytest.mark.parametrize("threaded", [False, True])
+def test_crc_mismatch(threaded: bool, small_blob: tuple[bytes, bytes]) -> None:
     blob = bytearray(small_blob[1])
     blob[-8] ^= 1
-    assert expect_error(bytes(blob), "CRC32 mismatch").offset == len(blob) - 8
+    assert expect_error(bytes(blob), "CRC32 mismatch", threaded).offset == len(blob) - 8
+    second_member_broken = small_blob[1] + bytes(blob)
+    error = expect_error(second_member_broken, "CRC32 mismatch", threaded)
+    assert error.offset == len(second_member_broken) - 8
 
 
-def test_size_mismatch(small_blob: tuple[bytes, bytes]) -> None:
+@pytest.mark.parametrize("threaded", [False, True])
+def test_size_mismatch(threaded: bool, small_blob: tuple[bytes, bytes]) -> None:
     blob = bytearray(small_blob[1])
     blob[-1] ^= 1
-    assert expect_error(bytes(blob), "size mismatch").offset == len(blob) - 4
+    assert expect_error(bytes(blob), "size mismatch", threaded).offset == len(blob) - 4
 
 
 def test_trailing_garbage(small_blob: tuple[bytes, bytes]) -> None:

@@ -177,9 +177,14 @@ def test_file_across_span_boundaries(layer: tuple[bytes, bytes, Ztoc]) -> None:
     points = reader._points
     big = max((e for e in ztoc.entries if e.type == "reg"), key=lambda e: e.uncompressed_size)
     start_span = max(i for i, p in enumerate(points) if p.out_offset <= big.uncompressed_offset)
-    end_span = max(i for i, p in enumerate(points) if p.out_offset < big.uncompressed_offset + big.uncompressed_size)
+    end_span = max(
+        i for i, p in enumerate(points) if p.out_offset < big.uncompressed_offset + big.uncompressed_size
+    )
     assert end_span - start_span >= 2
-    assert reader.read_entry(big) == tar[big.uncompressed_offset : big.uncompressed_offset + big.uncompressed_size]
+    assert (
+        reader.read_entry(big)
+        == tar[big.uncompressed_offset : big.uncompressed_offset + big.uncompressed_size]
+    )
     assert reader.spans_fetched == end_span - start_span + 1
 
 
@@ -232,7 +237,14 @@ def test_tampered_span_is_rejected_naming_the_span(layer: tuple[bytes, bytes, Zt
 def test_inconsistent_ztoc_is_rejected(layer: tuple[bytes, bytes, Ztoc]) -> None:
     _, blob, ztoc = layer
     info = ztoc.compression
-    broken = Ztoc(**{**ztoc.__dict__, "compression": CompressionInfo(info.algorithm, info.max_span_id, info.span_digests[:-1], info.checkpoints)})
+    broken = Ztoc(
+        **{
+            **ztoc.__dict__,
+            "compression": CompressionInfo(
+                info.algorithm, info.max_span_id, info.span_digests[:-1], info.checkpoints
+            ),
+        }
+    )
     with pytest.raises(LazyReadError, match="span digests"):
         LazyLayerReader(broken, CountingFetcher(blob))
 
@@ -246,7 +258,9 @@ def test_span_crossing_into_second_member() -> None:
     ztoc, index = gzip_ztoc(blob, tar, 512 * KIB)
     reader = LazyLayerReader(ztoc, CountingFetcher(blob), cached_spans=0)
     points = index.points()
-    crossing = [i for i in range(len(points) - 1) if points[i].in_offset < len(member1) < points[i + 1].in_offset]
+    crossing = [
+        i for i in range(len(points) - 1) if points[i].in_offset < len(member1) < points[i + 1].in_offset
+    ]
     assert crossing, "no span crosses the member boundary"
     i = crossing[0]
     offset = points[i].out_offset + 5
@@ -255,7 +269,10 @@ def test_span_crossing_into_second_member() -> None:
     assert reader.read_range(cut - 10, 20) == tar[cut - 10 : cut + 10]
     for entry in ztoc.entries:
         if entry.type == "reg":
-            assert reader.read_entry(entry) == tar[entry.uncompressed_offset : entry.uncompressed_offset + entry.uncompressed_size]
+            assert (
+                reader.read_entry(entry)
+                == tar[entry.uncompressed_offset : entry.uncompressed_offset + entry.uncompressed_size]
+            )
 
 
 # ---------------------------------------------------------------- uncompressed layers
@@ -264,9 +281,7 @@ def test_span_crossing_into_second_member() -> None:
 def test_uncompressed_layer_reads() -> None:
     tar = make_tar(sample_tar_members(12, files=30, big=2))
     span = 300 * KIB
-    digests = [
-        "sha256:" + hashlib.sha256(tar[i : i + span]).hexdigest() for i in range(0, len(tar), span)
-    ]
+    digests = ["sha256:" + hashlib.sha256(tar[i : i + span]).hexdigest() for i in range(0, len(tar), span)]
     entries, size = toc_from_tarfile(tar)
     ztoc = Ztoc(
         "0.9",
@@ -301,9 +316,35 @@ def test_uncompressed_layer_reads() -> None:
 
 def test_single_member_matches_streaming_indexer_output() -> None:
     """The decoder yields exactly what the indexer produced when started at point 0."""
-    tar = make_tar([TarMember("a.txt", b"hello " * 5000), TarMember("b.bin", random.Random(1).randbytes(70_000))])
+    tar = make_tar(
+        [TarMember("a.txt", b"hello " * 5000), TarMember("b.bin", random.Random(1).randbytes(70_000))]
+    )
     blob = gzip.compress(tar, 6, mtime=0)
     indexer = GzipIndexer(32 * KIB)
     streamed = b"".join(bytes(v) for v in indexer.feed(blob))
     point = indexer.finish().points()[0]
     assert decompress_from_checkpoint(point, [blob[point.span_start :]], 0, len(streamed)) == streamed == tar
+
+
+def test_undecodable_span_names_layer_and_span(layer: tuple[bytes, bytes, Ztoc]) -> None:
+    """A zTOC whose checkpoint does not fit the blob fails clearly instead of returning garbage."""
+    tar, blob, ztoc = layer
+    reader = LazyLayerReader(ztoc, CountingFetcher(blob))
+    point = reader._points[2]
+    shifted = bytearray(ztoc.compression.checkpoints)
+    record = 12 + 2 * (17 + 32768)
+    shifted[record : record + 8] = (point.in_offset + 3).to_bytes(8, "little")  # in points mid-block
+    info = ztoc.compression
+    digests = list(info.span_digests)
+    start = point.in_offset + 3 - (1 if point.bits else 0)
+    digests[2] = "sha256:" + hashlib.sha256(blob[start : reader._points[3].in_offset]).hexdigest()
+    broken = Ztoc(
+        **{
+            **ztoc.__dict__,
+            "compression": CompressionInfo(info.algorithm, info.max_span_id, digests, bytes(shifted)),
+        }
+    )
+    with pytest.raises(LazyReadError, match=r"sha256:bad: span 2: "):
+        LazyLayerReader(broken, CountingFetcher(blob), layer="sha256:bad").read_range(
+            point.out_offset, 50_000
+        )
