@@ -60,7 +60,7 @@ class GitRemotesResource(dg.ConfigurableResource):
         description="where cached partial clones (one per remote) live",
     )
     username: str | None = Field(default=None, description="HTTPS user for private remotes")
-    password: str | None = Field(default=None, description="HTTPS password or token; pass as dg.EnvVar")
+    password: str | None = Field(default=None, repr=False, description="HTTPS password or token; pass as dg.EnvVar")
     max_parallel: int = Field(default=8, ge=1, description="remotes polled at the same time")
     timeout_s: float = Field(default=15.0, gt=0, description="timeout of one `git ls-remote`")
     fetch_timeout_s: float = Field(default=40.0, gt=0, description="timeout of one fetch into the cache")

@@ -41,5 +41,6 @@ def defs() -> dg.Definitions:
         partitions_def=partitions,
         description="build -> push -> SOCI index -> verify pull -> promote, for one target",
     )
-    core = dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], resources=resources_for(env))
-    return dg.Definitions.merge(core, automation_defs())
+    resources = resources_for(env)
+    core = dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], resources=resources)
+    return dg.Definitions.merge(core, automation_defs(ecr=resources.get("ecr")))

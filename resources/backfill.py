@@ -507,6 +507,7 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
             brought = shared.seed(converter, k.repository, (layer for _, ls in platforms.manifests.values() for layer in ls))
         src = ImageRef(settings.registry, k.repository, digest=top.digest)
         dst = ImageRef(settings.registry, k.repository, tag=dst_tag)
+        previous = _current(client, k.repository, dst_tag) if settings.format == "v2" else None
         try:
             result = converter.convert(src, dst)
         except EmptySociIndexError as exc:
@@ -527,12 +528,34 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
                 if passed:
                     known |= used
             if not passed:
-                return record(ImageStatus.FAILED, f"{soci_image} did not verify: {summary}", image, **stats)
+                undone = _untag_unverified(client, k.repository, dst_tag, result.image_digest, previous) \
+                    if settings.format == "v2" else "the v1 SOCI index stays attached as a referrer"
+                return record(ImageStatus.FAILED, f"{soci_image} did not verify: {summary}; {undone}", image, **stats)
         if log:
             log(f"{image}: indexed -> {soci_image} ({result.layers_built} layer(s) built, {result.layers_reused} reused)")
         return record(ImageStatus.INDEXED, "", image, **stats)
     except (SociConvertError, RegistryError, gojson.GoJSONError, ValueError) as exc:
         return record(ImageStatus.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _current(client: RegistryClient, repository: str, tag: str) -> RegistryManifest | None:
+    try:
+        return client.get_manifest(repository, tag)
+    except RegistryNotFoundError:
+        return None
+
+
+def _untag_unverified(client: RegistryClient, repository: str, tag: str, digest: str,
+                      previous: RegistryManifest | None) -> str:
+    """The converter moved `tag` before verification; point it back (or delete what it points at). Says what it did."""
+    try:
+        if previous is not None and previous.digest != digest:
+            client.put_manifest(repository, tag, previous.data, previous.media_type)
+            return f"{repository}:{tag} was put back to {previous.digest}"
+        client.delete_manifest(repository, digest)
+        return f"the unverified {repository}@{digest} was deleted, so {tag} no longer resolves"
+    except RegistryError as exc:
+        return f"could not take {repository}:{tag} back ({exc}): it still points at the unverified image"
 
 
 @dataclass

@@ -119,7 +119,8 @@ class BuilderPoolResource(BuilderResource):
     tls_key_file: str | None = None
     tls_server_name: str | None = BUILDER_TLS_SERVER_NAME
     buildctl_bin: str = "buildctl"
-    probe_timeout_s: float = 2.0
+    probe_timeout_s: float | None = Field(
+        default=2.0, description="seconds for the TCP probe before each build attempt; None skips the probe")
     max_parallel_per_builder: int = Field(default=2, description="size the Dagster pool 'buildkit' as this x replicas")
     prune_all: bool = False
     ecr: EcrResource | None = Field(default=None, description="push credentials from ECR tokens")

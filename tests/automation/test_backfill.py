@@ -187,3 +187,24 @@ def test_immutable_soci_tag_is_not_overwritten(registry: RunningRegistry) -> Non
     # With mutable tags the stale -soci tag is replaced by an index of the new image.
     (rec,) = run_backfill(client, OciCatalog(client), settings).records
     assert rec.status is ImageStatus.INDEXED and client.head_manifest("team/app", "v1-soci").digest != stale
+
+
+def test_a_result_that_fails_verification_is_not_left_tagged(registry: RunningRegistry) -> None:
+    client = RegistryClient(registry.addr)
+    settings = BackfillSettings(registry=registry.addr, **SETTINGS)
+    push_image(client, "team/new", "1", [gzip_layer(random_files("n", 96 * KIB))])
+    push_image(client, "team/old", "1", [gzip_layer(random_files("o", 96 * KIB))])
+    settings.converter(client).convert(ImageRef.parse(f"{registry.addr}/team/old:1"),
+                                       ImageRef.parse(f"{registry.addr}/team/old:1-soci"))
+    previous = client.head_manifest("team/old", "1-soci").digest
+    push_image(client, "team/old", "1", [gzip_layer(random_files("o2", 96 * KIB))])  # 1 moves: 1-soci is stale
+
+    def reject(ref: ImageRef) -> tuple[bool, str]:
+        return False, "rejected by the test's verifier"
+
+    records = {parse_image_key(r.key).repository: r for r in run_backfill(client, OciCatalog(client), settings,
+                                                                          verify=reject).records}
+    assert records["team/new"].status is ImageStatus.FAILED and "was deleted" in records["team/new"].reason
+    assert client.head_manifest("team/new", "1-soci") is None
+    assert records["team/old"].status is ImageStatus.FAILED and "put back" in records["team/old"].reason
+    assert client.head_manifest("team/old", "1-soci").digest == previous

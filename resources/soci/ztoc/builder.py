@@ -136,10 +136,15 @@ class ZtocBuilder:
     def _build_gzip(self, chunks: Iterator[bytes], media_type: str, progress: Progress | None) -> BuiltZtoc:
         toc = TarTocBuilder()
         processed = 0
-        with GzipIndexer(self.span_size, blob_digest=True, digest_in_thread=self.digest_in_thread) as indexer:
+        with GzipIndexer(
+            self.span_size,
+            blob_digest=True,
+            digest_in_thread=self.digest_in_thread,
+            output_sink=toc.feed,  # the tar parse runs on the worker while inflate runs here
+        ) as indexer:
             for chunk in chunks:
-                for output in indexer.feed(chunk):
-                    toc.feed(output)
+                for _ in indexer.feed(chunk):
+                    pass
                 processed += len(chunk)
                 if progress is not None:
                     progress(processed)

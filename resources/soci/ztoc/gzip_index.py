@@ -18,7 +18,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -176,6 +176,9 @@ class GzipIndexer:
     next (and fully iterate every ``feed`` call before the next one, or the blob is not processed).
     ``blob_digest`` also hashes the whole blob. ``digest_in_thread`` moves sha256 and CRC32 work to
     a worker thread (both release the GIL, so they overlap with inflate on another core).
+    With ``output_sink``, ``feed`` yields nothing: the output goes to ``output_sink`` instead, in
+    order, on the worker thread when there is one (its exceptions surface from ``feed``/``finish``);
+    the Python work of the sink then overlaps with inflate, which runs without the GIL.
     """
 
     def __init__(
@@ -185,12 +188,14 @@ class GzipIndexer:
         *,
         blob_digest: bool = False,
         digest_in_thread: bool = False,
+        output_sink: Callable[[memoryview], None] | None = None,
     ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
         if output_chunk < WINDOW_SIZE:
             raise ValueError(f"output chunk must be at least {WINDOW_SIZE} bytes")
         self.span_size = span_size
+        self._output_sink = output_sink
         self._inflater = RawInflater()
         self._worker = OrderedWorker(threaded=digest_in_thread)
         self._digester = SpanDigester(whole_blob=blob_digest)
@@ -395,10 +400,13 @@ class GzipIndexer:
                 raise GzipFormatError("inflate made no progress", self._total_in)  # pragma: no cover
 
     def _emit(self) -> Iterator[memoryview]:
-        """Yield the output produced since the last emit."""
+        """Yield the output produced since the last emit (or queue it for the output sink)."""
         view = self._buf.view[self._emit_from : self._out_pos]
         self._emit_from = self._out_pos
-        yield view
+        if self._output_sink is None:
+            yield view
+        else:
+            self._buf.busy = self._worker.submit(self._output_sink, view)
 
     def _hand_to_crc(self) -> None:
         """Queue the not yet checksummed output of the current buffer for the member CRC."""

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from resources.soci.ztoc.checkpoints import (
     WINDOW_SIZE,
     Checkpoint,
+    CheckpointFormatError,
     parse_checkpoints,
     span_compressed_range,
     span_for_offset,
 )
 from resources.soci.ztoc.gzip_index import TRAILER, GzipFormatError, gzip_header_length
-from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc
+from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc, ZtocFormatError
 from resources.soci.ztoc.tar_zinfo import decode_tar_zinfo, uncompressed_max_span_id
 from resources.soci.ztoc.zlib_ctypes import Z_NO_FLUSH, Z_STREAM_END, RawInflater, ZlibError
 
@@ -150,13 +151,13 @@ def decompress_from_checkpoint(point: Checkpoint, compressed: Iterable[bytes], s
 
 
 @dataclass(frozen=True)
-class _Span:
-    """A span's compressed byte range and expected digest."""
+class SpanRange:
+    """A span's compressed byte range [start, end) in the layer blob and its expected digest."""
 
     span_id: int
     start: int
     end: int
-    digest: str | None
+    digest: str
 
 
 class LazyLayerReader:
@@ -173,21 +174,7 @@ class LazyLayerReader:
         self._entries_by_name: dict[str, list[int]] | None = None
         info = ztoc.compression
         self._blob_size = ztoc.compressed_archive_size
-        if info.algorithm == CompressionAlgorithm.GZIP:
-            self.span_size, self._points = parse_checkpoints(info.checkpoints)
-            span_count = len(self._points)
-        elif info.algorithm == CompressionAlgorithm.UNCOMPRESSED:
-            zinfo = decode_tar_zinfo(info.checkpoints)
-            self.span_size = zinfo.span_size
-            self._points = []
-            span_count = uncompressed_max_span_id(zinfo.size, zinfo.span_size) + 1
-            if zinfo.size != self._blob_size:
-                raise LazyReadError(
-                    f"{layer}: TarZinfo size {zinfo.size} differs from the zTOC's archive size "
-                    f"{self._blob_size}"
-                )
-        else:  # pragma: no cover - the model only has two algorithms
-            raise LazyReadError(f"{layer}: unsupported compression algorithm {info.algorithm!r}")
+        self.span_size, self._points, span_count = _span_layout(ztoc, layer)
         if info.max_span_id != span_count - 1:
             raise LazyReadError(
                 f"{layer}: zTOC max_span_id {info.max_span_id} but checkpoints describe {span_count} spans"
@@ -262,7 +249,7 @@ class LazyLayerReader:
 
     # ----------------------------------------------------------------- spans
 
-    def span(self, span_id: int) -> _Span:
+    def span(self, span_id: int) -> SpanRange:
         """Compressed range and expected digest of a span."""
         if not 0 <= span_id < self._span_count:
             raise LazyReadError(
@@ -273,7 +260,7 @@ class LazyLayerReader:
         else:
             start = span_id * self.span_size
             end = min(start + self.span_size, self._blob_size)
-        return _Span(span_id, start, end, self.ztoc.compression.span_digests[span_id])
+        return SpanRange(span_id, start, end, self.ztoc.compression.span_digests[span_id])
 
     def fetch_span(self, span_id: int) -> bytes:
         """Fetch a span's compressed bytes and check them against the zTOC's span digest."""
@@ -291,7 +278,7 @@ class LazyLayerReader:
                 f"{len(data)} bytes"
             )
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if span.digest is not None and actual != span.digest:
+        if actual != span.digest:
             raise SpanDigestMismatch(
                 f"{self.layer}: span {span_id} (compressed bytes [{span.start}, {span.end})) has digest "
                 f"{actual}, the zTOC records {span.digest}"
@@ -334,6 +321,26 @@ class LazyLayerReader:
                 "which is not earlier in the layer"
             )
         return self.ztoc.entries[index]
+
+
+def _span_layout(ztoc: Ztoc, layer: str) -> tuple[int, list[Checkpoint], int]:
+    """(span size, gzip checkpoints or [], number of spans) from a zTOC's checkpoints blob."""
+    info = ztoc.compression
+    try:
+        if info.algorithm == CompressionAlgorithm.GZIP:
+            span_size, points = parse_checkpoints(info.checkpoints)
+            return span_size, points, len(points)
+        if info.algorithm != CompressionAlgorithm.UNCOMPRESSED:  # pragma: no cover - model has two
+            raise LazyReadError(f"{layer}: unsupported compression algorithm {info.algorithm!r}")
+        zinfo = decode_tar_zinfo(info.checkpoints)
+    except (CheckpointFormatError, ZtocFormatError) as exc:
+        raise LazyReadError(f"{layer}: unreadable checkpoints in the zTOC: {exc}") from exc
+    if zinfo.size != ztoc.compressed_archive_size:
+        raise LazyReadError(
+            f"{layer}: TarZinfo size {zinfo.size} differs from the zTOC's archive size "
+            f"{ztoc.compressed_archive_size}"
+        )
+    return zinfo.span_size, [], uncompressed_max_span_id(zinfo.size, zinfo.span_size) + 1
 
 
 def _normalize(name: str) -> str:

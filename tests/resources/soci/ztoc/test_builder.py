@@ -85,7 +85,9 @@ def test_chunking_and_input_kind_do_not_change_the_result(sample_tar: bytes) -> 
     pieces = [blob[i : i + 777] for i in range(0, len(blob), 777)]
     from_iterable = builder.build(iter(pieces), OCI_GZIP)
     small_reads = ZtocBuilder(span_size=128 * KIB, chunk_size=4096).build(io.BytesIO(blob), OCI_GZIP)
-    assert from_file.data == from_iterable.data == small_reads.data
+    single_thread = ZtocBuilder(span_size=128 * KIB, digest_in_thread=False).build(io.BytesIO(blob), OCI_GZIP)
+    assert from_file.data == from_iterable.data == small_reads.data == single_thread.data
+    assert from_file.layer_digest == single_thread.layer_digest
 
 
 def test_uncompressed_layer(sample_tar: bytes) -> None:
@@ -175,8 +177,11 @@ def test_bad_blobs_name_the_layer(sample_tar: bytes) -> None:
     with pytest.raises(ZtocBuildError, match="not a gzip stream"):
         builder.build([sample_tar], OCI_GZIP, layer="sha256:feed")
     not_a_tar = gzip.compress(b"hello, this is not a tar archive" * 100)
-    with pytest.raises(ZtocBuildError, match="sha256:feed.*tar"):
-        builder.build([not_a_tar], OCI_GZIP, layer="sha256:feed")
+    for threaded in (True, False):
+        with pytest.raises(ZtocBuildError, match="sha256:feed.*not a tar header"):
+            ZtocBuilder(digest_in_thread=threaded).build([not_a_tar], OCI_GZIP, layer="sha256:feed")
+    with pytest.raises(ZtocBuildError, match="sha256:feed.*not a tar header"):
+        ZtocBuilder().build([b"hello, this is not a tar archive" * 100], OCI_TAR, layer="sha256:feed")
 
 
 def test_xattrs_clear_disable_xattrs() -> None:

@@ -348,3 +348,12 @@ def test_undecodable_span_names_layer_and_span(layer: tuple[bytes, bytes, Ztoc])
         LazyLayerReader(broken, CountingFetcher(blob), layer="sha256:bad").read_range(
             point.out_offset, 50_000
         )
+
+
+def test_unreadable_checkpoints_name_the_layer(layer: tuple[bytes, bytes, Ztoc]) -> None:
+    _, blob, ztoc = layer
+    info = ztoc.compression
+    cut = CompressionInfo(info.algorithm, info.max_span_id, info.span_digests, info.checkpoints[:-5])
+    with pytest.raises(LazyReadError, match="sha256:cut: unreadable checkpoints"):
+        broken = Ztoc(**{**ztoc.__dict__, "compression": cut})
+        LazyLayerReader(broken, CountingFetcher(blob), layer="sha256:cut")
