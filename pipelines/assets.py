@@ -167,7 +167,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             passed=passed,
             severity=dg.AssetCheckSeverity.ERROR,
             description=None if passed else f"verification failed: {reason}",
-            metadata={**{f"canary_{k}": v for k, v in canary_meta.items()},
+            metadata={**canary_meta,  # already named canary_* (CanaryResult.metadata)
                 "verified_digest": digest,
                 "files_checked": report.files_checked,
                 "bytes_fetched": report.lazy_bytes_fetched,

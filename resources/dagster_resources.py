@@ -65,7 +65,7 @@ class CanaryBase(dg.ConfigurableResource):
     """Canary verification on a cluster; this base means "no cluster configured" (STREAMABLE_ENV=local)."""
 
     def run_canary(self, image_ref: str, *, command: list[str], timeout_s: int) -> dict:
-        """Start a pod for the image on a SOCI node; metadata about how it started. Raises when it did not."""
+        """Start a pod for the image on a SOCI node; `canary_*` metadata about how it started. Raises when it did not."""
         raise RuntimeError(
             f"canary verification of {image_ref} is enabled for this target, but no cluster is configured "
             "(STREAMABLE_ENV=local); disable verify.canary or run with STREAMABLE_ENV=eks"

@@ -201,7 +201,7 @@ class BuildctlBuilder:
                 creds: list[RegistryCredential] = list(self.credentials()) if self.credentials else []
             except Exception as exc:  # noqa: BLE001 - e.g. EcrError; its message names the registry, never a token
                 raise BuildError(request.target, f"push credentials could not be obtained: {exc}") from None
-            scrub = redactor(c.password for c in creds)
+            scrub = redactor([*(c.password for c in creds), *(c.auth_field() for c in creds)])  # raw and Basic form
             docker_config = stack.enter_context(temporary_docker_config(creds, self.temp_dir)) if creds else None
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamable-buildctl-", dir=self.temp_dir)))
             metadata_file = work / "metadata.json"

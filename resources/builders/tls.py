@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import shutil
 import tempfile
@@ -86,10 +87,16 @@ class TlsFromSecret:
         """(ca, cert, key) bytes from the secret; errors name the secret and the missing keys."""
         what = f"secret {self.namespace}/{self.secret_name}"
         try:
-            secret = self.core_api.read_namespaced_secret(self.secret_name, self.namespace)
+            # Raw response: with preloaded content the client logs every response body at DEBUG level (the key).
+            response = self.core_api.read_namespaced_secret(self.secret_name, self.namespace, _preload_content=False)
         except ApiException as exc:
             raise TlsError(str(api_error(exc, what))) from None
-        data = secret.data or {}
+        try:
+            data = json.loads(response.data).get("data") or {}
+        except (ValueError, AttributeError):
+            raise TlsError(f"{what}: the Kubernetes API answered with something that is not a Secret") from None
+        finally:
+            response.release_conn()
         for names in SECRET_KEY_SETS:
             if all(n in data for n in names):
                 out = []

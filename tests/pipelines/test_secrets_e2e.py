@@ -11,6 +11,7 @@ Kubernetes bearer token; a planted leak proves the scan finds each channel.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import logging
@@ -27,9 +28,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pipelines.assets import VERIFY_CHECK, build_supply_chain
+from resources.builders.base import BuildError, BuildRequest
+from resources.builders.buildctl import BuildctlBuilder
+from resources.builders.docker_auth import RegistryCredential
 from resources.dagster_prod import BuilderPoolResource, CanaryResource
 from resources.dagster_resources import RegistryResource, TargetsResource, WorkspaceResource
-from resources.defaults import BUILDER_APP_LABEL, BUILDER_CLIENT_TLS_SECRET, BUILDER_NAMESPACE, BUILDER_STATEFULSET, CANARY_NAMESPACE
+from resources.defaults import (
+    BUILDER_APP_LABEL,
+    BUILDER_CLIENT_TLS_SECRET,
+    BUILDER_NAMESPACE,
+    BUILDER_STATEFULSET,
+    CANARY_NAMESPACE,
+)
 from resources.registry import RegistryClient
 from resources.targets import load_targets
 from tests.conftest import DockerEngine, RunningRegistry
@@ -68,7 +78,8 @@ def make_client_tls() -> ClientTls:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streamable-test-ca")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .serial_number(x509.random_serial_number()).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=1))
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
@@ -78,7 +89,8 @@ def make_client_tls() -> ClientTls:
     return ClientTls(
         ca=ca.public_bytes(serialization.Encoding.PEM),
         cert=cert.public_bytes(serialization.Encoding.PEM),
-        key=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        key=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()),
     )
 
 
@@ -108,7 +120,8 @@ def cluster(fake_k8s: FakeKubernetes, tmp_path: Path) -> Cluster:
     for i in range(2):
         fake_k8s.add_pod(BUILDER_NAMESPACE, f"{BUILDER_STATEFULSET}-{i}", labels=labels)
     tls = make_client_tls()
-    fake_k8s.add_secret(BUILDER_NAMESPACE, BUILDER_CLIENT_TLS_SECRET, {"ca.pem": tls.ca, "cert.pem": tls.cert, "key.pem": tls.key})
+    fake_k8s.add_secret(BUILDER_NAMESPACE, BUILDER_CLIENT_TLS_SECRET,
+                        {"ca.pem": tls.ca, "cert.pem": tls.cert, "key.pem": tls.key})
     fake_k8s.add_namespace(CANARY_NAMESPACE)
     fake_k8s.pod_script = [(0, scheduled("soci-node-1")), (0.02, pulled("420ms", "450ms", 13_500_000)),
                            (0.03, running()), (0.06, terminated(0, logs='{"dim": 8}'))]
@@ -204,7 +217,8 @@ def known_secrets(cluster: Cluster, registry: RunningRegistry, *extra_passwords:
         KnownSecret.pem("TLS client key", cluster.tls.key),
         KnownSecret.password("kube bearer token", cluster.api.token),
     ]
-    out += [KnownSecret.password(f"wrong password {i}", p, username=registry.username) for i, p in enumerate(extra_passwords)]
+    out += [KnownSecret.password(f"wrong password {i}", p, username=registry.username)
+            for i, p in enumerate(extra_passwords)]
     return out
 
 
@@ -253,15 +267,15 @@ def test_scan_finds_a_planted_secret_in_every_channel(tmp_path: Path, caplog: py
     user = "streamable"
     known = [KnownSecret.password("password", password, username=user), KnownSecret.pem("key", tls.key),
              KnownSecret.password("token", token)]
-    basic = KnownSecret.password("x", password, username=user).needles[2].decode()
-    key_line = tls.key.splitlines()[2].decode()
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    key_line = next(ln for ln in tls.key.decode().splitlines() if not ln.startswith("-----"))
 
     @dg.asset
     def leaky(context) -> dg.Output[str]:  # noqa: ANN001 - string annotations break dagster's context check
-        context.log.info(f"Authorization: Basic {basic}")   # event + Dagster's Python logger
-        print(f"token={token}")                               # compute log (stdout)
+        context.log.info(f"Authorization: Basic {basic}")  # log event, stderr capture, console
+        print(f"token={token}")  # stdout capture, console
         logging.getLogger("resources.registry").debug("body %s", key_line)  # Python logging only
-        return dg.Output(key_line, metadata={"auth": token})  # pickled output + event metadata
+        return dg.Output(key_line, metadata={"auth": token})  # pickled output; metadata in events
 
     @dg.asset
     def failing() -> None:
@@ -274,7 +288,7 @@ def test_scan_finds_a_planted_secret_in_every_channel(tmp_path: Path, caplog: py
         assert not result.success
         console = capfd.readouterr()
         leaks = scan_everything(instance, root, result.run_id, known, caplog.records, console.out + console.err)
-        run_findings = scan_run(instance.get_run_by_id(result.run_id), known)  # type: ignore[arg-type]
+
     def where(secret: str, channel: str) -> set[str]:
         return {f.where for f in leaks.findings if f.secret == secret and f.channel == channel}
 
@@ -286,7 +300,28 @@ def test_scan_finds_a_planted_secret_in_every_channel(tmp_path: Path, caplog: py
     assert any("compute_logs" in w and w.endswith(".out") for w in where("token", "file"))  # print() capture
     assert where("key", "file") >= {"storage/leaky"}  # the IO manager's pickle
     assert where("key", "python-log") == {"python log resources.registry:DEBUG"}
-    assert {(f.secret, f.channel) for f in run_findings} == {("token", "run")}  # the run tag
+    assert where("token", "run") and not where("password", "run")  # the run tag, and only that
+
+
+def test_buildctl_stand_in_pushes_only_with_docker_config_credentials(
+        auth_registry: RunningRegistry, buildctl_env: Path, tmp_path: Path) -> None:
+    """The stand-in proves the credential path: without DOCKER_CONFIG credentials nothing is pushed."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM streamable/busybox:local\nRUN echo stand-in > /probe.txt\n")
+    request = BuildRequest(target="probe", image_ref=f"{auth_registry.addr}/team/probe:build-1", context_dir=ctx)
+    addr = f"tcp://{BUILDER_STATEFULSET}-0.buildkitd.{BUILDER_NAMESPACE}.svc:1234"
+    lines: list[str] = []
+    refused = r"failed to push .*/team/probe:build-1: .*(no basic auth credentials|unauthorized)"
+    with pytest.raises(BuildError, match=refused):
+        BuildctlBuilder(addr=addr, buildctl_bin=str(FAKES / "buildctl_push")).build(request, lines.append)
+    assert any(line.startswith("#") and "DONE" in line for line in lines)  # the build itself ran
+    cred = RegistryCredential(auth_registry.addr, auth_registry.username or "", auth_registry.password or "")
+    result = BuildctlBuilder(addr=addr, buildctl_bin=str(FAKES / "buildctl_push"), credentials=lambda: [cred]).build(
+        request, lines.append)
+    with RegistryClient(auth_registry.addr, username=auth_registry.username, password=auth_registry.password) as client:
+        pushed = client.head_manifest("team/probe", "build-1")
+    assert pushed is not None and pushed.digest == result.digest
 
 
 def test_full_chain_leaks_no_secret(cluster: Cluster, service: Service, auth_registry: RunningRegistry,
@@ -298,8 +333,8 @@ def test_full_chain_leaks_no_secret(cluster: Cluster, service: Service, auth_reg
     known = known_secrets(cluster, auth_registry)
     with dg.instance_for_test(temp_dir=str(instance_dir)) as instance:
         result = run_chain(cluster, service, auth_registry, instance)
-        failures = [e.event_specific_data.error.to_string() for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-        assert result.success, failures
+        assert result.success, [e.event_specific_data.error.to_string() for e in result.all_events
+                                if e.event_type_value == "STEP_FAILURE"]
         console = capfd.readouterr()
         leaks = scan_everything(instance, instance_dir, result.run_id, known, caplog.records, console.out + console.err)
 
@@ -308,7 +343,8 @@ def test_full_chain_leaks_no_secret(cluster: Cluster, service: Service, auth_reg
     soci = result.output_for_node("soci_index")
     digest = release["image_index_digest"]
     assert release["release_tags"] == [f"sha-{service.commit[:7]}", "main", "latest"]
-    assert {t: tag_digest(auth_registry, t) for t in release["release_tags"]} == dict.fromkeys(release["release_tags"], digest)
+    assert {t: tag_digest(auth_registry, t) for t in release["release_tags"]} == dict.fromkeys(release["release_tags"],
+                                                                                                digest)
     assert soci["platforms"] and all(p["soci_index_digest"].startswith("sha256:") for p in soci["platforms"])
     with RegistryClient(auth_registry.addr, username=auth_registry.username, password=auth_registry.password) as client:
         index = client.get_manifest("team/svc", digest).json()
@@ -320,14 +356,16 @@ def test_full_chain_leaks_no_secret(cluster: Cluster, service: Service, auth_reg
     assert meta["canary_node"] == "soci-node-1" and meta["canary_exit_code"] == 0
     assert meta["canary_pull_s"] == pytest.approx(0.42) and meta["canary_image_size_bytes"] == 13_500_000
     created = cluster.api.calls("POST", f"/namespaces/{CANARY_NAMESPACE}/pods")
-    assert [c.body["spec"]["containers"][0]["image"] for c in created] == [meta["canary_image"]]
+    containers = [c.body["spec"]["containers"][0] for c in created]
+    assert [(c["image"], c["command"]) for c in containers] == [(meta["canary_image"], CANARY_COMMAND)]
     # ... through the secret-bearing paths: TLS from the secret, credentials via DOCKER_CONFIG, kube API token.
     assert cluster.api.calls("GET", f"/namespaces/{BUILDER_NAMESPACE}/secrets/{BUILDER_CLIENT_TLS_SECRET}")
     calls = [json.loads(line) for line in buildctl_env.read_text().splitlines()]
     assert len(calls) == 1 and calls[0]["docker_config"] and "--tlskey" in calls[0]["argv"]
     argv = "\0".join(calls[0]["argv"]).encode()
     assert [s.label for s in known if s.found_in(argv)] == []
-    assert "exporting to image" in leaks.event_text and f"pushing manifest for {auth_registry.addr}/team/svc:" in leaks.event_text
+    assert "exporting to image" in leaks.event_text  # buildctl's progress reached the event log ...
+    assert f"pushing manifest for {auth_registry.addr}/team/svc:" in leaks.event_text  # ... and was scanned
 
     # Nothing secret anywhere: events, run record, Python logs, console, and every file the instance stored.
     assert leaks.findings == []
@@ -356,10 +394,11 @@ def test_wrong_password_fails_clearly_without_leaking(wrong: str, cluster: Clust
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "image"
     message = failure.event_specific_data.error.to_string()
-    assert f"{auth_registry.addr}/team/svc" in message or (auth_registry.addr in message and "team/svc" in message), message
+    assert auth_registry.addr in message and "team/svc" in message, message  # names registry and repository
     if wrong == "builder_and_registry":  # buildctl's push was refused: the build error carries its output
-        assert "failed to push" in message and ("unauthorized" in message.lower() or "authentication" in message.lower())
+        assert "BuildError" in message and "failed to push" in message and "unauthorized" in message.lower()
     else:  # the push worked; reading the pushed image back with the wrong password did not
         assert "RegistryAuthError" in message and "not authorized" in message
-    assert tag_digest(auth_registry, "latest") is None and tag_digest(auth_registry, f"sha-{service.commit[:7]}") is None
+    assert tag_digest(auth_registry, "latest") is None
+    assert tag_digest(auth_registry, f"sha-{service.commit[:7]}") is None
     assert leaks.findings == []
