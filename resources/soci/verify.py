@@ -437,7 +437,9 @@ class _Verifier:
             if not wanted:
                 continue
             il = by_layer[layer.digest]
-            lazy = {name: self._lazy_read(il, name, why) for name, why in wanted.items()}
+            # read in archive order, like a node's span cache sees them: spans shared by files are fetched once
+            ordered = sorted(wanted.items(), key=lambda item: self._archive_position(il, item[0]))
+            lazy = {name: self._lazy_read(il, name, why) for name, why in ordered}
             streamed = self._stream_layer(layer, {_clean(n) for n in wanted})
             self.report.lazy_layer_bytes += layer.size
             for name, check in lazy.items():
@@ -455,6 +457,14 @@ class _Verifier:
                     )
         for name, why in not_lazy:
             pr.notes.append(f"{why} file /{name} is in a layer without a zTOC (fetched in full at pull time)")
+
+    @staticmethod
+    def _archive_position(il: _IndexedLayer, name: str) -> int:
+        """Uncompressed offset of an entry (-1 when the zTOC does not name it; the read reports that)."""
+        try:
+            return il.reader.entry(name).uncompressed_offset
+        except LazyReadError:
+            return -1
 
     def _lazy_read(self, il: _IndexedLayer, name: str, why: str) -> FileCheck:
         reader = il.reader

@@ -50,6 +50,8 @@ def test_full_chain_releases_verified_soci_image(project: Project, docker_engine
     assert meta["files_checked"].value >= 2  # the largest file and the required config.json, both lazily read
     assert "models/config.json" in meta["files"].value and "models/weights.bin" in meta["files"].value
     assert 0 < meta["bytes_fetched"].value and meta["layer_bytes"].value > 11_000_000
+    # config.json and weights.bin share the layer's first span: it is fetched once, never more than the layer
+    assert meta["bytes_fetched"].value <= meta["layer_bytes"].value
     release = result.output_for_node("release")
     digest = release["image_index_digest"]
     assert release["release_tags"] == [f"sha-{sha[:7]}", "main", "latest"]
