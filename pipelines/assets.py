@@ -1,6 +1,6 @@
 """The image supply chain as assets: image -> soci_index -> (blocking check) -> release, one partition per target."""
 
-
+# No `from __future__ import annotations` here: Dagster reads these annotations (dg.Config, resources) at runtime.
 import shutil
 import tempfile
 import time
@@ -184,6 +184,9 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         partitions_def=partitions,
         kinds={"oci"},
         description="Release tags (sha-<7>, branch, latest, semver) moved to the verified SOCI-enabled image.",
+        # When soci_index is re-materialized outside the job (e.g. from the UI), release follows only once the
+        # blocking verification passed; the step itself re-checks that the pass was for this very digest.
+        automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     )
     def release(context: dg.AssetExecutionContext, soci_index: dict, targets: TargetsResource, registry: RegistryResource) -> dg.Output[dict]:
         target = targets.load().get(context.partition_key)
