@@ -170,6 +170,8 @@ class LazyLayerReader:
         self.bytes_fetched = 0
         self.spans_fetched = 0
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self.touched: set[int] = set()
+        """Span ids read since the caller last cleared this set, cache hits included (what a cold read needs)."""
         self._cache_size = cached_spans
         self._entries_by_name: dict[str, list[int]] | None = None
         info = ztoc.compression
@@ -264,6 +266,7 @@ class LazyLayerReader:
 
     def fetch_span(self, span_id: int) -> bytes:
         """Fetch a span's compressed bytes and check them against the zTOC's span digest."""
+        self.touched.add(span_id)
         cached = self._cache.get(span_id)
         if cached is not None:
             self._cache.move_to_end(span_id)
