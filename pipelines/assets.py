@@ -79,6 +79,10 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 labels={"org.opencontainers.image.revision": co.commit},
             )
             context.log.info(f"building {target.name} at {co.commit[:12]} -> {ref}")
+            if co.dirty and co.commit.strip("0"):
+                context.log.warning(f"{target.source.local}: uncommitted changes are not built; building commit {co.commit[:12]}")
+            elif co.dirty:
+                context.log.warning(f"{target.source.local} is not in a git repository: building the directory as it is")
             with BatchedLog(context.log.info) as log:
                 result = builder.get_builder().build(request, log)
         finally:
@@ -94,6 +98,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         return dg.Output(value, metadata={
             "commit": co.commit,
             "ref": co.ref or "",
+            "uncommitted_changes_ignored": co.dirty,
             "image": f"{ref.registry}/{ref.repository}@{result.digest}",
             "candidate_tag": cand,
             "digest": result.digest,
@@ -160,6 +165,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         if passed and target.verify.canary.enabled:
             try:
                 canary_meta = canary.run_canary(str(ref), command=list(target.verify.canary.command),
+                                                args=list(target.verify.canary.args),
                                                 timeout_s=target.verify.canary.timeout_s)
             except Exception as exc:  # noqa: BLE001 - any canary failure fails the check with its message
                 passed, reason = False, f"canary: {exc}"

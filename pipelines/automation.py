@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import boto3
 import dagster as dg
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter
 from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
 from pydantic import Field
 
@@ -31,6 +30,7 @@ from resources.backfill import (
     iter_backfill,
     scan_registry,
 )
+from resources.dagster_prod import EcrResource
 from resources.dagster_resources import RegistryResource, TargetsResource
 from resources.gc import check_gc_files, prune_builders
 from resources.git_remote import (
@@ -107,6 +107,8 @@ def git_push_sensor(context: dg.SensorEvaluationContext, targets: TargetsResourc
 REGISTRY_IMAGES = dg.DynamicPartitionsDefinition(name="registry_images")
 BACKFILL_ASSET = dg.AssetKey("soci_index_backfill")
 BACKFILL_GROUP = "soci_backfill"
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 IMAGE_TAG = "streamable/image"
 IMAGE_DIGEST_TAG = "streamable/image-digest"
 
@@ -120,7 +122,7 @@ class SociBackfillResource(dg.ConfigurableResource):
     span_size: int = Field(default=defaults.SOCI_SPAN_SIZE, gt=0)
     min_layer_size: int = Field(default=defaults.SOCI_MIN_LAYER_SIZE, ge=0)
     catalog: Literal["registry", "ecr"] = Field(default="registry", description="list images via the registry API or ECR")
-    ecr: Any = Field(default=None, description="EcrResource (resources/dagster_prod.py) when catalog='ecr'")
+    ecr: EcrResource | None = Field(default=None, description="the ECR resource when catalog='ecr'")
     scan_budget_s: float = Field(default=40.0, gt=0, le=55, description="time one scan sensor tick may spend")
     max_runs_per_tick: int = Field(default=200, ge=1, description="cap on runs one sensor tick or schedule requests")
     verify_sample: int = Field(default=4, ge=0, description="files read lazily to verify each result (0 = no check)")
@@ -237,7 +239,7 @@ def retryable_keys(instance: dg.DagsterInstance, limit: int) -> list[str]:
     keys = instance.get_dynamic_partitions(REGISTRY_IMAGES.name)
     done = instance.get_materialized_partitions(BACKFILL_ASSET)
     in_flight = {r.tags.get("dagster/partition") for r in instance.get_runs(
-        RunsFilter(job_name=soci_index_image_job.name, statuses=list(IN_PROGRESS_RUN_STATUSES)))}
+        dg.RunsFilter(job_name=soci_index_image_job.name, statuses=IN_PROGRESS))}
     return [k for k in keys if k not in done and k not in in_flight][:limit]
 
 

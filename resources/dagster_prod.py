@@ -189,9 +189,9 @@ class CanaryResource(CanaryBase):
                               tolerations=[dict(t) for t in self.tolerations],
                               image_pull_secrets=tuple(self.image_pull_secrets), poll_interval_s=self.poll_interval_s)
 
-    def run_canary(self, image_ref: str, *, command: list[str], timeout_s: int) -> dict:
+    def run_canary(self, image_ref: str, *, command: list[str], args: list[str], timeout_s: int) -> dict:
         """Run the canary pod; its metadata when the container exited 0, else a CanaryError-like failure."""
-        result = self.get_verifier().run(image_ref, command=tuple(command), timeout_s=timeout_s)
+        result = self.get_verifier().run(image_ref, command=tuple(command), args=tuple(args), timeout_s=timeout_s)
         meta = result.metadata()
         if not result.ok:
             raise RuntimeError(f"canary pod for {image_ref} exited with {result.exit_code}: {result.log_tail[-500:]}")

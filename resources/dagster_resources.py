@@ -64,7 +64,7 @@ class BuilderResource(dg.ConfigurableResource):
 class CanaryBase(dg.ConfigurableResource):
     """Canary verification on a cluster; this base means "no cluster configured" (STREAMABLE_ENV=local)."""
 
-    def run_canary(self, image_ref: str, *, command: list[str], timeout_s: int) -> dict:
+    def run_canary(self, image_ref: str, *, command: list[str], args: list[str], timeout_s: int) -> dict:
         """Start a pod for the image on a SOCI node; `canary_*` metadata about how it started. Raises when it did not."""
         raise RuntimeError(
             f"canary verification of {image_ref} is enabled for this target, but no cluster is configured "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +51,27 @@ def _cache_dir(cache_root: Path, repo: str) -> Path:
     return cache_root / hashlib.sha256(repo.encode()).hexdigest()[:16]
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive lock beside a cached clone, so parallel runs never fetch into it at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def resolve_and_fetch(git: GitSource, *, commit: str | None, ref: str | None, cache_root: Path) -> tuple[Path, str, str]:
-    """Update a cached bare clone and return (git dir, resolved commit, ref used)."""
-    what = f"repository {_redact(git.repo)}"
+    """Update a cached bare clone (under a lock) and return (git dir, resolved commit, ref used)."""
     gdir = _cache_dir(cache_root, git.repo)
+    with _locked(gdir.with_suffix(".lock")):
+        return _resolve_and_fetch(git, gdir, commit=commit, ref=ref)
+
+
+def _resolve_and_fetch(git: GitSource, gdir: Path, *, commit: str | None, ref: str | None) -> tuple[Path, str, str]:
+    what = f"repository {_redact(git.repo)}"
     if not (gdir / "HEAD").exists():
         gdir.parent.mkdir(parents=True, exist_ok=True)
         _git(["init", "--bare", "--quiet", str(gdir)], what=what)
@@ -86,6 +106,17 @@ def export_tree(git_dir: Path, commit: str, subdir: str, dest: Path, *, what: st
         raise GitCheckoutError(f"{what}: git archive of {treeish} failed: {err.strip()}")
 
 
+def _local_repo(local: Path) -> Path | None:
+    """Top of the git work tree holding `local`; None only when it is not in a git repository."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    res = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=local, env=env, capture_output=True, text=True, check=False)
+    if res.returncode == 0:
+        return Path(res.stdout.strip())
+    if "not a git repository" in res.stderr:
+        return None
+    raise GitCheckoutError(f"local context {local}: git rev-parse failed: {res.stderr.strip()}")
+
+
 def checkout_source(
     source: Source, *, commit: str | None, ref: str | None, workdir: Path, cache_root: Path
 ) -> Checkout:
@@ -100,19 +131,20 @@ def checkout_source(
     local = source.local
     if not local.is_dir():
         raise GitCheckoutError(f"local context {local} does not exist or is not a directory")
-    try:
-        top = Path(_git(["rev-parse", "--show-toplevel"], cwd=local, what=f"local context {local}"))
-    except GitCheckoutError:
+    top = _local_repo(local)
+    if top is None:
         if commit:
-            raise GitCheckoutError(f"local context {local} is not in a git repository; cannot build commit {commit}") from None
+            raise GitCheckoutError(f"local context {local} is not in a git repository; cannot build commit {commit}")
         return Checkout(context_dir=local, commit="0" * 40, ref=ref, dirty=True)
-    head = _git(["rev-parse", "HEAD"], cwd=top, what=f"local context {local}")
-    if commit and not head.startswith(commit):
-        resolved = _git(["rev-parse", "--verify", f"{commit}^{{commit}}"], cwd=top, what=f"local context {local}")
-        ctx = workdir / "context"
-        sub = str(local.resolve().relative_to(top.resolve()))
-        export_tree(top / ".git", resolved, sub, ctx, what=f"local repository {top}")
-        return Checkout(context_dir=ctx, commit=resolved, ref=ref)
-    dirty = bool(_git(["status", "--porcelain", "--", str(local)], cwd=top, what=f"local context {local}"))
-    branch = _git(["rev-parse", "--abbrev-ref", "HEAD"], cwd=top, what=f"local context {local}")
-    return Checkout(context_dir=local, commit=head, ref=ref or (f"refs/heads/{branch}" if branch != "HEAD" else None), dirty=dirty)
+    what = f"local repository {top}"
+    resolved = _git(["rev-parse", "--verify", f"{commit or 'HEAD'}^{{commit}}"], cwd=top, what=what)
+    git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], cwd=top, what=what))
+    sub = str(local.resolve().relative_to(top.resolve()))
+    # Always build the committed tree, so `sha-<7>` means exactly that commit; uncommitted edits are reported.
+    dirty = bool(_git(["status", "--porcelain", "--", str(local)], cwd=top, what=what)) if not commit else False
+    ctx = workdir / "context"
+    export_tree(git_dir, resolved, sub, ctx, what=what)
+    if ref is None and not commit:
+        branch = _git(["rev-parse", "--abbrev-ref", "HEAD"], cwd=top, what=what)
+        ref = f"refs/heads/{branch}" if branch != "HEAD" else None
+    return Checkout(context_dir=ctx, commit=resolved, ref=ref, dirty=dirty)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from resources.defaults import SOCI_TAG_SUFFIX
 from resources.soci.media_types import SOCI_ARTIFACT_TYPES
+from resources.tags import is_candidate_tag
 
 ECR_SOURCE = "aws.ecr"
 ECR_IMAGE_ACTION = "ECR Image Action"
@@ -57,8 +58,9 @@ class ImageFilter:
 
 
 def is_soci_output(tag: str | None, artifact_media_type: str | None = None) -> bool:
-    """True for what SOCI indexing itself pushes: `-soci` tags, SOCI index artifacts, `sha256-<hex>` referrers tags."""
-    if artifact_media_type in SOCI_ARTIFACT_TYPES:
+    """True for what streamable itself pushes: `-soci` tags, SOCI index artifacts, `sha256-<hex>` referrers tags,
+    and the build pipeline's candidate tags (indexed by the pipeline itself, never by the backfill)."""
+    if artifact_media_type in SOCI_ARTIFACT_TYPES or is_candidate_tag(tag):
         return True
     return bool(tag) and (tag.endswith(SOCI_TAG_SUFFIX) or _REFERRERS_TAG_RE.match(tag) is not None)
 

@@ -43,9 +43,17 @@ class GitRef:
         return cls("branch", ref)
 
 
+CANDIDATE_TAG_RE = re.compile(r"^build-[0-9a-f]{12}-[0-9a-f]{8}(-soci)?$")
+
+
 def candidate_tag(commit: str, run_id: str) -> str:
     """Immutable tag a fresh build is pushed under before it is indexed and verified."""
     return f"build-{commit[:12]}-{run_id.replace('-', '')[:8]}"
+
+
+def is_candidate_tag(tag: str | None) -> bool:
+    """True for the pipeline's own staging tags (`build-<sha12>-<run8>` and its `-soci` output)."""
+    return bool(tag) and CANDIDATE_TAG_RE.match(tag) is not None
 
 
 def soci_tag(candidate: str) -> str:
@@ -56,7 +64,7 @@ def soci_tag(candidate: str) -> str:
 def release_tags(scheme: TagScheme, *, commit: str, ref: str | None, default_branch: str) -> list[str]:
     """Tags a verified image is released under, in a stable order without duplicates."""
     tags: list[str] = []
-    if scheme.sha:
+    if scheme.sha and commit.strip("0"):  # a context outside git has no commit to name
         tags.append(f"sha-{commit[:7]}")
     parsed = GitRef.parse(ref)
     if parsed and parsed.kind == "branch":

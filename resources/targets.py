@@ -78,7 +78,8 @@ class CanarySettings(_Strict):
     """Optional canary pod on a SOCI node (EKS only)."""
 
     enabled: bool = False
-    command: tuple[str, ...] = ()
+    command: tuple[str, ...] = Field(default=(), description="replaces the image's entrypoint (empty: keep it)")
+    args: tuple[str, ...] = Field(default=(), description="replaces the image's CMD, e.g. ['--version']")
     timeout_s: int = Field(default=300, gt=0)
 
 

@@ -17,14 +17,22 @@ install_packages() {
   command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
   command -v git >/dev/null 2>&1 || missing+=(git)
-  [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v make >/dev/null 2>&1 || missing+=(make)
+  # the local base image needs a *static* busybox (Debian's `busybox` package is dynamically linked)
+  if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} (Debian packages)"
     export DEBIAN_FRONTEND=noninteractive
+    # Do not let the packages start their system services (a system dockerd would change iptables and
+    # add docker0; docker-registry.service would listen on all interfaces): this stack runs its own.
+    local policy=/usr/sbin/policy-rc.d created_policy=""
+    if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { [ -n "$created_policy" ] && rm -f "$policy"; return 1; }
+    [ -n "$created_policy" ] && rm -f "$policy"
   fi
+  return 0
 }
 
 docker_ok() { "$DOCKER_BIN" -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; }

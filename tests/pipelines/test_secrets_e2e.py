@@ -57,7 +57,8 @@ from tests.pipelines.conftest import APP_DOCKERFILE, git
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 PASSWORD_ENV = "STREAMABLE_TEST_REGISTRY_PASSWORD"
 BUILDER_PASSWORD_ENV = "STREAMABLE_TEST_BUILDER_REGISTRY_PASSWORD"
-CANARY_COMMAND = ["cat", "/models/config.json"]
+CANARY_COMMAND = ["cat"]
+CANARY_ARGS = ["/models/config.json"]
 
 
 # -- TLS material --------------------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def service(tmp_path: Path, auth_registry: RunningRegistry) -> Service:
         "    verify:\n"
         "      sample: 2\n"
         "      required_files: [models/config.json, app/run.sh]\n"
-        f"      canary: {{enabled: true, command: {json.dumps(CANARY_COMMAND)}, timeout_s: 30}}\n"
+        f"      canary: {{enabled: true, command: {json.dumps(CANARY_COMMAND)}, args: {json.dumps(CANARY_ARGS)}, timeout_s: 30}}\n"
     )
     return Service(repo=repo, targets_file=targets, state_dir=tmp_path / "state", commit=git(repo, "rev-parse", "HEAD"))
 
@@ -357,7 +358,7 @@ def test_full_chain_leaks_no_secret(cluster: Cluster, service: Service, auth_reg
     assert meta["canary_pull_s"] == pytest.approx(0.42) and meta["canary_image_size_bytes"] == 13_500_000
     created = cluster.api.calls("POST", f"/namespaces/{CANARY_NAMESPACE}/pods")
     containers = [c.body["spec"]["containers"][0] for c in created]
-    assert [(c["image"], c["command"]) for c in containers] == [(meta["canary_image"], CANARY_COMMAND)]
+    assert [(c["image"], c["command"], c.get("args")) for c in containers] == [(meta["canary_image"], CANARY_COMMAND, CANARY_ARGS)]
     # ... through the secret-bearing paths: TLS from the secret, credentials via DOCKER_CONFIG, kube API token.
     assert cluster.api.calls("GET", f"/namespaces/{BUILDER_NAMESPACE}/secrets/{BUILDER_CLIENT_TLS_SECRET}")
     calls = [json.loads(line) for line in buildctl_env.read_text().splitlines()]

@@ -59,14 +59,25 @@ def test_credentials_in_urls_are_redacted(tmp_path: Path) -> None:
     assert "s3cr3t-token" not in str(exc.value)
 
 
-def test_local_source_records_head_and_builds_old_commit(repo: Path, tmp_path: Path) -> None:
+def test_local_source_builds_the_committed_tree_and_reports_dirt(repo: Path, tmp_path: Path) -> None:
     first = git(repo, "rev-parse", "HEAD")
     (repo / "svc" / "v.txt").write_text("two\n")
     git(repo, "commit", "-qam", "two")
     src = Source(local=repo / "svc")
     cur = checkout_source(src, commit=None, ref=None, workdir=tmp_path / "w", cache_root=tmp_path / "c")
-    assert cur.context_dir == repo / "svc" and cur.commit == git(repo, "rev-parse", "HEAD") and not cur.dirty
-    (repo / "svc" / "v.txt").write_text("dirty\n")
-    assert checkout_source(src, commit=None, ref=None, workdir=tmp_path / "w", cache_root=tmp_path / "c").dirty
+    assert cur.commit == git(repo, "rev-parse", "HEAD") and not cur.dirty and cur.ref == "refs/heads/main"
+    assert (cur.context_dir / "v.txt").read_text() == "two\n" and not (cur.context_dir / ".git").exists()
+    (repo / "svc" / "v.txt").write_text("uncommitted\n")
+    dirty = checkout_source(src, commit=None, ref=None, workdir=tmp_path / "w2", cache_root=tmp_path / "c")
+    assert dirty.dirty and (dirty.context_dir / "v.txt").read_text() == "two\n", "only committed content is built"
     old = checkout_source(src, commit=first, ref=None, workdir=tmp_path / "w4", cache_root=tmp_path / "c")
     assert old.commit == first and (old.context_dir / "v.txt").read_text() == "one\n"
+
+
+def test_local_source_outside_git_builds_in_place(tmp_path: Path) -> None:
+    ctx = tmp_path / "plain"
+    ctx.mkdir()
+    co = checkout_source(Source(local=ctx), commit=None, ref=None, workdir=tmp_path / "w", cache_root=tmp_path / "c")
+    assert co.context_dir == ctx and co.dirty and co.commit == "0" * 40
+    with pytest.raises(GitCheckoutError, match="not in a git repository"):
+        checkout_source(Source(local=ctx), commit="abc", ref=None, workdir=tmp_path / "w", cache_root=tmp_path / "c")
