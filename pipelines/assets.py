@@ -201,16 +201,23 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         default_branch = target.source.git.ref if target.source.git else "main"
         tags = release_tags(target.tags, commit=soci_index["commit"], ref=soci_index.get("ref"), default_branch=default_branch)
         notes: list[str] = []
-        chosen: list[str] = []
-        for tag in tags:
-            final, note = registry.release_tag(soci_index["repository"], tag)
-            chosen.append(final)
-            if note:
-                notes.append(note)
-                context.log.warning(note)
-        tags = list(dict.fromkeys(chosen))
+        repo = soci_index["repository"]
         with registry.client(soci_index["registry"]) as client:
-            moves = promote(client, soci_index["repository"], digest, tags)
+            # Plan every tag before moving any: a write-once tag that already points elsewhere is left alone.
+            chosen: list[str] = []
+            for tag in tags:
+                final, note, write_once = registry.release_tag(repo, tag)
+                if note:
+                    notes.append(note)
+                existing = client.head_manifest(repo, final) if write_once else None
+                if existing is not None and existing.digest != digest:
+                    notes.append(f"{repo}:{final} is immutable and already points at {existing.digest}; left as it is")
+                    continue
+                chosen.append(final)
+            for note in notes:
+                context.log.warning(note)
+            tags = list(dict.fromkeys(chosen))
+            moves = promote(client, repo, digest, tags)
         image = f"{soci_index['registry']}/{soci_index['repository']}"
         return dg.Output(
             {**soci_index, "release_tags": tags},

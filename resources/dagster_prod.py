@@ -215,9 +215,9 @@ class EcrRegistryResource(RegistryResource):
             return [f"created ECR repository {repository}"]
         return [f"ECR repository {repository}: updated {', '.join(state.changed)}"] if state.changed else []
 
-    def release_tag(self, repository: str, tag: str) -> tuple[str, str | None]:
+    def release_tag(self, repository: str, tag: str) -> tuple[str, str | None, bool]:
         choice = self.ecr.get_registry().soci_tag_for(repository, tag)
-        return choice.tag, (choice.message if choice.suffixed else None)
+        return choice.tag, (choice.message if choice.suffixed else None), choice.suffixed
 
 
 def _env(name: str) -> str | None:

@@ -38,9 +38,9 @@ class RegistryResource(dg.ConfigurableResource):
         """Make sure a repository can receive pushes; returns notes for metadata (nothing to do for plain OCI)."""
         return []
 
-    def release_tag(self, repository: str, tag: str) -> tuple[str, str | None]:
-        """The tag to release under, and a note when it differs (plain OCI registries: the tag itself)."""
-        return tag, None
+    def release_tag(self, repository: str, tag: str) -> tuple[str, str | None, bool]:
+        """(tag to release under, note when it differs, whether that tag is write-once); plain OCI: the tag, mutable."""
+        return tag, None, False
 
     def client(self, registry: str) -> RegistryClient:
         """A client for one registry host."""

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from pipelines.assets import VERIFY_CHECK, build_supply_chain
+from resources.dagster_resources import RegistryResource
 from resources.targets import load_targets
 from tests.conftest import DockerEngine
 from tests.pipelines.conftest import Project
@@ -134,3 +135,32 @@ def test_bad_targets_file_fails_definitions_load(project: Project, bad: str, mon
     with pytest.raises(TargetsFileError) as exc:
         dg.Definitions.validate_loadable(defs())
     assert str(project.targets_file) in str(exc.value) and "target 'svc'" in str(exc.value)
+
+
+class WriteOnceTagsRegistry(RegistryResource):
+    """A registry resource whose every release tag is write-once, as in an IMMUTABLE ECR repository."""
+
+    def release_tag(self, repository: str, tag: str) -> tuple[str, str | None, bool]:
+        return f"{tag}-soci", f"{repository}: immutable tags, releasing {tag} as {tag}-soci", True
+
+
+def test_write_once_tags_are_never_moved(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    assets, checks, _ = build_supply_chain(load_targets(project.targets_file))
+    resources = {**project.resources(docker_engine), "registry": WriteOnceTagsRegistry()}
+
+    def run(sha: str) -> dg.ExecuteInProcessResult:
+        return dg.materialize([*assets, *checks], partition_key="svc", instance=instance, resources=resources,
+                              run_config={"ops": {"image": {"config": {"commit": sha, "ref": "refs/heads/main"}}}})
+
+    first = project.commit({"svc/app/v.txt": "1\n"})
+    one = run(first).output_for_node("release")
+    assert one["release_tags"] == [f"sha-{first[:7]}-soci", "main-soci", "latest-soci"]
+    second = project.commit({"svc/app/v.txt": "2\n"})
+    result = run(second)
+    two = result.output_for_node("release")
+    assert two["release_tags"] == [f"sha-{second[:7]}-soci"]  # main-soci / latest-soci already exist: not moved
+    assert tag_digest(project, "latest-soci") == one["image_index_digest"]
+    assert tag_digest(project, f"sha-{second[:7]}-soci") == two["image_index_digest"]
+    notes = result.asset_materializations_for_node("release")[0].metadata["notes"].value
+    assert "latest-soci is immutable and already points at" in notes
