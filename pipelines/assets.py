@@ -13,6 +13,7 @@ from pipelines.logstream import BatchedLog
 from resources import defaults
 from resources.builders.base import BuildRequest
 from resources.dagster_resources import BuilderResource, CanaryBase, RegistryResource, TargetsResource, WorkspaceResource
+from resources.build_secrets import write_build_secrets
 from resources.git_checkout import checkout_source
 from resources.promote import describe, layer_rows, promote
 from resources.refs import ImageRef
@@ -73,6 +74,8 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 dockerfile=target.dockerfile,
                 context_dir=co.context_dir,
                 build_args={**target.build_args, **config.build_args},
+                secrets=write_build_secrets(target.name, target.secrets, work / "secrets"),
+                cache_ref=target.cache_ref,
                 target_stage=target.target_stage,
                 platforms=target.platforms,
                 routing_key=target.routing_key,

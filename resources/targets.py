@@ -98,6 +98,13 @@ class Target(_Strict):
     source: Source
     dockerfile: str = "Dockerfile"
     build_args: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="BuildKit secret id -> environment variable holding the value (mounted with RUN --mount=type=secret)",
+    )
+    cache: Literal["registry", "none"] = Field(
+        default="registry", description="registry: import/export BuildKit cache at <repository>:buildcache (buildctl)"
+    )
     target_stage: str | None = None
     platforms: tuple[str, ...] = ()
     repository: str = Field(description="destination repository, e.g. 123.dkr.ecr.us-east-1.amazonaws.com/team/app")
@@ -134,6 +141,21 @@ class Target(_Strict):
             if not k or "=" in k:
                 raise ValueError(f"build arg name {k!r} must be non-empty and contain no '='")
         return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        for sid, env in v.items():
+            if not re.match(r"^[A-Za-z0-9_.-]+$", sid):
+                raise ValueError(f"secret id {sid!r} must be letters, digits, '_', '.' or '-'")
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env):
+                raise ValueError(f"secret {sid!r}: {env!r} is not an environment variable name")
+        return v
+
+    @property
+    def cache_ref(self) -> str | None:
+        """Registry reference for BuildKit's cache, or None when disabled."""
+        return f"{self.repository}:buildcache" if self.cache == "registry" else None
 
     @property
     def registry(self) -> str:

@@ -59,8 +59,6 @@ class LocalDockerBuilder:
         """The `docker build` argv for a request (no shell; values verbatim)."""
         if request.context_dir is None:
             raise BuildError(request.target, "the local Docker builder needs a local context (git contexts are checked out first)")
-        if request.secrets:
-            raise BuildError(request.target, "build secrets need BuildKit secret mounts; use the buildctl builder")
         argv = [self._bin(), "build", "--progress=plain", f"--network={self.network}",
                 "--file", str(request.context_dir / request.dockerfile), "--tag", request.image_ref]
         for key, value in request.build_args.items():
@@ -71,6 +69,8 @@ class LocalDockerBuilder:
             if len(request.platforms) > 1:
                 raise BuildError(request.target, f"multi-platform builds ({', '.join(request.platforms)}) need buildctl; the local engine builds one platform")
             argv += ["--platform", request.platforms[0]]
+        for sid, path in request.secrets.items():
+            argv += ["--secret", f"id={sid},src={path}"]  # the value stays in the file, never in argv
         for key, value in request.labels.items():
             argv += ["--label", f"{key}={value}"]
         argv.append(str(request.context_dir))
@@ -79,6 +79,8 @@ class LocalDockerBuilder:
     def build(self, request: BuildRequest, log: LogFn) -> BuildResult:
         """Build and push; returns the pushed manifest digest."""
         started = time.monotonic()
+        if request.cache_ref:
+            log(f"note: the local engine keeps its own build cache; registry cache {request.cache_ref} is used by buildctl builders")
         parser = ProgressParser()
         code, lines = self._stream(self.build_argv(request), log, on_line=[parser.feed])
         if code != 0:

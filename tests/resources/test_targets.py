@@ -39,6 +39,16 @@ def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
     assert svc.registry == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
     assert svc.repository_path == "team/svc"
     assert svc.routing_key == "https://example.invalid/svc.git:services/api"
+    assert svc.cache_ref == "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/svc:buildcache"
+
+
+def test_secrets_name_environment_variables(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace('build_args: {A: "1"}', 'build_args: {A: "1"}\n    secrets: {npm: NPM_TOKEN}\n    cache: none'))
+    app = load_targets(p).get("app")
+    assert app.secrets == {"npm": "NPM_TOKEN"} and app.cache_ref is None
+    p = write(tmp_path, GOOD.replace('build_args: {A: "1"}', 'secrets: {npm: "not a var"}'))
+    with pytest.raises(TargetsFileError, match=r"target 'app', field 'secrets'.*not an environment variable name"):
+        load_targets(p)
 
 
 @pytest.mark.parametrize(

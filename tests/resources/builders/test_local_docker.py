@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -91,5 +92,30 @@ def test_unsupported_requests_fail_clearly(docker_engine: DockerEngine, tmp_path
     b = builder_for(docker_engine)
     with pytest.raises(BuildError, match="multi-platform builds"):
         b.build_argv(BuildRequest(target="m", image_ref="r/x:1", context_dir=tmp_path, platforms=("linux/amd64", "linux/arm64")))
-    with pytest.raises(BuildError, match="secret"):
-        b.build_argv(BuildRequest(target="m", image_ref="r/x:1", context_dir=tmp_path, secrets={"tok": tmp_path / "t"}))
+
+
+def test_build_secret_is_mounted_never_in_argv_logs_or_image(docker_engine: DockerEngine, registry: RunningRegistry,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib  # noqa: PLC0415
+
+    from resources.build_secrets import BuildSecretError, write_build_secrets  # noqa: PLC0415
+
+    value = "tok-" + os.urandom(8).hex()
+    monkeypatch.setenv("NPM_TOKEN_TEST", value)
+    files = write_build_secrets("app", {"npm": "NPM_TOKEN_TEST"}, tmp_path / "secrets")
+    assert oct(files["npm"].stat().st_mode & 0o777) == "0o600" and oct((tmp_path / "secrets").stat().st_mode & 0o777) == "0o700"
+    ctx = make_context(tmp_path / "ctx", "FROM streamable/busybox:local\n"
+                       "RUN --mount=type=secret,id=npm sha256sum /run/secrets/npm | cut -d' ' -f1 > /secret.sha\n")
+    ref = f"{registry.addr}/team/sec:build-1"
+    req = BuildRequest(target="app", image_ref=ref, context_dir=ctx, secrets=files)
+    b = builder_for(docker_engine)
+    argv = b.build_argv(req)
+    assert f"id=npm,src={files['npm']}" in argv and not any(value in a for a in argv)
+    lines: list[str] = []
+    b.build(req, lines.append)
+    assert not any(value in ln for ln in lines)
+    got = read_file_from_image(docker_engine, ref, "/secret.sha").decode().strip()
+    assert got == hashlib.sha256(value.encode()).hexdigest(), "the build saw the secret's value"
+    monkeypatch.delenv("NPM_TOKEN_TEST")
+    with pytest.raises(BuildSecretError, match="build secret 'npm' needs environment variable NPM_TOKEN_TEST"):
+        write_build_secrets("app", {"npm": "NPM_TOKEN_TEST"}, tmp_path / "s2")
