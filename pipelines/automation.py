@@ -107,8 +107,9 @@ def git_push_sensor(context: dg.SensorEvaluationContext, targets: TargetsResourc
 REGISTRY_IMAGES = dg.DynamicPartitionsDefinition(name="registry_images")
 BACKFILL_ASSET = dg.AssetKey("soci_index_backfill")
 BACKFILL_GROUP = "soci_backfill"
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+# Runs that still hold a partition (Dagster's in-progress statuses, plus queued runs waiting to start).
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+               dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.SUSPENDED]
 IMAGE_TAG = "streamable/image"
 IMAGE_DIGEST_TAG = "streamable/image-digest"
 

@@ -16,6 +16,7 @@ from typing import Literal
 
 import boto3
 import dagster as dg
+from dagster_aws.s3 import S3PickleIOManager, S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
 from kubernetes import client as k8s_client
 from pydantic import Field, PrivateAttr
@@ -228,7 +229,7 @@ def _env(name: str) -> str | None:
 def eks_resources() -> dict[str, dg.ConfigurableResource]:
     """`builder`, `ecr` and `canary` resources from STREAMABLE_* / AWS_* variables; MissingSettingError names gaps.
 
-    Required: STREAMABLE_ECR_REGION (or AWS_REGION). With STREAMABLE_BUILDER_DISCOVERY=static:
+    Required: STREAMABLE_ECR_REGION (or AWS_REGION) and STREAMABLE_IO_BUCKET (S3 bucket for step outputs). With STREAMABLE_BUILDER_DISCOVERY=static:
     STREAMABLE_BUILDER_ADDRS (comma-separated). With STREAMABLE_BUILDER_TLS=files: STREAMABLE_BUILDER_TLS_CA,
     _CERT and _KEY. Secrets are read at launch through dg.EnvVar (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
     """
@@ -270,4 +271,12 @@ def eks_resources() -> dict[str, dg.ConfigurableResource]:
         ecr=ecr,
     )
     canary = CanaryResource(kubeconfig=kubeconfig, namespace=_env("STREAMABLE_CANARY_NAMESPACE") or CANARY_NAMESPACE)
-    return {"builder": builder, "ecr": ecr, "canary": canary, "registry": EcrRegistryResource(ecr=ecr)}
+    # Steps run in separate pods (K8sRunLauncher, run retries, release re-run alone): outputs live in S3.
+    bucket = _env("STREAMABLE_IO_BUCKET")
+    _require(bucket, "STREAMABLE_IO_BUCKET", "an S3 bucket for step outputs (steps run in separate pods)")
+    io_manager = S3PickleIOManager(
+        s3_resource=S3Resource(region_name=region, endpoint_url=_env("STREAMABLE_S3_ENDPOINT_URL")),
+        s3_bucket=bucket, s3_prefix=_env("STREAMABLE_IO_PREFIX") or "streamable",
+    )
+    return {"builder": builder, "ecr": ecr, "canary": canary, "registry": EcrRegistryResource(ecr=ecr),
+            "io_manager": io_manager}

@@ -71,6 +71,14 @@ class PlatformNotFoundError(SociConvertError):
     """A requested platform is not in the image."""
 
 
+# soci-snapshotter splits a zTOC blob at the first occurrence of this marker (prefetch data follows it).
+PREFETCH_SEPARATOR = b"---SOCI-PREFETCH---"
+
+
+class LayerSkippedError(SociConvertError):
+    """A layer indexes fine but its zTOC would not load on a node; the layer is skipped with this reason."""
+
+
 class LayerIndexError(SociConvertError):
     """A layer blob could not be indexed (corrupt gzip, bad tar, wrong size or digest)."""
 
@@ -255,6 +263,10 @@ class SociConverter:
             results.append(result)
             if descriptors:
                 ztoc_lists[img.raw.digest] = descriptors
+        if not ztoc_lists:
+            skipped = [s for r in results for s in r.skipped_layers]
+            details = "; ".join(f"{s.layer_digest}: {s.reason}" for s in skipped)
+            raise EmptySociIndexError(f"image {src}: no layer got a usable zTOC; nothing was tagged. Layers: {details}", skipped)
         self.client.push_blob(dst.repository, mt.EMPTY_CONFIG, digest=mt.EMPTY_CONFIG_DIGEST)
 
         if self.version is SociVersion.V2:
@@ -404,7 +416,11 @@ class SociConverter:
             if p.skip_reason is not None:
                 result.skipped_layers.append(SkippedLayer(layer.digest, layer.media_type, layer.size, p.skip_reason))
                 continue
-            info, reused = self._ztoc_for_layer(src, dst_repo, img, layer)
+            try:
+                info, reused = self._ztoc_for_layer(src, dst_repo, img, layer)
+            except LayerSkippedError as exc:
+                result.skipped_layers.append(SkippedLayer(layer.digest, layer.media_type, layer.size, str(exc)))
+                continue
             result.ztocs.append(
                 ZtocRow(
                     layer_digest=layer.digest,
@@ -468,6 +484,11 @@ class SociConverter:
             raise LayerIndexError(f"{where}: the blob is {built.compressed_size} bytes, the manifest says {layer.size}")
         if built.layer_digest != layer.digest:
             raise LayerIndexError(f"{where}: the blob hashes to {built.layer_digest}")
+        if PREFETCH_SEPARATOR in built.data:
+            raise LayerSkippedError(
+                f"its zTOC would contain the bytes {PREFETCH_SEPARATOR.decode()!r} (from the layer's content), which "
+                "soci-snapshotter reads as the start of prefetch data: the node could not parse it"
+            )
         return built
 
     def _with_progress(self, chunks: Iterable[bytes], layer: Descriptor) -> Iterator[bytes]:

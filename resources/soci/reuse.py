@@ -234,6 +234,17 @@ class ZtocReuseIndex:
                 f"but {layer_digest} is {layer_size} bytes"
             )
             return None
+        # The annotations say which layer this zTOC is for; check it on the bytes (first and last span digests),
+        # so a zTOC made for another layer of the same size is never reused.
+        reader = LazyLayerReader(
+            ztoc, lambda start, end: self._client.get_blob_range(repository, layer_digest, start, end), layer=layer_digest
+        )
+        try:
+            for span_id in sorted({0, ztoc.compression.max_span_id}):
+                reader.fetch_span(span_id)
+        except (LazyReadError, RegistryError) as exc:
+            self._log(f"zTOC reuse: {where} does not match layer {layer_digest}: {exc}")
+            return None
         return describe_ztoc(ztoc, digest=candidate.digest, size=candidate.size, layer_digest=layer_digest, span_size=span_size)
 
 

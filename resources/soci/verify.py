@@ -20,6 +20,7 @@ what failed, naming the platform, layer, zTOC or file.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import posixpath
@@ -27,6 +28,7 @@ import random
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
 
 from resources.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient, RegistryNotFoundError
@@ -506,13 +508,11 @@ class _Verifier:
 
     def _stream_layer(self, layer: Descriptor, names: set[str]) -> dict[str, str]:
         """sha256 of the named regular files (hard links resolved), reading the whole layer once."""
-        compression = mt.layer_compression(layer.media_type)
-        mode = "r|gz" if compression is mt.LayerCompression.GZIP else "r|"
         hashes: dict[str, str] = {}
         all_hashes: dict[str, str] = {}
         try:
             with self.client.open_blob(self.repo, layer.digest) as blob:
-                with tarfile.open(fileobj=blob, mode=mode) as tar:
+                with _open_layer_tar(blob, layer.media_type) as tar:
                     for member in tar:
                         name = _clean(member.name)
                         if member.isfile():
@@ -560,9 +560,8 @@ class _Verifier:
                 continue
             if mt.layer_compression(layer.media_type) not in (mt.LayerCompression.GZIP, mt.LayerCompression.UNCOMPRESSED):
                 continue
-            mode = "r|gz" if mt.layer_compression(layer.media_type) is mt.LayerCompression.GZIP else "r|"
             try:
-                with self.client.open_blob(self.repo, layer.digest) as blob, tarfile.open(fileobj=blob, mode=mode) as tar:
+                with self.client.open_blob(self.repo, layer.digest) as blob, _open_layer_tar(blob, layer.media_type) as tar:
                     if any(_clean(m.name) == path for m in tar):
                         return True
             except (tarfile.TarError, OSError, EOFError) as exc:
@@ -633,3 +632,11 @@ def locate_soci_indexes(client: RegistryClient, ref: ImageRef) -> list[LocatedIn
             soci = parse_soci_index(client.get_manifest(repo, soci_digest).data, name=soci_digest)
             found.append(LocatedIndex(platform, raw.digest, soci_digest, soci.version.value, soci.ztocs))
     return found
+
+
+def _open_layer_tar(blob: BinaryIO, media_type: str) -> tarfile.TarFile:
+    """A streaming tar reader over a layer blob; gzip through GzipFile so every member is read (tarfile's
+    own "r|gz" stops after the first gzip member)."""
+    if mt.layer_compression(media_type) is mt.LayerCompression.GZIP:
+        return tarfile.open(fileobj=gzip.GzipFile(fileobj=blob, mode="rb"), mode="r|")
+    return tarfile.open(fileobj=blob, mode="r|")

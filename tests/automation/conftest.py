@@ -150,8 +150,8 @@ class SensorHarness:
         self.home.mkdir(parents=True, exist_ok=True)
         with dg.instance_for_test(temp_dir=str(self.home)) as instance:
             cursor = instance.run_storage.get_cursor_values({self._cursor_key}).get(self._cursor_key)
-            ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=self.resources)
-            result = self.sensor(ctx)
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=self.resources) as ctx:
+                result = self.sensor(ctx)
             assert isinstance(result, dg.SensorResult)
             for preq in result.dynamic_partitions_requests or []:
                 if isinstance(preq, dg.AddDynamicPartitionsRequest):

@@ -69,9 +69,9 @@ def test_scan_sensor_runs_and_nightly_retry(tmp_path: Path, registry: RunningReg
         assert zstd.status is ImageStatus.NOT_INDEXABLE and "zstd" in zstd.reason
 
         # Nightly: only the failed image is retried; finished and not-indexable ones are left alone.
-        ctx = dg.build_schedule_context(instance=instance, resources=resources,
-                                        scheduled_execution_time=datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc))
-        retries = soci_backfill_retry_schedule(ctx)
+        with dg.build_schedule_context(instance=instance, resources=resources,
+                                       scheduled_execution_time=datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc)) as ctx:
+            retries = soci_backfill_retry_schedule(ctx)
         assert [(r.partition_key, r.run_key) for r in retries] == [(keys["team/broken"], f"retry:2026-01-02:{keys['team/broken']}")]
 
     # The next scan finds nothing new (the app image now has its -soci index; the others have partitions).

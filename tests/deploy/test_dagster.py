@@ -194,6 +194,9 @@ REGISTRY_API_ACTIONS = {
 BOTO_EXTRA = {"delete_message_batch": {"sqs:DeleteMessage"}, "create_repository": {"ecr:CreateRepository",
                                                                                    "ecr:TagResource"}}
 ECR_MODULES = ("resources/ecr.py", "resources/backfill.py")
+# dagster-aws's S3PickleIOManager (configured by eks_resources) reads, writes and lists step outputs.
+S3_IO_MANAGER_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:ListBucket"} if "S3PickleIOManager(" in (
+    REPO / "resources/dagster_prod.py").read_text() else set()
 SQS_MODULES = ("resources/push_events.py",)
 
 
@@ -214,7 +217,7 @@ def code_aws_actions() -> set[str]:
     def camel(op: str) -> str:
         return "".join(p.capitalize() for p in op.split("_"))
 
-    actions = set(REGISTRY_API_ACTIONS)
+    actions = set(REGISTRY_API_ACTIONS) | S3_IO_MANAGER_ACTIONS
     for rel in ECR_MODULES:
         for op in _boto_operations(rel, {"_call", "_paginate", "get_paginator"}):
             actions |= BOTO_EXTRA.get(op, {f"ecr:{camel(op)}"})
@@ -248,12 +251,14 @@ def test_iam_policy_is_scoped():
         if s["Resource"] == "*":
             assert s["Action"] == ["ecr:GetAuthorizationToken"], "only the token call cannot be scoped"
     placeholders = set(re.findall(r"\$\{(\w+)\}", json.dumps(policy)))
-    assert placeholders == {"AWS_REGION", "AWS_ACCOUNT_ID", "REPOSITORY_PREFIX", "PUSH_EVENTS_QUEUE"}
+    assert placeholders == {"AWS_REGION", "AWS_ACCOUNT_ID", "REPOSITORY_PREFIX", "PUSH_EVENTS_QUEUE", "IO_BUCKET"}
     filled = json.loads(re.sub(r"\$\{(\w+)\}", lambda m: {"AWS_REGION": "us-east-1", "AWS_ACCOUNT_ID": "111122223333",
-                                                          "REPOSITORY_PREFIX": "streamable",
+                                                          "REPOSITORY_PREFIX": "streamable", "IO_BUCKET": "io-bucket",
                                                           "PUSH_EVENTS_QUEUE": "q"}[m[1]], json.dumps(policy)))
     for s in filled["Statement"]:
-        if s["Resource"] != "*":
+        if s["Resource"].startswith("arn:aws:s3:"):
+            assert re.fullmatch(r"arn:aws:s3:::io-bucket(/streamable/\*)?", s["Resource"]), s["Resource"]
+        elif s["Resource"] != "*":
             assert re.fullmatch(r"arn:aws:(ecr|sqs):us-east-1:111122223333:[\w/*.-]+", s["Resource"]), s["Resource"]
 
 

@@ -28,3 +28,4 @@ def test_eks_definitions_build_every_resource(eks_env: None) -> None:
         assert isinstance(res.soci_backfill.ecr, EcrResource), "the backfill's ECR resource must stay a resource"
         assert res.soci_backfill.catalog == "ecr"
         assert res.builder.get_pool().suggested_pool_limit() >= 1
+        assert type(res.io_manager).__name__ == "S3PickleIOManager", "step outputs go to S3 in eks"

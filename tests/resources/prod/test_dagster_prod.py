@@ -25,7 +25,8 @@ TLS_KEY = "-----BEGIN EC PRIVATE KEY-----\nTLS-KEY-do-not-leak-7f3a\n-----END EC
 def clean_env(monkeypatch):
     for name in ("STREAMABLE_ECR_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "STREAMABLE_BUILDER_DISCOVERY",
                  "STREAMABLE_BUILDER_ADDRS", "STREAMABLE_BUILDER_TLS", "STREAMABLE_BUILDER_TLS_CA",
-                 "STREAMABLE_BUILDER_TLS_CERT", "STREAMABLE_BUILDER_TLS_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+                 "STREAMABLE_BUILDER_TLS_CERT", "STREAMABLE_BUILDER_TLS_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "STREAMABLE_IO_BUCKET"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -46,8 +47,12 @@ def test_eks_resources_name_each_missing_setting(clean_env):
     with pytest.raises(MissingSettingError, match=r"STREAMABLE_BUILDER_TLS must be 'secret', 'files' or 'none', got 'mtls'"):
         eks_resources()
     clean_env.setenv("STREAMABLE_BUILDER_TLS", "none")
+    with pytest.raises(MissingSettingError, match=r"STREAMABLE_IO_BUCKET is not set"):
+        eks_resources()
+    clean_env.setenv("STREAMABLE_IO_BUCKET", "streamable-io")
     res = eks_resources()
-    assert set(res) == {"builder", "ecr", "canary", "registry"}
+    assert set(res) == {"builder", "ecr", "canary", "registry", "io_manager"}
+    assert res["io_manager"].s3_bucket == "streamable-io"
     assert res["builder"].static_addrs == ["tcp://10.0.0.1:1234", "tcp://10.0.0.2:1234"]
     assert res["ecr"].region_name == "eu-west-1"
 

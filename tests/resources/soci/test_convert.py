@@ -488,3 +488,34 @@ def test_remembered_ztoc_is_rechecked_before_reuse(images: ImageFactory, client,
     httpx.delete(f"{registry.url}/v2/cache/app/blobs/{ztoc_digest}", timeout=10).raise_for_status()
     cold = SociConverter(client, min_layer_size=SMALL).convert(src, src.with_tag("soci3"))
     assert (cold.layers_built, cold.layers_reused) == (1, 0)
+
+
+def test_layer_whose_ztoc_would_hold_the_prefetch_separator_is_skipped(images: ImageFactory, client) -> None:
+    # soci-snapshotter splits a zTOC blob at "---SOCI-PREFETCH---"; a checkpoint window carrying those bytes
+    # (from the layer's own content) would make the node's parse fail, so that layer gets no zTOC.
+    poisoned = gzip_layer({"bin/soci-snapshotter-grpc": random_bytes(40_000, 40) + b"---SOCI-PREFETCH---" + random_bytes(200_000, 41)})
+    clean = gzip_layer({"data/model.bin": random_bytes(240_000, 42)})
+    src = images.push_image("sep/app", "1", [poisoned, clean]).ref
+    result = SociConverter(client, span_size=65536, min_layer_size=0).convert(src, src.with_tag("soci"))
+    (p,) = result.platforms
+    assert [r.layer_digest for r in p.ztocs] == [clean.digest]
+    (skipped,) = p.skipped_layers
+    assert skipped.layer_digest == poisoned.digest and "---SOCI-PREFETCH---" in skipped.reason
+    assert verify_image(client, src.with_tag("soci"), sample=2).passed
+
+
+def test_multi_member_gzip_layer_converts_and_verifies(images: ImageFactory, client) -> None:
+    import gzip as gz  # noqa: PLC0415
+
+    from tests.resources.soci.conftest import Layer, sha256, tar_bytes  # noqa: PLC0415
+
+    files = {f"data/part-{i}.bin": random_bytes(90_000, 50 + i) for i in range(4)}
+    tar = tar_bytes(files)
+    half = len(tar) // 2
+    blob = gz.compress(tar[:half], 6) + gz.compress(tar[half:], 6)  # two gzip members, like pigz/mgzip output
+    layer = Layer(blob, mt.OCI_LAYER_GZIP, sha256(tar), files)
+    src = images.push_image("multi/app", "1", [layer]).ref
+    SociConverter(client, span_size=65536, min_layer_size=0).convert(src, src.with_tag("soci"))
+    report = verify_image(client, src.with_tag("soci"), sample=4)
+    assert report.passed, report.failure
+    assert report.files_checked == 4
