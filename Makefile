@@ -33,6 +33,7 @@ bench: venv stack
 	$(PY) benchmarks/soci_index.py
 	$(PY) benchmarks/backfill.py
 	$(PY) benchmarks/sensor_tick.py
+	$(PY) benchmarks/routing.py
 
 down:
 	bash scripts/stack.sh down

@@ -63,7 +63,8 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         target = targets.load().get(context.partition_key)
         work = Path(tempfile.mkdtemp(prefix=f"build-{target.name}-", dir=workspace.scratch))
         try:
-            co = checkout_source(target.source, commit=config.commit, ref=config.ref, workdir=work, cache_root=workspace.git_cache)
+            co = checkout_source(target.source, commit=config.commit, ref=config.ref, workdir=work,
+                                 cache_root=workspace.git_cache, credentials=workspace.git_credentials())
             cand = candidate_tag(co.commit, context.run.run_id)
             ref = ImageRef.parse(f"{target.repository}:{cand}")
             for note in registry.prepare_repository(ref.repository):

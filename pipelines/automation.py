@@ -454,7 +454,12 @@ def automation_defs(*, ecr: Any = None) -> dg.Definitions:
     filters = [f for f in os.environ.get("STREAMABLE_SOCI_FILTERS", "*:*").split(",") if f.strip()]
     backfill = SociBackfillResource(registry=os.environ.get("STREAMABLE_BACKFILL_REGISTRY") or None, filters=filters,
                                     catalog="ecr" if ecr is not None else "registry", ecr=ecr)
-    resources: dict[str, Any] = {"git": GitRemotesResource(), "soci_backfill": backfill}
+    git_password = os.environ.get("STREAMABLE_GIT_PASSWORD")
+    resources: dict[str, Any] = {
+        "git": GitRemotesResource(username=os.environ.get("STREAMABLE_GIT_USERNAME") or None,
+                                  password=dg.EnvVar("STREAMABLE_GIT_PASSWORD") if git_password else None),
+        "soci_backfill": backfill,
+    }
     queue = os.environ.get("STREAMABLE_PUSH_QUEUE_URL")
     sensors = [git_push_sensor, registry_image_scan_sensor]
     if queue:

@@ -8,7 +8,7 @@ import dagster as dg
 
 from pipelines.assets import GROUP, build_supply_chain
 from pipelines.automation import automation_defs
-from resources.dagster_resources import TargetsResource, WorkspaceResource, local_resources
+from resources.dagster_resources import TargetsResource, local_resources, workspace_resource
 from resources.targets import load_targets
 
 BUILD_JOB = "build_and_release"
@@ -23,7 +23,7 @@ def resources_for(env: str) -> dict:
 
         return {
             "targets": TargetsResource(),
-            "workspace": WorkspaceResource(state_dir=os.environ.get("STREAMABLE_STATE_DIR", "/tmp/streamable")),
+            "workspace": workspace_resource("/tmp/streamable"),
             **eks_resources(),
         }
     raise ValueError(f"STREAMABLE_ENV={env!r} is not one of: local, eks")

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from resources.builders.base import ImageBuilder
 from resources.builders.local_docker import LocalDockerBuilder
+from resources.git_remote import GitCredentials
 from resources.registry import RegistryClient
 from resources.targets import TargetsConfig, load_targets
 
@@ -87,6 +88,14 @@ class WorkspaceResource(dg.ConfigurableResource):
     """Where runs keep git caches and scratch checkouts."""
 
     state_dir: str = Field(default=DEFAULT_STATE_DIR)
+    git_username: str | None = Field(default=None, description="HTTPS user for private git remotes")
+    git_password: str | None = Field(default=None, repr=False, description="HTTPS password or token; pass as dg.EnvVar")
+
+    def git_credentials(self) -> GitCredentials | None:
+        """Credentials for fetching private remotes (handed to git through GIT_ASKPASS only)."""
+        if self.git_username and self.git_password:
+            return GitCredentials(self.git_username, self.git_password)
+        return None
 
     @property
     def git_cache(self) -> Path:
@@ -104,6 +113,15 @@ def env_var_if_set(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+def workspace_resource(default_state_dir: str) -> WorkspaceResource:
+    """Workspace from STREAMABLE_STATE_DIR and, for private remotes, STREAMABLE_GIT_USERNAME / _PASSWORD."""
+    return WorkspaceResource(
+        state_dir=os.environ.get("STREAMABLE_STATE_DIR", default_state_dir),
+        git_username=os.environ.get("STREAMABLE_GIT_USERNAME") or None,
+        git_password=env_var_if_set("STREAMABLE_GIT_PASSWORD"),
+    )
+
+
 def local_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources for STREAMABLE_ENV=local (the stack started by scripts/stack.sh)."""
     stack = os.environ.get("STREAMABLE_STACK_DIR", "/var/lib/streamable-stack")
@@ -117,6 +135,6 @@ def local_resources() -> dict[str, dg.ConfigurableResource]:
             docker_host=os.environ.get("STREAMABLE_DOCKER_HOST", f"unix://{stack}/docker.sock"),
             docker_bin=os.environ.get("STREAMABLE_DOCKER_BIN") or None,
         ),
-        "workspace": WorkspaceResource(state_dir=os.environ.get("STREAMABLE_STATE_DIR", DEFAULT_STATE_DIR)),
+        "workspace": workspace_resource(DEFAULT_STATE_DIR),
         "canary": CanaryBase(),
     }

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from resources.git_remote import GitCredentials, GitRemoteError, GitRunner
 from resources.targets import GitSource, Source
 
 
@@ -63,26 +64,37 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def resolve_and_fetch(git: GitSource, *, commit: str | None, ref: str | None, cache_root: Path) -> tuple[Path, str, str]:
+def resolve_and_fetch(git: GitSource, *, commit: str | None, ref: str | None, cache_root: Path,
+                      credentials: GitCredentials | None = None) -> tuple[Path, str, str]:
     """Update a cached bare clone (under a lock) and return (git dir, resolved commit, ref used)."""
     gdir = _cache_dir(cache_root, git.repo)
+    runner = GitRunner(credentials=credentials, askpass_dir=cache_root, timeout_s=600)
     with _locked(gdir.with_suffix(".lock")):
-        return _resolve_and_fetch(git, gdir, commit=commit, ref=ref)
+        return _resolve_and_fetch(git, gdir, commit=commit, ref=ref, runner=runner)
 
 
-def _resolve_and_fetch(git: GitSource, gdir: Path, *, commit: str | None, ref: str | None) -> tuple[Path, str, str]:
+def _fetch(runner: GitRunner, gdir: Path, args: list[str], *, what: str) -> None:
+    """A networked fetch into the cache: credentials through GIT_ASKPASS, never in argv or messages."""
+    try:
+        runner.run(["--git-dir", str(gdir), "fetch", "--quiet", *args], what=what)
+    except GitRemoteError as exc:
+        raise GitCheckoutError(str(exc)) from None
+
+
+def _resolve_and_fetch(git: GitSource, gdir: Path, *, commit: str | None, ref: str | None,
+                       runner: GitRunner) -> tuple[Path, str, str]:
     what = f"repository {_redact(git.repo)}"
     if not (gdir / "HEAD").exists():
         gdir.parent.mkdir(parents=True, exist_ok=True)
         _git(["init", "--bare", "--quiet", str(gdir)], what=what)
     ref_used = ref or f"refs/heads/{git.ref}"
     refspecs = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
-    _git(["--git-dir", str(gdir), "fetch", "--quiet", "--prune", "--no-write-fetch-head", git.repo, *refspecs], what=what)
+    _fetch(runner, gdir, ["--prune", "--no-write-fetch-head", git.repo, *refspecs], what=what)
     if commit:
         try:
             resolved = _git(["--git-dir", str(gdir), "rev-parse", "--verify", f"{commit}^{{commit}}"], what=what)
         except GitCheckoutError:
-            _git(["--git-dir", str(gdir), "fetch", "--quiet", git.repo, commit], what=f"{what} commit {commit}")
+            _fetch(runner, gdir, [git.repo, commit], what=f"{what} commit {commit}")
             resolved = _git(["--git-dir", str(gdir), "rev-parse", "--verify", f"{commit}^{{commit}}"], what=what)
         return gdir, resolved, ref_used
     local_ref = ref_used.replace("refs/heads/", "refs/remotes/origin/", 1)
@@ -118,12 +130,14 @@ def _local_repo(local: Path) -> Path | None:
 
 
 def checkout_source(
-    source: Source, *, commit: str | None, ref: str | None, workdir: Path, cache_root: Path
+    source: Source, *, commit: str | None, ref: str | None, workdir: Path, cache_root: Path,
+    credentials: GitCredentials | None = None,
 ) -> Checkout:
     """Produce the build context for a target at the requested commit (or the branch head)."""
     if source.git is not None:
         git = source.git
-        gdir, resolved, ref_used = resolve_and_fetch(git, commit=commit, ref=ref, cache_root=cache_root)
+        gdir, resolved, ref_used = resolve_and_fetch(git, commit=commit, ref=ref, cache_root=cache_root,
+                                                     credentials=credentials)
         ctx = workdir / "context"
         export_tree(gdir, resolved, git.context, ctx, what=f"repository {_redact(git.repo)}")
         return Checkout(context_dir=ctx, commit=resolved, ref=ref_used)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,27 @@ def test_local_source_outside_git_builds_in_place(tmp_path: Path) -> None:
     assert co.context_dir == ctx and co.dirty and co.commit == "0" * 40
     with pytest.raises(GitCheckoutError, match="not in a git repository"):
         checkout_source(Source(local=ctx), commit="abc", ref=None, workdir=tmp_path / "w", cache_root=tmp_path / "c")
+
+
+def test_private_remote_is_fetched_with_askpass_credentials(repo: Path, tmp_path: Path) -> None:
+    from resources.git_remote import GitCredentials  # noqa: PLC0415
+    from tests.automation.gitserver import GitHttpServer  # noqa: PLC0415
+
+    password = "tok-" + os.urandom(6).hex()
+    served = tmp_path / "served"
+    served.mkdir()
+    git(served, "clone", "-q", "--bare", str(repo), str(served / "private.git"))
+    with GitHttpServer(served, username="bot", password=password) as srv:
+        src = Source(git=GitSource(repo=srv.url("private.git"), context="svc"))
+        with pytest.raises(GitCheckoutError, match="private.git") as anon:
+            checkout_source(src, commit=None, ref=None, workdir=tmp_path / "w0", cache_root=tmp_path / "c0")
+        co = checkout_source(src, commit=None, ref=None, workdir=tmp_path / "w1", cache_root=tmp_path / "c1",
+                             credentials=GitCredentials("bot", password))
+        assert co.commit == git(repo, "rev-parse", "HEAD") and (co.context_dir / "v.txt").read_text() == "one\n"
+        assert srv.authenticated
+        with pytest.raises(GitCheckoutError) as wrong:
+            checkout_source(src, commit=None, ref=None, workdir=tmp_path / "w2", cache_root=tmp_path / "c2",
+                            credentials=GitCredentials("bot", "wrong-" + password))
+    assert password not in str(anon.value) and password not in str(wrong.value)
+    for script in tmp_path.rglob("*askpass*"):
+        assert password not in script.read_text()
