@@ -90,6 +90,9 @@ def main() -> int:
     print(f"  verify     {'passed' if report.passed else 'FAILED: ' + str(report.failure)}: "
           f"{report.files_checked} files lazily read, {report.lazy_bytes_fetched} bytes fetched "
           f"of {report.lazy_layer_bytes} bytes in their layers")
+    for plat in report.platforms:
+        for f in plat.files:
+            print(f"    /{f.name}: {f.size} bytes, {f.why}; a cold lazy read fetches {f.spans_fetched} span(s), {f.bytes_fetched} bytes")
     print("  per step   " + ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
     print(f"  result     {STATE / 'demo-result.json'}; `make ui` to browse the run, `make down` to stop the stack")
     return 0 if ok else 1
