@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.git_remote import GitCredentials, GitRemoteError, GitRunner
+from resources.git_remote import GitCredentials, GitRemoteError, GitRunner, redact
 from resources.targets import GitSource, Source
 
 
@@ -37,15 +37,8 @@ def _git(args: list[str], *, cwd: Path | None = None, what: str) -> str:
     except subprocess.TimeoutExpired:
         raise GitCheckoutError(f"{what}: git {args[0]} timed out") from None
     if res.returncode != 0:
-        raise GitCheckoutError(f"{what}: git {args[0]} failed: {_redact(res.stderr.strip())}")
+        raise GitCheckoutError(f"{what}: git {args[0]} failed: {redact(res.stderr.strip())}")
     return res.stdout.strip()
-
-
-def _redact(text: str) -> str:
-    """Drop credentials embedded in URLs (https://user:pass@host) from git output."""
-    import re  # noqa: PLC0415
-
-    return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
 
 
 def _cache_dir(cache_root: Path, repo: str) -> Path:
@@ -83,7 +76,7 @@ def _fetch(runner: GitRunner, gdir: Path, args: list[str], *, what: str) -> None
 
 def _resolve_and_fetch(git: GitSource, gdir: Path, *, commit: str | None, ref: str | None,
                        runner: GitRunner) -> tuple[Path, str, str]:
-    what = f"repository {_redact(git.repo)}"
+    what = f"repository {redact(git.repo)}"
     if not (gdir / "HEAD").exists():
         gdir.parent.mkdir(parents=True, exist_ok=True)
         _git(["init", "--bare", "--quiet", str(gdir)], what=what)
@@ -139,7 +132,7 @@ def checkout_source(
         gdir, resolved, ref_used = resolve_and_fetch(git, commit=commit, ref=ref, cache_root=cache_root,
                                                      credentials=credentials)
         ctx = workdir / "context"
-        export_tree(gdir, resolved, git.context, ctx, what=f"repository {_redact(git.repo)}")
+        export_tree(gdir, resolved, git.context, ctx, what=f"repository {redact(git.repo)}")
         return Checkout(context_dir=ctx, commit=resolved, ref=ref_used)
     assert source.local is not None
     local = source.local

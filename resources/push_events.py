@@ -11,6 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from resources.defaults import SOCI_TAG_SUFFIX
+from resources.registry import is_referrers_tag
 from resources.soci.media_types import SOCI_ARTIFACT_TYPES
 from resources.tags import is_candidate_tag
 
@@ -22,7 +23,6 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
 _REPO_RE = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REFERRERS_TAG_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
 
 
 class MalformedEventError(ValueError):
@@ -62,7 +62,7 @@ def is_soci_output(tag: str | None, artifact_media_type: str | None = None) -> b
     and the build pipeline's candidate tags (indexed by the pipeline itself, never by the backfill)."""
     if artifact_media_type in SOCI_ARTIFACT_TYPES or is_candidate_tag(tag):
         return True
-    return bool(tag) and (tag.endswith(SOCI_TAG_SUFFIX) or _REFERRERS_TAG_RE.match(tag) is not None)
+    return bool(tag) and (tag.endswith(SOCI_TAG_SUFFIX) or is_referrers_tag(tag))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -149,6 +150,14 @@ def referrer_descriptor(manifest: Manifest) -> dict[str, Any]:
     if doc.get("annotations"):
         entry["annotations"] = doc["annotations"]
     return entry
+
+
+_REFERRERS_TAG_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
+
+
+def is_referrers_tag(tag: str | None) -> bool:
+    """True for an OCI referrers fallback tag (`sha256-<hex>`)."""
+    return bool(tag) and _REFERRERS_TAG_RE.match(tag) is not None
 
 
 def referrers_tag(digest: str) -> str:

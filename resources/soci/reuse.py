@@ -21,11 +21,10 @@ registry client checks the digest), parsed, and found to describe a layer of the
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError
+from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError, is_referrers_tag
 from resources.soci import gojson
 from resources.soci import media_types as mt
 from resources.soci.index import soci_version_of
@@ -36,7 +35,6 @@ from resources.soci.ztoc.model import Ztoc, ZtocFormatError
 
 log = logging.getLogger(__name__)
 
-_REFERRERS_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -164,7 +162,7 @@ class ZtocReuseIndex:
                 if top.media_type in mt.IMAGE_INDEX_TYPES:
                     index = parse_index(top.data)
                     for entry in index.manifests or []:
-                        if entry.artifact_type in mt.SOCI_ARTIFACT_TYPES or _REFERRERS_TAG.match(tag):
+                        if entry.artifact_type in mt.SOCI_ARTIFACT_TYPES or is_referrers_tag(tag):
                             soci_indexes.add(entry.digest)
                         elif entry.media_type in mt.IMAGE_MANIFEST_TYPES:
                             image_manifests.add(entry.digest)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -84,6 +85,8 @@ def moto_sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, str, str
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    # moto's backends are process-wide: start from an empty account whatever other tests created
+    httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
     try:
         sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint)
         url = sqs.create_queue(QueueName="ecr-push-events")["QueueUrl"]

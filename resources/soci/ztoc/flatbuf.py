@@ -316,28 +316,25 @@ class FlatTable:
         vec = self._vector(slot, name, 1)
         return b"" if vec is None else self._buf[vec[0] : vec[0] + vec[1]]
 
-    def tables(self, slot: int, name: str) -> list[FlatTable]:
-        """A vector of tables ([] when absent)."""
+    def _element_positions(self, slot: int, name: str) -> list[int]:
+        """Absolute positions of the elements of a vector of offsets ([] when absent)."""
         vec = self._vector(slot, name, 4)
         if vec is None:
             return []
         start, length = vec
         offsets = struct.unpack_from(f"<{length}I", self._buf, start)
-        return [
-            FlatTable(self._buf, start + 4 * i + off, self, f"{name}[{i}]")
-            for i, off in enumerate(offsets)
-        ]
+        return [start + 4 * i + off for i, off in enumerate(offsets)]
+
+    def tables(self, slot: int, name: str) -> list[FlatTable]:
+        """A vector of tables ([] when absent)."""
+        return [FlatTable(self._buf, pos, self, f"{name}[{i}]")
+                for i, pos in enumerate(self._element_positions(slot, name))]
 
     def strings(self, slot: int, name: str) -> list[str]:
         """A vector of strings ([] when absent)."""
-        vec = self._vector(slot, name, 4)
-        if vec is None:
-            return []
-        start, length = vec
-        offsets = struct.unpack_from(f"<{length}I", self._buf, start)
         return [
-            from_raw_bytes(self._string_at(start + 4 * i + off, f"{name}[{i}]"))
-            for i, off in enumerate(offsets)
+            from_raw_bytes(self._string_at(pos, f"{name}[{i}]"))
+            for i, pos in enumerate(self._element_positions(slot, name))
         ]
 
 
