@@ -30,10 +30,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from resources.backfill import BackfillSettings, OciCatalog, run_backfill  # noqa: E402
-from resources.refs import ImageRef  # noqa: E402
+from resources.release.backfill import BackfillSettings, OciCatalog, run_backfill  # noqa: E402
+from resources.oci.refs import ImageRef  # noqa: E402
 from resources.registry import RegistryClient  # noqa: E402
-from resources.soci import media_types as mt  # noqa: E402
+from resources.oci import media_types as mt  # noqa: E402
 from resources.soci.verify import verify_image  # noqa: E402
 
 

@@ -25,7 +25,7 @@ import dagster as dg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.automation import GitRemotesResource, git_push_sensor  # noqa: E402
-from resources.dagster_resources import TargetsResource  # noqa: E402
+from pipelines.resource_defs.base import TargetsResource  # noqa: E402
 
 ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x",
        "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}

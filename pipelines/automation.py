@@ -17,7 +17,7 @@ from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_cli
 from pydantic import Field
 
 from resources import defaults
-from resources.backfill import (
+from resources.release.backfill import (
     BackfillSettings,
     EcrCatalog,
     ImageCatalog,
@@ -30,10 +30,10 @@ from resources.backfill import (
     iter_backfill,
     scan_registry,
 )
-from resources.dagster_prod import EcrResource
-from resources.dagster_resources import RegistryResource, TargetsResource
-from resources.gc import check_gc_files, prune_builders
-from resources.git_remote import (
+from pipelines.resource_defs.eks import EcrResource
+from pipelines.resource_defs.base import RegistryResource, TargetsResource
+from resources.builders.gc import check_gc_files, prune_builders
+from resources.git.remote import (
     SEMVER_TAG_PATTERN,
     GitCredentials,
     GitPushPoller,
@@ -41,8 +41,8 @@ from resources.git_remote import (
     RemoteClones,
     WatchRules,
 )
-from resources.push_events import ImageFilter, Verdict, decide, delete, receive
-from resources.refs import ImageRef
+from resources.aws.push_events import ImageFilter, Verdict, decide, delete, receive
+from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.soci.verify import verify_image
 
@@ -448,7 +448,7 @@ def automation_defs(*, ecr: Any = None) -> dg.Definitions:
     STREAMABLE_SOCI_FILTERS (comma-separated repo:tag globs), STREAMABLE_BACKFILL_REGISTRY.
     """
     if ecr is None and os.environ.get("STREAMABLE_ENV") == "eks":
-        from resources.dagster_prod import eks_resources  # noqa: PLC0415
+        from pipelines.resource_defs.eks import eks_resources  # noqa: PLC0415
 
         ecr = eks_resources().get("ecr")
     filters = [f for f in os.environ.get("STREAMABLE_SOCI_FILTERS", "*:*").split(",") if f.strip()]

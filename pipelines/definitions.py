@@ -6,10 +6,10 @@ import os
 
 import dagster as dg
 
-from pipelines.assets import GROUP, build_supply_chain
+from pipelines.supply_chain.assets import GROUP, build_supply_chain
 from pipelines.automation import automation_defs
-from resources.dagster_resources import TargetsResource, local_resources, workspace_resource
-from resources.targets import load_targets
+from pipelines.resource_defs.base import TargetsResource, local_resources, workspace_resource
+from resources.release.targets import load_targets
 
 BUILD_JOB = "build_and_release"
 
@@ -19,7 +19,7 @@ def resources_for(env: str) -> dict:
     if env == "local":
         return local_resources()
     if env == "eks":
-        from resources.dagster_prod import eks_resources  # noqa: PLC0415
+        from pipelines.resource_defs.eks import eks_resources  # noqa: PLC0415
 
         return {
             "targets": TargetsResource(),

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import TextIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
-from resources.docker_config import DockerConfigError
-from resources.refs import ImageRef
+from resources.registry.docker_config import DockerConfigError
+from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient, RegistryError
-from resources.soci import media_types as mt
+from resources.oci import media_types as mt
 from resources.soci.convert import SociConverter, SociConvertError
 from resources.soci.index import SociIndexError
-from resources.soci.platforms import PlatformError
+from resources.oci.platforms import PlatformError
 from resources.soci.verify import locate_soci_indexes, verify_image
 from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.flatbuf import parse_ztoc

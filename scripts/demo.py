@@ -38,7 +38,7 @@ def main() -> int:
     (home / "dagster.yaml").write_text((ROOT / "deploy" / "local" / "dagster.yaml").read_text())
     os.environ["DAGSTER_HOME"] = str(home)
     from pipelines.definitions import BUILD_JOB, defs  # noqa: PLC0415
-    from resources.refs import ImageRef  # noqa: PLC0415
+    from resources.oci.refs import ImageRef  # noqa: PLC0415
     from resources.registry import RegistryClient  # noqa: PLC0415
     from resources.soci.verify import verify_image  # noqa: PLC0415
 

@@ -33,7 +33,7 @@ from resources.builders.buildctl import BuildctlBuilder, BuilderUnavailableError
 from resources.builders.docker_auth import CredentialsProvider
 from resources.builders.tls import TlsSource
 from resources.defaults import BUILDER_NAMESPACE, BUILDER_PORT, BUILDER_STATEFULSET
-from resources.k8s import KubernetesError, api_error, label_selector, pod_readiness
+from resources.k8s.client import KubernetesError, api_error, label_selector, pod_readiness
 
 
 @dataclass(frozen=True)

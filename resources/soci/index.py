@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from resources.soci import media_types as mt
-from resources.soci import platforms
+from resources.oci import media_types as mt
+from resources.oci import platforms
 from resources.soci.gojson import GoJSONError
-from resources.soci.oci import Descriptor, Encoded, ImageIndex, Manifest, Platform, parse_manifest, sha256_digest
+from resources.oci.manifest import Descriptor, Encoded, ImageIndex, Manifest, Platform, parse_manifest, sha256_digest
 
 
 class SociIndexError(ValueError):

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError, is_referrers_tag
 from resources.soci import gojson
-from resources.soci import media_types as mt
+from resources.oci import media_types as mt
 from resources.soci.index import soci_version_of
-from resources.soci.oci import Descriptor, parse_index, parse_manifest
+from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc, ZtocFormatError

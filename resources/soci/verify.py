@@ -30,14 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
-from resources.refs import ImageRef
+from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient, RegistryNotFoundError
 from resources.registry import Manifest as RegistryManifest
 from resources.soci import gojson
-from resources.soci import media_types as mt
-from resources.soci import platforms as plat
+from resources.oci import media_types as mt
+from resources.oci import platforms as plat
 from resources.soci.index import SociIndex, SociIndexError, SociVersion, parse_soci_index, soci_version_of
-from resources.soci.oci import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
+from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import FileMetadata, Ztoc, ZtocFormatError

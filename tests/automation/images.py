@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass
 
 from resources.registry import RegistryClient
-from resources.soci import media_types as mt
+from resources.oci import media_types as mt
 
 
 @dataclass(frozen=True)

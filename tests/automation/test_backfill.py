@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from resources.backfill import (
+from resources.release.backfill import (
     BackfillSettings,
     ImageStatus,
     OciCatalog,
@@ -16,8 +16,8 @@ from resources.backfill import (
     run_backfill,
     scan_registry,
 )
-from resources.push_events import ImageFilter
-from resources.refs import ImageRef
+from resources.aws.push_events import ImageFilter
+from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.soci.verify import verify_image
 from tests.automation.images import corrupt_gzip_layer, gzip_layer, push_image, push_index, random_files, zstd_layer

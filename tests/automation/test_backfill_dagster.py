@@ -18,8 +18,8 @@ from pipelines.automation import (
     soci_backfill_retry_schedule,
     soci_index_backfill,
 )
-from resources.backfill import ImageStatus, StatusRecord, parse_image_key
-from resources.dagster_resources import RegistryResource
+from resources.release.backfill import ImageStatus, StatusRecord, parse_image_key
+from pipelines.resource_defs.base import RegistryResource
 from resources.registry import RegistryClient
 from tests.automation.conftest import SensorHarness
 from tests.automation.images import corrupt_gzip_layer, gzip_layer, push_image, random_files, zstd_layer

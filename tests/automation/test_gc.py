@@ -12,8 +12,8 @@ import pytest
 
 from pipelines.automation import builder_cache_gc_job
 from resources.builders.base import PruneResult
-from resources.dagster_resources import LocalBuilderResource
-from resources.gc import (
+from pipelines.resource_defs.base import LocalBuilderResource
+from resources.builders.gc import (
     GcConfigError,
     check_gc_files,
     check_policy,

@@ -11,7 +11,7 @@ import pytest
 from dagster._core.storage.dagster_run import RunsFilter
 
 from pipelines.automation import GitRemotesResource, git_push_sensor
-from resources.dagster_resources import TargetsResource
+from pipelines.resource_defs.base import TargetsResource
 from tests.automation.conftest import SensorHarness, Tick, git, write_targets
 
 

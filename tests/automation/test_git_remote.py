@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.git_remote import (
+from resources.git.remote import (
     GitCredentials,
     GitPushPoller,
     GitRemoteError,
@@ -22,7 +22,7 @@ from resources.git_remote import (
     parse_ls_remote,
     redact,
 )
-from resources.targets import load_targets
+from resources.release.targets import load_targets
 from tests.automation.conftest import Repo, git, write_targets
 from tests.automation.gitserver import GitHttpServer
 

@@ -13,8 +13,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from pipelines.automation import SociBackfillResource, SqsQueueResource, ecr_push_event_sensor
-from resources.backfill import image_key, parse_image_key
-from resources.push_events import ImageFilter, MalformedEventError, Verdict, decide, parse_push_event
+from resources.release.backfill import image_key, parse_image_key
+from resources.aws.push_events import ImageFilter, MalformedEventError, Verdict, decide, parse_push_event
 from tests.automation.conftest import SensorHarness
 from tests.conftest import free_port
 
@@ -152,9 +152,9 @@ def test_sqs_sensor_converges_after_a_crash_between_launching_and_saving_the_cur
 
 
 def test_ecr_catalog_pages_through_moto(moto_sqs) -> None:
-    """The backfill's ECR listing (boto3 paging via resources.ecr.EcrRegistry) against the same moto server."""
-    from resources.backfill import EcrCatalog  # noqa: PLC0415
-    from resources.ecr import EcrRegistry  # noqa: PLC0415
+    """The backfill's ECR listing (boto3 paging via resources.aws.ecr.EcrRegistry) against the same moto server."""
+    from resources.release.backfill import EcrCatalog  # noqa: PLC0415
+    from resources.aws.ecr import EcrRegistry  # noqa: PLC0415
 
     _, endpoint, _ = moto_sqs
     ecr = boto3.client("ecr", region_name=REGION, endpoint_url=endpoint)

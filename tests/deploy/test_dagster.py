@@ -193,11 +193,11 @@ REGISTRY_API_ACTIONS = {
 # boto3 calls whose IAM action is not simply the CamelCased operation name, or that need a second one.
 BOTO_EXTRA = {"delete_message_batch": {"sqs:DeleteMessage"}, "create_repository": {"ecr:CreateRepository",
                                                                                    "ecr:TagResource"}}
-ECR_MODULES = ("resources/ecr.py", "resources/backfill.py")
+ECR_MODULES = ("resources/aws/ecr.py", "resources/release/backfill.py")
 # dagster-aws's S3PickleIOManager (configured by eks_resources) reads, writes and lists step outputs.
 S3_IO_MANAGER_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:ListBucket"} if "S3PickleIOManager(" in (
-    REPO / "resources/dagster_prod.py").read_text() else set()
-SQS_MODULES = ("resources/push_events.py",)
+    REPO / "pipelines/resource_defs/eks.py").read_text() else set()
+SQS_MODULES = ("resources/aws/push_events.py",)
 
 
 def _boto_operations(rel: str, call_names: set[str]) -> set[str]:
@@ -239,8 +239,8 @@ def test_iam_policy_is_exactly_what_the_code_calls():
 
 def test_code_scan_finds_the_known_calls():
     assert {"get_authorization_token", "create_repository", "describe_images"} <= _boto_operations(
-        "resources/ecr.py", {"_call", "_paginate", "get_paginator"})
-    assert {"receive_message", "delete_message_batch"} <= _boto_operations("resources/push_events.py", {"sqs"})
+        "resources/aws/ecr.py", {"_call", "_paginate", "get_paginator"})
+    assert {"receive_message", "delete_message_batch"} <= _boto_operations("resources/aws/push_events.py", {"sqs"})
 
 
 def test_iam_policy_is_scoped():

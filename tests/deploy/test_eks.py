@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from resources import defaults
-from resources.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS
+from resources.k8s.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS
 from tests.deploy.conftest import EKS
 from tests.deploy.crd_schemas import NODE_CONFIG_V1ALPHA1
 

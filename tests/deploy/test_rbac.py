@@ -12,7 +12,7 @@ from tests.deploy.conftest import REPO
 
 Perm = tuple[str, str, tuple[str, ...], str]  # (apiGroup, resource, resourceNames, verb)
 
-# What the code needs, per namespace (resources/builders/pool.py, resources/canary.py, resources/builders/tls.py).
+# What the code needs, per namespace (resources/builders/pool.py, resources/k8s/canary.py, resources/builders/tls.py).
 EXPECTED_ROLES: dict[tuple[str, str], set[Perm]] = {
     (defaults.BUILDER_NAMESPACE, "streamable-builder-discovery"): {
         ("apps", "statefulsets", (defaults.BUILDER_STATEFULSET,), "get"),
@@ -51,7 +51,7 @@ K8S_METHOD_RE = re.compile(r"^(read|list|create|delete|patch|replace|watch|conne
 MODULE_NAMESPACE = {
     "resources/builders/pool.py": defaults.BUILDER_NAMESPACE,
     "resources/builders/tls.py": defaults.BUILDER_NAMESPACE,
-    "resources/canary.py": defaults.CANARY_NAMESPACE,
+    "resources/k8s/canary.py": defaults.CANARY_NAMESPACE,
 }
 
 

@@ -62,7 +62,7 @@ class Project:
         )
 
     def resources(self, engine: DockerEngine) -> dict:
-        from resources.dagster_resources import (  # noqa: PLC0415
+        from pipelines.resource_defs.base import (  # noqa: PLC0415
             CanaryBase, LocalBuilderResource, RegistryResource, TargetsResource, WorkspaceResource)
 
         return {

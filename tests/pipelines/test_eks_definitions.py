@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from resources.dagster_prod import EcrRegistryResource, EcrResource
+from pipelines.resource_defs.eks import EcrRegistryResource, EcrResource
 
 
 @pytest.fixture

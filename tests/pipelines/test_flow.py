@@ -6,9 +6,9 @@ import dagster as dg
 import httpx
 import pytest
 
-from pipelines.assets import VERIFY_CHECK, build_supply_chain
-from resources.dagster_resources import RegistryResource
-from resources.targets import load_targets
+from pipelines.supply_chain.assets import VERIFY_CHECK, build_supply_chain
+from pipelines.resource_defs.base import RegistryResource
+from resources.release.targets import load_targets
 from tests.conftest import DockerEngine
 from tests.pipelines.conftest import Project
 
@@ -130,7 +130,7 @@ def test_bad_targets_file_fails_definitions_load(project: Project, bad: str, mon
     project.targets_file.write_text(text)
     monkeypatch.setenv("STREAMABLE_TARGETS", str(project.targets_file))
     from pipelines.definitions import defs  # noqa: PLC0415
-    from resources.targets import TargetsFileError  # noqa: PLC0415
+    from resources.release.targets import TargetsFileError  # noqa: PLC0415
 
     with pytest.raises(TargetsFileError) as exc:
         dg.Definitions.validate_loadable(defs())

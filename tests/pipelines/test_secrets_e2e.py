@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pipelines.assets import VERIFY_CHECK, build_supply_chain
+from pipelines.supply_chain.assets import VERIFY_CHECK, build_supply_chain
 from resources.builders.base import BuildError, BuildRequest
 from resources.builders.buildctl import BuildctlBuilder
 from resources.builders.docker_auth import RegistryCredential
-from resources.dagster_prod import BuilderPoolResource, CanaryResource
-from resources.dagster_resources import RegistryResource, TargetsResource, WorkspaceResource
+from pipelines.resource_defs.eks import BuilderPoolResource, CanaryResource
+from pipelines.resource_defs.base import RegistryResource, TargetsResource, WorkspaceResource
 from resources.defaults import (
     BUILDER_APP_LABEL,
     BUILDER_CLIENT_TLS_SECRET,
@@ -41,7 +41,7 @@ from resources.defaults import (
     CANARY_NAMESPACE,
 )
 from resources.registry import RegistryClient
-from resources.targets import load_targets
+from resources.release.targets import load_targets
 from tests.conftest import DockerEngine, RunningRegistry
 from tests.fakes.fake_k8s import FakeKubernetes, pulled, running, scheduled, terminated
 from tests.fakes.secret_scan import (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.docker_config import (
+from resources.registry.docker_config import (
     Credentials,
     DockerConfigError,
     decode_basic_token,

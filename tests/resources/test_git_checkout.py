@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.git_checkout import GitCheckoutError, checkout_source
-from resources.targets import GitSource, Source
+from resources.git.checkout import GitCheckoutError, checkout_source
+from resources.release.targets import GitSource, Source
 
 
 def git(repo: Path, *args: str) -> str:
@@ -85,7 +85,7 @@ def test_local_source_outside_git_builds_in_place(tmp_path: Path) -> None:
 
 
 def test_private_remote_is_fetched_with_askpass_credentials(repo: Path, tmp_path: Path) -> None:
-    from resources.git_remote import GitCredentials  # noqa: PLC0415
+    from resources.git.remote import GitCredentials  # noqa: PLC0415
     from tests.automation.gitserver import GitHttpServer  # noqa: PLC0415
 
     password = "tok-" + os.urandom(6).hex()

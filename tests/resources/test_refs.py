@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from resources.refs import (
+from resources.oci.refs import (
     ImageRef,
     compute_digest,
     is_loopback_host,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.refs import compute_digest
+from resources.oci.refs import compute_digest
 from resources.registry import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from resources.tags import GitRef, candidate_tag, release_tags, sanitize_tag, soci_tag
-from resources.targets import TagScheme
+from resources.release.tags import GitRef, candidate_tag, release_tags, sanitize_tag, soci_tag
+from resources.release.targets import TagScheme
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

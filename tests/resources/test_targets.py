@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.targets import TargetsFileError, load_targets
+from resources.release.targets import TargetsFileError, load_targets
 
 GOOD = """
 targets:

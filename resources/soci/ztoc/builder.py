@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_SPAN_SIZE
-from resources.soci.media_types import LayerCompression, is_layer_type, layer_compression
+from resources.oci.media_types import LayerCompression, is_layer_type, layer_compression
 from resources.soci.ztoc.flatbuf import serialize_ztoc
 from resources.soci.ztoc.gzip_index import GzipFormatError, GzipIndexer
 from resources.soci.ztoc.model import (

@@ -98,7 +98,7 @@ def test_build_secret_is_mounted_never_in_argv_logs_or_image(docker_engine: Dock
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hashlib  # noqa: PLC0415
 
-    from resources.build_secrets import BuildSecretError, write_build_secrets  # noqa: PLC0415
+    from resources.builders.secrets import BuildSecretError, write_build_secrets  # noqa: PLC0415
 
     value = "tok-" + os.urandom(8).hex()
     monkeypatch.setenv("NPM_TOKEN_TEST", value)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from kubernetes import client as k8s_client
 
-from resources.k8s import api_client
+from resources.k8s.client import api_client
 from tests.conftest import free_port
 from tests.fakes.fake_k8s import FakeKubernetes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resources.canary import CanaryError, CanaryVerifier, parse_go_duration, pull_info_from_events
+from resources.k8s.canary import CanaryError, CanaryVerifier, parse_go_duration, pull_info_from_events
 from resources.defaults import CANARY_NAMESPACE, SOCI_NODE_LABEL_KEY, SOCI_NODE_TAINT_KEY
 from tests.fakes.fake_k8s import pull_failed, pulled, pulling, running, scheduled, terminated, unschedulable
 

@@ -32,7 +32,7 @@ from resources.builders.buildctl import BuildctlBuilder  # noqa: E402
 from resources.builders.pool import StatefulSetEndpoints  # noqa: E402
 from resources.builders.tls import TlsFromFiles  # noqa: E402
 from resources.defaults import BUILDER_NAMESPACE, BUILDER_STATEFULSET, BUILDER_TLS_SERVER_NAME  # noqa: E402
-from resources.k8s import api_client  # noqa: E402
+from resources.k8s.client import api_client  # noqa: E402
 
 
 def _builder() -> BuildctlBuilder:

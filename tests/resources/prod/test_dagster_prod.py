@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from resources.builders.base import BuildRequest
-from resources.dagster_prod import BuilderPoolResource, CanaryResource, EcrResource, MissingSettingError, eks_resources
+from pipelines.resource_defs.eks import BuilderPoolResource, CanaryResource, EcrResource, MissingSettingError, eks_resources
 from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, CANARY_NAMESPACE
 from tests.fakes.fake_k8s import pulled, running, scheduled, terminated
 from tests.resources.prod.conftest import MOTO_ACCOUNT, MOTO_REGION

@@ -16,8 +16,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from resources.dagster_prod import EcrResource
-from resources.ecr import EcrError, EcrRegistry, RepositorySettings, check_lifecycle_policy
+from pipelines.resource_defs.eks import EcrResource
+from resources.aws.ecr import EcrError, EcrRegistry, RepositorySettings, check_lifecycle_policy
 from tests.resources.prod.conftest import MOTO_ACCOUNT, MOTO_REGION
 
 REGISTRY_HOST = f"{MOTO_ACCOUNT}.dkr.ecr.{MOTO_REGION}.amazonaws.com"

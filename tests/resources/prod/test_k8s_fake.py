@@ -12,7 +12,7 @@ from kubernetes import client as k8s_client
 from resources.builders.pool import StatefulSetEndpoints
 from resources.builders.tls import TlsError, TlsFromFiles, TlsFromSecret
 from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, BUILDER_STATEFULSET
-from resources.k8s import KubernetesError, api_client
+from resources.k8s.client import KubernetesError, api_client
 from tests.fakes.fake_k8s import FakeKubernetes
 
 NS = BUILDER_NAMESPACE

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from resources.refs import ImageRef
+from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
-from resources.soci import media_types as mt
+from resources.oci import media_types as mt
 
 if TYPE_CHECKING:
     from tests.conftest import DockerEngine, RunningRegistry

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.soci import media_types as mt
+from resources.oci import media_types as mt
 from resources.soci.ztoc.builder import ZtocBuilder
 from tests.conftest import free_port
 

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from resources.refs import ImageRef
+from resources.oci.refs import ImageRef
 from resources.registry import (
     RegistryAuthError,
     RegistryClient,
@@ -16,7 +16,7 @@ from resources.registry import (
     referrers_tag,
 )
 from resources.soci import gojson
-from resources.soci import media_types as mt
+from resources.oci import media_types as mt
 from resources.soci.convert import (
     ConvertResult,
     EmptySociIndexError,
@@ -25,7 +25,7 @@ from resources.soci.convert import (
     PlatformNotFoundError,
     SociConverter,
 )
-from resources.soci.oci import ImageIndex, Manifest, parse_index, parse_manifest
+from resources.oci.manifest import ImageIndex, Manifest, parse_index, parse_manifest
 from resources.soci.verify import verify_image
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc

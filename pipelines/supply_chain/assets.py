@@ -12,15 +12,15 @@ from pydantic import Field
 from pipelines.logstream import BatchedLog
 from resources import defaults
 from resources.builders.base import BuildRequest
-from resources.dagster_resources import BuilderResource, CanaryBase, RegistryResource, TargetsResource, WorkspaceResource
-from resources.build_secrets import write_build_secrets
-from resources.git_checkout import checkout_source
-from resources.promote import describe, layer_rows, promote
-from resources.refs import ImageRef
+from pipelines.resource_defs.base import BuilderResource, CanaryBase, RegistryResource, TargetsResource, WorkspaceResource
+from resources.builders.secrets import write_build_secrets
+from resources.git.checkout import checkout_source
+from resources.release.promote import describe, layer_rows, promote
+from resources.oci.refs import ImageRef
 from resources.soci.convert import SociConverter
 from resources.soci.verify import verify_image
-from resources.tags import candidate_tag, release_tags, soci_tag
-from resources.targets import TargetsConfig
+from resources.release.tags import candidate_tag, release_tags, soci_tag
+from resources.release.targets import TargetsConfig
 
 GROUP = "supply_chain"
 VERIFY_CHECK = "lazy_pull_verifies"

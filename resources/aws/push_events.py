@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 from resources.defaults import SOCI_TAG_SUFFIX
 from resources.registry import is_referrers_tag
-from resources.soci.media_types import SOCI_ARTIFACT_TYPES
-from resources.tags import is_candidate_tag
+from resources.oci.media_types import SOCI_ARTIFACT_TYPES
+from resources.release.tags import is_candidate_tag
 
 ECR_SOURCE = "aws.ecr"
 ECR_IMAGE_ACTION = "ECR Image Action"

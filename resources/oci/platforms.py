@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform as _host
 from collections.abc import Iterable
 
-from resources.soci.oci import Platform
+from resources.oci.manifest import Platform
 
 
 class PlatformError(ValueError):

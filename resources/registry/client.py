@@ -20,8 +20,8 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from resources.docker_config import Credentials, load_credentials
-from resources.refs import (
+from resources.registry.docker_config import Credentials, load_credentials
+from resources.oci.refs import (
     compute_digest,
     digest_algorithm,
     is_digest,
@@ -31,7 +31,7 @@ from resources.refs import (
     validate_registry,
     validate_repository,
 )
-from resources.registry_auth import Authenticator, TokenRequestError
+from resources.registry.auth import Authenticator, TokenRequestError
 
 log = logging.getLogger(__name__)
 

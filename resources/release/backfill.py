@@ -17,16 +17,16 @@ from enum import Enum
 from typing import Any, Literal, Protocol
 
 from resources.defaults import SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE, SOCI_TAG_SUFFIX
-from resources.ecr import EcrRegistry, tag_is_immutable
-from resources.push_events import ImageFilter, is_soci_output
-from resources.refs import ImageRef
+from resources.aws.ecr import EcrRegistry, tag_is_immutable
+from resources.aws.push_events import ImageFilter, is_soci_output
+from resources.oci.refs import ImageRef
 from resources.registry import Manifest as RegistryManifest
 from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError
 from resources.soci import gojson
-from resources.soci import media_types as mt
-from resources.soci import platforms as plat
+from resources.oci import media_types as mt
+from resources.oci import platforms as plat
 from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConvertError, SociConverter
-from resources.soci.oci import Descriptor, parse_index, parse_manifest
+from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 
 LogFn = Callable[[str], None]
 KEY_DIGEST_CHARS = 12
@@ -114,7 +114,7 @@ class OciCatalog:
 
 
 class EcrCatalog:
-    """Amazon ECR through `resources.ecr.EcrRegistry` (boto3 paging); knows which tags are immutable."""
+    """Amazon ECR through `resources.aws.ecr.EcrRegistry` (boto3 paging); knows which tags are immutable."""
 
     def __init__(self, ecr: EcrRegistry) -> None:
         self.ecr = ecr

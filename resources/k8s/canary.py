@@ -27,7 +27,7 @@ from resources.defaults import (
     SOCI_NODE_TAINT_KEY,
     SOCI_NODE_TAINT_VALUE,
 )
-from resources.k8s import api_error
+from resources.k8s.client import api_error
 
 LogFn = Callable[[str], None]
 CONTAINER = "canary"

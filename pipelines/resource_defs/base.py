@@ -10,9 +10,9 @@ from pydantic import Field
 
 from resources.builders.base import ImageBuilder
 from resources.builders.local_docker import LocalDockerBuilder
-from resources.git_remote import GitCredentials
+from resources.git.remote import GitCredentials
 from resources.registry import RegistryClient
-from resources.targets import TargetsConfig, load_targets
+from resources.release.targets import TargetsConfig, load_targets
 
 DEFAULT_STATE_DIR = ".streamable"
 

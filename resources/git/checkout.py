@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.git_remote import GitCredentials, GitRemoteError, GitRunner, redact
-from resources.targets import GitSource, Source
+from resources.git.remote import GitCredentials, GitRemoteError, GitRunner, redact
+from resources.release.targets import GitSource, Source
 
 
 class GitCheckoutError(RuntimeError):

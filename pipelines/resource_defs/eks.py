@@ -1,8 +1,8 @@
 """Dagster resources for STREAMABLE_ENV=eks: thin ConfigurableResource wrappers over the production modules.
 
 - BuilderPoolResource -> resources.builders.pool.BuilderPool (buildkitd StatefulSet or static list, mTLS)
-- EcrResource         -> resources.ecr.EcrRegistry (boto3; region/retries/endpoint from dagster-aws)
-- CanaryResource      -> resources.canary.CanaryVerifier (canary pods on SOCI nodes)
+- EcrResource         -> resources.aws.ecr.EcrRegistry (boto3; region/retries/endpoint from dagster-aws)
+- CanaryResource      -> resources.k8s.canary.CanaryVerifier (canary pods on SOCI nodes)
 Secrets (registry password, AWS keys) are meant to be passed as dg.EnvVar and are hidden from repr().
 `eks_resources()` builds all three from environment variables and names any missing one at load time.
 """
@@ -22,10 +22,10 @@ from kubernetes import client as k8s_client
 from pydantic import Field, PrivateAttr
 
 from resources.builders.docker_auth import CredentialsProvider, RegistryCredential
-from resources.dagster_resources import BuilderResource, CanaryBase, RegistryResource
+from pipelines.resource_defs.base import BuilderResource, CanaryBase, RegistryResource
 from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints
 from resources.builders.tls import TlsFromFiles, TlsFromSecret, TlsSource
-from resources.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS, CanaryVerifier
+from resources.k8s.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS, CanaryVerifier
 from resources.defaults import (
     BUILDER_CLIENT_TLS_SECRET,
     BUILDER_NAMESPACE,
@@ -34,8 +34,8 @@ from resources.defaults import (
     BUILDER_TLS_SERVER_NAME,
     CANARY_NAMESPACE,
 )
-from resources.ecr import EcrRegistry, RepositorySettings, TagMutability
-from resources.k8s import api_client
+from resources.aws.ecr import EcrRegistry, RepositorySettings, TagMutability
+from resources.k8s.client import api_client
 from resources.registry import RegistryClient
 
 
