@@ -10,9 +10,16 @@ have_go() {
 have_go && exit 0
 export DEBIAN_FRONTEND=noninteractive
 . /etc/os-release
+# The backports suite comes from the same mirror the machine already uses for bookworm (no host named here).
+debian_mirror() {
+  { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+    grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}'; } | grep -v -- '-security' | head -n 1
+}
 if [ "${VERSION_CODENAME:-}" = bookworm ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-    > /etc/apt/sources.list.d/streamable-backports.sources
+  mirror=$(debian_mirror)
+  [ -n "$mirror" ] || { echo "[test-deps] no Debian mirror found in /etc/apt to take bookworm-backports from" >&2; exit 1; }
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$mirror" > /etc/apt/sources.list.d/streamable-backports.sources
 fi
 echo "[test-deps] installing golang-go (Debian)" >&2
 apt-get update -qq
