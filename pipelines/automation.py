@@ -407,7 +407,7 @@ def builder_cache_gc(context: dg.OpExecutionContext, config: BuilderGcConfig, bu
                             keep_duration_s=config.keep_duration_s, free_storage_bytes=config.free_storage_bytes,
                             log=context.log.info)
     table = dg.MetadataValue.table(
-        records=[dg.TableRecord({k: v for k, v in vars(row).items() if v is not None}) for row in report.rows()],
+        records=[dg.TableRecord(vars(row)) for row in report.rows()],
         schema=dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in GC_COLUMNS]),
     )
     md: dict[str, Any] = {
