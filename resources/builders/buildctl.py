@@ -243,7 +243,7 @@ class BuildctlBuilder:
             except BuildctlError as exc:
                 raise BuildError(request.target, str(exc)) from None
             if code != 0:
-                self._raise_failure(request.target, code, parser, list(tail))
+                self._raise_failure(request, code, parser, list(tail))
             digest = self._read_digest(request.target, metadata_file)
         check_platforms(request, parser, pushed=((request.image_ref, digest),), builder=self.name)
         return BuildResult(
@@ -257,15 +257,21 @@ class BuildctlBuilder:
             warnings=tuple(parser.warnings),
         )
 
-    def _raise_failure(self, target: str, code: int, parser: ProgressParser, tail: list[str]) -> None:
-        """BuilderUnavailableError when nothing started and buildctl could not connect, else BuildError."""
+    def _raise_failure(self, request: BuildRequest, code: int, parser: ProgressParser, tail: list[str]) -> None:
+        """BuilderUnavailableError when nothing started and buildctl could not connect, else BuildError.
+
+        The BuildError names what BuildKit already pushed under the request's own reference (a failure after the
+        image export, e.g. during the cache export), so the caller can discard that candidate.
+        """
+        target = request.target
         text = "\n".join(tail)
         if not parser.started and CONNECTION_ERROR_RE.search(text):
             raise BuilderUnavailableError(target, self.name, f"buildctl exited with {code} before any step started",
                                           output="\n".join(tail[-10:]))
         step, output = parser.failing_step()
         raise BuildError(target, f"buildctl on {self.name} exited with {code}", step=step,
-                         output=output or "\n".join(tail[-40:]), pushed=tuple(parser.pushed),
+                         output=output or "\n".join(tail[-40:]),
+                         pushed=tuple(p for p in parser.pushed if p[0] == request.image_ref),
                          warnings=tuple(parser.warnings))
 
     def _read_digest(self, target: str, metadata_file: Path) -> str:
