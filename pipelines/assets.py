@@ -110,6 +110,8 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                     result = builder.get_builder().build(request, log)
                 except BuildError as exc:
                     raise_build_failure(exc, registry.client, log)
+            for warning in result.warnings:
+                context.log.warning(f"BuildKit warning for {target.name}: {warning}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         with registry.client(ref.registry) as client:
