@@ -17,8 +17,9 @@ _END_RE = re.compile(r"^#(\d+) (DONE|CACHED|CANCELED)\b")
 _ERROR_RE = re.compile(r"^#(\d+) ERROR:? ?(.*)$")
 _WARN_RE = re.compile(r"^#(\d+) WARN: (.*)$")
 _PUSHED_RE = re.compile(r"^#\d+ pushing manifest for (\S+)@(sha256:[0-9a-f]{64})\b.*\bdone$")
-# A Dockerfile instruction: `[1/2] RUN ...` or `[stage 1/2] FROM ...` (not `[internal] ...`, not `[auth] ...`).
-_INSTRUCTION_RE = re.compile(r"^\[(?:\S+ )?\d+/\d+\] ")
+# A Dockerfile instruction: `[1/2] RUN ...`, `[stage 1/2] FROM ...`, `[linux/arm64 stage 1/2] ...` in
+# multi-platform builds (not `[internal] ...`, not `[auth] ...`).
+_INSTRUCTION_RE = re.compile(r"^\[(?:[^\]]* )?\d+/\d+\] ")
 # Vertices whose ERROR does not fail the build: BuildKit logs a failed cache import and carries on
 # (e.g. `failed to configure registry cache importer: ...:buildcache: not found` on a cold cache).
 _NON_FATAL_STEP_RE = re.compile(r"^importing cache manifest from ")
