@@ -32,7 +32,7 @@ from resources.release.backfill import (
 )
 from pipelines.resource_defs.eks import EcrResource
 from pipelines.resource_defs.base import RegistryResource, TargetsResource
-from resources.builders.gc import check_gc_files, prune_builders
+from resources.builders.gc import GC_COLUMNS, check_gc_files, prune_builders
 from resources.git.remote import (
     SEMVER_TAG_PATTERN,
     GitCredentials,
@@ -406,8 +406,10 @@ def builder_cache_gc(context: dg.OpExecutionContext, config: BuilderGcConfig, bu
     report = prune_builders(builder.get_builder(), keep_storage_bytes=config.keep_storage_bytes,  # type: ignore[attr-defined]
                             keep_duration_s=config.keep_duration_s, free_storage_bytes=config.free_storage_bytes,
                             log=context.log.info)
-    rows = "".join(f"| {r.builder} | {r.bytes_before} | {r.bytes_after} | {r.freed_bytes} |\n" for r in report.results)
-    rows += "".join(f"| {name} | failed: {why} | | |\n" for name, why in sorted(report.failures.items()))
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord(vars(row)) for row in report.rows()],
+        schema=dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in GC_COLUMNS]),
+    )
     md: dict[str, Any] = {
         "freed_bytes": report.freed_bytes,
         "bytes_before": sum(r.bytes_before for r in report.results),
@@ -415,14 +417,14 @@ def builder_cache_gc(context: dg.OpExecutionContext, config: BuilderGcConfig, bu
         "builders_pruned": len(report.results),
         "builders_failed": len(report.failures),
         "policy_warnings": len(warnings),
-        "builders": dg.MetadataValue.md("| builder | bytes before | bytes after | freed |\n|---|---|---|---|\n" + rows),
+        "builders": table,
     }
     if warnings:
         md["policy_warning_text"] = dg.MetadataValue.md("\n\n".join(f"- {w}" for w in warnings))
     value = {"results": [r.__dict__ for r in report.results], "failures": report.failures}
     if report.failures:
         raise dg.Failure(description="prune failed on " + "; ".join(f"{k}: {v}" for k, v in report.failures.items()),
-                         metadata={k: v for k, v in md.items() if k not in ("builders", "policy_warning_text")})
+                         metadata={k: v for k, v in md.items() if k != "policy_warning_text"})
     return dg.Output(value, metadata=md)
 
 

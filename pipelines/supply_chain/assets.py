@@ -11,7 +11,8 @@ from pydantic import Field
 
 from pipelines.logstream import BatchedLog
 from resources import defaults
-from resources.builders.base import BuildRequest
+from resources.builders.base import BuildError, BuildRequest
+from resources.builders.candidates import discard_pushed
 from pipelines.resource_defs.base import BuilderResource, CanaryBase, RegistryResource, TargetsResource, WorkspaceResource
 from resources.builders.secrets import write_build_secrets
 from resources.git.checkout import checkout_source
@@ -32,6 +33,8 @@ class ImageBuildConfig(dg.Config):
     commit: str | None = Field(default=None, description="commit SHA to build; default: head of the target's branch")
     ref: str | None = Field(default=None, description="git ref the commit belongs to (refs/heads/x, refs/tags/v1.2.3)")
     build_args: dict[str, str] = Field(default_factory=dict, description="build args merged over the target's")
+    no_cache: bool = Field(default=False, description="rebuild every step (--no-cache), e.g. after a build secret "
+                           "rotated: BuildKit keeps secret contents out of its cache key")
 
 
 def _md_table(rows: list[dict], cols: list[str]) -> dg.MetadataValue:
@@ -39,6 +42,19 @@ def _md_table(rows: list[dict], cols: list[str]) -> dg.MetadataValue:
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |\n" for r in rows)
     return dg.MetadataValue.md(head + body)
+
+
+def raise_build_failure(exc: BuildError, client_for, log) -> None:
+    """Discard what the failed build already pushed, then fail the step with the outcome as metadata."""
+    if not exc.pushed:
+        raise exc
+    outcomes = discard_pushed(exc.pushed, client_for, log)
+    raise dg.Failure(description=str(exc), metadata={
+        "failed_step": exc.step or "",
+        "buildkit_warnings": "\n".join(exc.warnings),
+        "pushed_candidates_deleted": ", ".join(o.image for o in outcomes if o.deleted),
+        "pushed_candidates_kept_failed": ", ".join(f"{o.image} ({o.detail})" for o in outcomes if not o.deleted),
+    }) from None
 
 
 def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.PartitionsDefinition]:
@@ -81,6 +97,8 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 platforms=target.platforms,
                 routing_key=target.routing_key,
                 labels={"org.opencontainers.image.revision": co.commit},
+                no_cache=config.no_cache,
+                allow_platform_mismatch=target.allow_platform_mismatch,
             )
             context.log.info(f"building {target.name} at {co.commit[:12]} -> {ref}")
             if co.dirty and co.commit.strip("0"):
@@ -88,7 +106,12 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             elif co.dirty:
                 context.log.warning(f"{target.source.local} is not in a git repository: building the directory as it is")
             with BatchedLog(context.log.info) as log:
-                result = builder.get_builder().build(request, log)
+                try:
+                    result = builder.get_builder().build(request, log)
+                except BuildError as exc:
+                    raise_build_failure(exc, registry.client, log)
+            for warning in result.warnings:
+                context.log.warning(f"BuildKit warning for {target.name}: {warning}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         with registry.client(ref.registry) as client:
@@ -113,6 +136,8 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             "builder": result.builder,
             "cache_hits": result.cache_hits if result.cache_hits is not None else -1,
             "steps": result.steps_total if result.steps_total is not None else -1,
+            "buildkit_warnings": "\n".join(result.warnings),
+            "no_cache": config.no_cache,
         })
 
     @dg.asset(

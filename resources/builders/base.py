@@ -33,6 +33,10 @@ class BuildRequest:
     routing_key: str = ""
     """Stable key (repo + context path) used to pick a warm builder."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    """Build every step afresh (`--no-cache`): e.g. after a build secret rotated (secrets are not in the cache key)."""
+    allow_platform_mismatch: bool = False
+    """Accept a base image of another platform than the build's (BuildKit's InvalidBaseImagePlatform warning)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class BuildResult:
     cache_hits: int | None = None
     steps_total: int | None = None
     log_tail: str = ""
+    warnings: tuple[str, ...] = ()
+    """BuildKit's `WARN:` lines (e.g. `InvalidBaseImagePlatform: ...`)."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,14 @@ class PruneResult:
 class BuildError(RuntimeError):
     """A build failed; carries the target, the failing step and its output."""
 
-    def __init__(self, target: str, message: str, *, step: str | None = None, output: str = "") -> None:
+    def __init__(self, target: str, message: str, *, step: str | None = None, output: str = "",
+                 pushed: tuple[tuple[str, str], ...] = (), warnings: tuple[str, ...] = ()) -> None:
         self.target = target
         self.step = step
         self.output = output
+        self.pushed = pushed
+        """(reference, digest) of images the builder pushed before the build failed: candidates to discard."""
+        self.warnings = warnings
         where = f" at step {step!r}" if step else ""
         tail = f"\n--- output of the failing step ---\n{output}" if output else ""
         super().__init__(f"build of target {target!r} failed{where}: {message}{tail}")

@@ -21,13 +21,19 @@ from urllib.parse import urlsplit
 
 from resources.builders.base import BuildError, BuildRequest, BuildResult, LogFn, PruneResult
 from resources.builders.docker_auth import CredentialsProvider, RegistryCredential, temporary_docker_config
+from resources.builders.platforms import check_platforms
 from resources.builders.progress import ProgressParser
 from resources.builders.tls import TlsError, TlsFiles, TlsSource
+from resources.errors import StreamableError
 
-# buildctl's own messages when it cannot reach the daemon (gRPC dial errors, DNS, TLS handshake to a dead pod).
+# buildctl's own messages when it cannot use the daemon before any build step started (real v0.23.2 transcripts:
+# build-builder-stopped, build-tls-*, build-no-tls-against-tls): gRPC dial errors, DNS, TLS handshake failures
+# (a client certificate from another CA ends in `write: broken pipe` or `tls: unknown certificate authority`,
+# an untrusted server certificate in `x509: ...`, no TLS against TLS in `error reading server preface: EOF`).
 CONNECTION_ERROR_RE = re.compile(
-    r"connection refused|code = Unavailable|Unavailable: connection error|error while dialing|failed to dial"
-    r"|no such host|no route to host|network is unreachable|i/o timeout|connection reset by peer",
+    r"connection refused|code = Unavailable|Unavailable: |error while dialing|failed to dial|failed to list workers"
+    r"|no such host|no route to host|network is unreachable|i/o timeout|connection reset by peer|broken pipe"
+    r"|authentication handshake failed|x509: |tls: |error reading server preface",
     re.IGNORECASE,
 )
 _SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -43,7 +49,7 @@ class BuilderUnavailableError(BuildError):
         super().__init__(target, f"builder {builder} is unavailable: {message}", step=None, output=output)
 
 
-class BuildctlError(RuntimeError):
+class BuildctlError(StreamableError):
     """A non-build buildctl call (du, prune) failed; names the builder and carries buildctl's last lines."""
 
 
@@ -64,8 +70,15 @@ def _csv_value(field: str, value: str, target: str) -> str:
 
 
 def _check_git_context(url: str, target: str) -> str:
-    """Reject git context URLs that embed credentials (they would end up in argv and BuildKit's history)."""
+    """Reject git context URLs BuildKit cannot or must not use: local paths and embedded credentials."""
     parts = urlsplit(url.split("#", 1)[0])
+    if parts.scheme == "file" or url.startswith("/"):
+        raise BuildError(
+            target,
+            f"git context {url.split('#', 1)[0]!r} is a local path: buildkitd runs on another machine and refuses "
+            "local git sources ('no local sources enabled'); give an https:// or ssh:// git URL, or build from a "
+            "checked-out context_dir",
+        )
     if parts.password or (parts.username and parts.scheme in ("http", "https")):
         raise BuildError(
             target,
@@ -73,6 +86,14 @@ def _check_git_context(url: str, target: str) -> str:
             f"(host {parts.hostname})",
         )
     return url
+
+
+def endpoint_name(addr: str) -> str:
+    """Stable builder name for an address: `host:port` (or the unix socket path), whatever else is configured."""
+    parts = urlsplit(addr)
+    if parts.scheme == "unix":
+        return parts.path or addr
+    return parts.netloc or addr
 
 
 @dataclass
@@ -91,7 +112,7 @@ class BuildctlBuilder:
 
     def __post_init__(self) -> None:
         if not self.name:
-            self.name = urlsplit(self.addr).hostname or self.addr
+            self.name = endpoint_name(self.addr)
 
     # -- argv ---------------------------------------------------------------------------------------------
 
@@ -136,8 +157,11 @@ class BuildctlBuilder:
                  f"type=image,name={ref},push=true,oci-mediatypes=true,compression=gzip,force-compression=true"]
         if request.cache_ref:
             cache = _csv_value("cache reference", request.cache_ref, target)
-            argv += ["--export-cache", f"type=registry,ref={cache},mode=max,image-manifest=true,oci-mediatypes=true",
-                     "--import-cache", f"type=registry,ref={cache}"]
+            argv += ["--export-cache", f"type=registry,ref={cache},mode=max,image-manifest=true,oci-mediatypes=true"]
+            if not request.no_cache:  # importing a cache no step may use is wasted work
+                argv += ["--import-cache", f"type=registry,ref={cache}"]
+        if request.no_cache:
+            argv.append("--no-cache")
         argv += ["--metadata-file", str(metadata_file)]
         return argv
 
@@ -219,8 +243,9 @@ class BuildctlBuilder:
             except BuildctlError as exc:
                 raise BuildError(request.target, str(exc)) from None
             if code != 0:
-                self._raise_failure(request.target, code, parser, list(tail))
+                self._raise_failure(request, code, parser, list(tail))
             digest = self._read_digest(request.target, metadata_file)
+        check_platforms(request, parser, pushed=((request.image_ref, digest),), builder=self.name)
         return BuildResult(
             image_ref=request.image_ref,
             digest=digest,
@@ -229,17 +254,25 @@ class BuildctlBuilder:
             cache_hits=parser.cache_hits,
             steps_total=len(parser.build_steps),
             log_tail="\n".join(list(tail)[-LOG_TAIL_LINES:]),
+            warnings=tuple(parser.warnings),
         )
 
-    def _raise_failure(self, target: str, code: int, parser: ProgressParser, tail: list[str]) -> None:
-        """BuilderUnavailableError when nothing started and buildctl could not connect, else BuildError."""
+    def _raise_failure(self, request: BuildRequest, code: int, parser: ProgressParser, tail: list[str]) -> None:
+        """BuilderUnavailableError when nothing started and buildctl could not connect, else BuildError.
+
+        The BuildError names what BuildKit already pushed under the request's own reference (a failure after the
+        image export, e.g. during the cache export), so the caller can discard that candidate.
+        """
+        target = request.target
         text = "\n".join(tail)
-        if not parser.names and CONNECTION_ERROR_RE.search(text):
+        if not parser.started and CONNECTION_ERROR_RE.search(text):
             raise BuilderUnavailableError(target, self.name, f"buildctl exited with {code} before any step started",
                                           output="\n".join(tail[-10:]))
         step, output = parser.failing_step()
         raise BuildError(target, f"buildctl on {self.name} exited with {code}", step=step,
-                         output=output or "\n".join(tail[-40:]))
+                         output=output or "\n".join(tail[-40:]),
+                         pushed=tuple(p for p in parser.pushed if p[0] == request.image_ref),
+                         warnings=tuple(parser.warnings))
 
     def _read_digest(self, target: str, metadata_file: Path) -> str:
         """`containerimage.digest` from buildctl's --metadata-file."""
@@ -266,16 +299,7 @@ class BuildctlBuilder:
         with ExitStack() as stack:
             tls = stack.enter_context(self.tls.materialize()) if self.tls else None
             lines = self._capture([*self.global_argv(tls), "du", "--format", "json"], "du")
-        records = _json_values(lines)
-        if not records:
-            raise BuildctlError(f"buildctl du on builder {self.name} printed no JSON")
-        total = 0
-        for value in records:
-            for rec in value if isinstance(value, list) else [value]:
-                size = rec.get("Size", 0) if isinstance(rec, dict) else 0
-                if isinstance(size, int) and size > 0:
-                    total += size
-        return total
+        return sum(_record_size(r) for r in _du_records(lines, self.name))
 
     def prune(
         self,
@@ -293,8 +317,7 @@ class BuildctlBuilder:
                                    free_storage_bytes=free_storage_bytes, tls=tls)
             log(f"buildctl prune on {self.name}: " + " ".join(argv[argv.index("prune") + 1:]))
             lines = self._capture(argv, "prune")
-        freed = sum(int(r.get("Size", 0)) for r in _json_values(lines)
-                    if isinstance(r, dict) and isinstance(r.get("Size", 0), int) and r.get("Size", 0) > 0)
+        freed = sum(_record_size(r) for r in _json_values(lines) if isinstance(r, dict))
         after = self.disk_usage()
         log(f"builder {self.name}: cache {before} -> {after} bytes, prune removed {freed} bytes")
         return [PruneResult(builder=self.name, bytes_before=before, bytes_after=after, freed_bytes=freed)]
@@ -306,6 +329,22 @@ def _megabytes(num_bytes: int) -> str:
         raise ValueError(f"storage limit must be >= 0 bytes, got {num_bytes}")
     whole, rest = divmod(int(num_bytes), 1_000_000)
     return f"{whole}.{rest:06d}".rstrip("0").rstrip(".")
+
+
+def _record_size(record: object) -> int:
+    """A cache record's `size` (buildctl's JSON keys are lowercase); negative or missing sizes count 0."""
+    size = record.get("size") if isinstance(record, dict) else None
+    return size if isinstance(size, int) and size > 0 else 0
+
+
+def _du_records(lines: list[str], builder: str) -> list[dict]:
+    """The records of `buildctl du --format json`: one JSON array line, or `null` for an empty cache."""
+    if any(line.strip() == "null" for line in lines):
+        return []
+    arrays = [v for v in _json_values(lines) if isinstance(v, list)]
+    if not arrays:
+        raise BuildctlError(f"buildctl du on builder {builder} printed no JSON array: " + " | ".join(lines[-3:]))
+    return [r for r in arrays[-1] if isinstance(r, dict)]
 
 
 def _json_values(lines: list[str]) -> list:

@@ -156,6 +156,26 @@ def check_gc_files(paths: Sequence[str | Path]) -> list[str]:
     return warnings
 
 
+@dataclass(frozen=True)
+class GcRow:
+    """One builder's line in the GC table: cache bytes before, freed by the prune, after; or why it failed."""
+
+    builder: str
+    status: str
+    """`pruned` or `failed`."""
+    bytes_before: int | None
+    bytes_freed: int | None
+    bytes_after: int | None
+    error: str = ""
+
+
+GC_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("builder", "string"), ("status", "string"), ("bytes_before", "int"), ("bytes_freed", "int"),
+    ("bytes_after", "int"), ("error", "string"),
+)
+"""Column names and types of GcRow, in table order."""
+
+
 @dataclass
 class GcReport:
     """Outcome of pruning every builder: per-builder results and the builders that failed."""
@@ -166,6 +186,13 @@ class GcReport:
     @property
     def freed_bytes(self) -> int:
         return sum(r.freed_bytes for r in self.results)
+
+    def rows(self) -> list[GcRow]:
+        """One row per builder, pruned ones first (by name), then the failed ones."""
+        pruned = [GcRow(r.builder, "pruned", r.bytes_before, r.freed_bytes, r.bytes_after)
+                  for r in sorted(self.results, key=lambda r: r.builder)]
+        failed = [GcRow(name, "failed", None, None, None, why) for name, why in sorted(self.failures.items())]
+        return pruned + failed
 
 
 def prune_builders(builder: ImageBuilder, *, keep_storage_bytes: int | None = None, keep_duration_s: int | None = None,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from resources.builders.base import BuildError, BuildRequest, BuildResult, LogFn, PruneResult
 from resources.builders.docker_detect import find_buildkit_docker
+from resources.builders.platforms import check_platforms
 from resources.builders.progress import ProgressParser
 
 _PUSH_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64}) size: \d+")
@@ -73,6 +74,8 @@ class LocalDockerBuilder:
             argv += ["--secret", f"id={sid},src={path}"]  # the value stays in the file, never in argv
         for key, value in request.labels.items():
             argv += ["--label", f"{key}={value}"]
+        if request.no_cache:
+            argv.append("--no-cache")
         argv.append(str(request.context_dir))
         return argv
 
@@ -92,6 +95,7 @@ class LocalDockerBuilder:
         digest = next((m[1] for ln in push_lines if (m := _PUSH_DIGEST_RE.search(ln))), None)
         if digest is None:
             raise BuildError(request.target, "docker push did not report a manifest digest", step="push", output="\n".join(push_lines[-20:]))
+        check_platforms(request, parser, pushed=((request.image_ref, digest),), builder=self.name)
         return BuildResult(
             image_ref=request.image_ref,
             digest=digest,
@@ -100,6 +104,7 @@ class LocalDockerBuilder:
             cache_hits=parser.cache_hits,
             steps_total=len(parser.build_steps),
             log_tail="\n".join(lines[-20:]),
+            warnings=tuple(parser.warnings),
         )
 
     def cache_usage(self) -> int:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from kubernetes.client.exceptions import ApiException
 
 from resources.builders.base import BuildError, BuildRequest, BuildResult, LogFn, PruneResult
-from resources.builders.buildctl import BuildctlBuilder, BuilderUnavailableError
+from resources.builders.buildctl import BuildctlBuilder, BuilderUnavailableError, endpoint_name
 from resources.builders.docker_auth import CredentialsProvider
 from resources.builders.tls import TlsSource
 from resources.defaults import BUILDER_NAMESPACE, BUILDER_PORT, BUILDER_STATEFULSET
@@ -56,7 +56,11 @@ class EndpointSource(Protocol):
 
 @dataclass(frozen=True)
 class StaticEndpoints:
-    """A fixed list of buildctl addresses (`tcp://host:port`); all are assumed ready."""
+    """A fixed list of buildctl addresses (`tcp://host:port`); all are assumed ready.
+
+    Each is named `host:port` (endpoint_name), never by its position in the list or by what else is listed, so
+    adding a second builder on the same host does not rename the first (names drive the rendezvous ranking).
+    """
 
     addrs: tuple[str, ...]
 
@@ -65,12 +69,11 @@ class StaticEndpoints:
             raise ValueError("the static builder list is empty; give at least one tcp://host:port address")
 
     def endpoints(self) -> list[BuilderEndpoint]:
-        out: list[BuilderEndpoint] = []
-        hosts = [urlsplit(a).hostname or a for a in self.addrs]
-        for addr, host in zip(self.addrs, hosts):
-            name = host if hosts.count(host) == 1 else urlsplit(addr).netloc or addr
-            out.append(BuilderEndpoint(name=name, addr=addr))
-        return out
+        names = [endpoint_name(a) for a in self.addrs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"the static builder list names {', '.join(duplicates)} more than once")
+        return [BuilderEndpoint(name=name, addr=addr) for addr, name in zip(self.addrs, names)]
 
     def describe(self) -> str:
         return f"static list of {len(self.addrs)} builder(s)"

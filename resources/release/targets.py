@@ -107,6 +107,11 @@ class Target(_Strict):
     )
     target_stage: str | None = None
     platforms: tuple[str, ...] = ()
+    allow_platform_mismatch: bool = Field(
+        default=False,
+        description="accept a build whose base image is of another platform (BuildKit warns "
+        "InvalidBaseImagePlatform and labels the image with the requested platform anyway); default: fail the build",
+    )
     repository: str = Field(description="destination repository, e.g. 123.dkr.ecr.us-east-1.amazonaws.com/team/app")
     tags: TagScheme = TagScheme()
     soci: SociSettings = SociSettings()

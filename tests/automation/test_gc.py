@@ -124,3 +124,46 @@ def test_gc_job_prunes_the_local_builder_and_records_freed_bytes(tmp_path: Path,
     assert not ours & set(_cache_ids(docker_engine)), "our build cache survived the prune"
     assert any("no final catch-all tier" in m and str(policy) in m for m in logs)
     assert "no final catch-all tier" in md["policy_warning_text"]
+    (row,) = md["builders"].records
+    assert row.data == {"builder": "local-dockerd", "status": "pruned", "bytes_before": pruned["bytes_before"],
+                        "bytes_freed": pruned["freed_bytes"], "bytes_after": pruned["bytes_after"], "error": ""}
+    assert [c.name for c in md["builders"].schema.columns] == [
+        "builder", "status", "bytes_before", "bytes_freed", "bytes_after", "error"]
+
+
+def test_gc_job_table_on_replayed_buildctl_transcripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three builders replaying real buildctl v0.23.2 du/prune transcripts: one pruned, one empty, one stopped."""
+    from pipelines.resource_defs.eks import BuilderPoolResource  # noqa: PLC0415
+    from tests.fakes.buildctl_cases import TRANSCRIPTS, output, tls_files  # noqa: PLC0415
+
+    a, b, c = "tcp://127.0.0.1:5092", "tcp://127.0.0.1:5093", "tcp://127.0.0.1:5094"
+    state = tmp_path / "state"
+    state.mkdir()
+    config = tmp_path / "buildctl.json"
+    config.write_text(json.dumps({"state_dir": str(state), "script": {
+        a: ["du-json-after-partial-prune", "prune-json", "du-json-after-prune"],
+        b: ["du-json-empty", "prune-json-empty", "du-json-empty"],
+        c: ["du-json-builder-stopped"]}}))
+    monkeypatch.setenv("FAKE_BUILDCTL_CONFIG", str(config))
+    tls = tls_files(tmp_path / "certs")
+    builder = BuilderPoolResource(discovery="static", static_addrs=[a, b, c], tls="files", tls_ca_file=str(tls.ca_cert),
+                                  tls_cert_file=str(tls.cert), tls_key_file=str(tls.key), probe_timeout_s=None,
+                                  buildctl_bin=str(REPO / "tests/fakes/buildctl"))
+    with dg.instance_for_test() as instance:
+        result = builder_cache_gc_job.execute_in_process(
+            resources={"builder": builder}, instance=instance, raise_on_error=False,
+            run_config={"ops": {"builder_cache_gc": {"config": {"keep_duration_s": None, "policy_files": []}}}})
+    assert not result.success  # the stopped builder fails the run, after the others were pruned
+    failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
+    md = failure.event_specific_data.user_failure_data.metadata
+    before = sum(r["size"] for r in json.loads((TRANSCRIPTS / "du-json-after-partial-prune.stdout").read_text()))
+    freed = sum(json.loads(ln)["size"] for ln in output("prune-json").splitlines() if ln.strip())
+    rows = [r.data for r in md["builders"].value.records]
+    assert rows[:2] == [
+        {"builder": "127.0.0.1:5092", "status": "pruned", "bytes_before": before, "bytes_freed": freed, "bytes_after": 0,
+         "error": ""},
+        {"builder": "127.0.0.1:5093", "status": "pruned", "bytes_before": 0, "bytes_freed": 0, "bytes_after": 0,
+         "error": ""}]
+    assert rows[2]["builder"] == "127.0.0.1:5094" and rows[2]["status"] == "failed"
+    assert "connection refused" in rows[2]["error"] and rows[2]["bytes_before"] is None
+    assert md["freed_bytes"].value == freed and md["builders_failed"].value == 1

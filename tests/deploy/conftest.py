@@ -19,10 +19,11 @@ K8S = DEPLOY / "k8s"
 BASE = K8S / "base"
 OVERLAY = K8S / "overlays" / "eks-example"
 TLS_READER = K8S / "optional" / "tls-secret-reader"
+SOCI_OPT_IN = K8S / "optional" / "soci-snapshotter"
 BUILDER = DEPLOY / "builder"
 DAGSTER = DEPLOY / "dagster"
 EKS = DEPLOY / "eks"
-KUSTOMIZATIONS = {"base": BASE, "eks-example": OVERLAY, "tls-secret-reader": TLS_READER}
+KUSTOMIZATIONS = {"base": BASE, "eks-example": OVERLAY, "tls-secret-reader": TLS_READER, "soci-snapshotter": SOCI_OPT_IN}
 
 
 def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
@@ -58,6 +59,16 @@ def base(rendered) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def overlay(rendered) -> list[dict[str, Any]]:
     return rendered["eks-example"]
+
+
+@pytest.fixture(scope="session")
+def soci_opt_in(rendered) -> list[dict[str, Any]]:
+    return rendered["soci-snapshotter"]
+
+
+@pytest.fixture(scope="session")
+def containerd_soci_toml() -> dict[str, Any]:
+    return tomllib.loads((BUILDER / "etc" / "containerd" / "config-soci.toml").read_text())
 
 
 @pytest.fixture(scope="session")

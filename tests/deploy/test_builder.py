@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from resources import defaults
 from resources.builders.tls import SECRET_KEY_SETS
-from tests.deploy.conftest import find
+from tests.deploy.conftest import BUILDER, find
 
 SOCI_SOCKET_FLAG = "--address="
 SOCI_ROOT_FLAG = "--root="
@@ -75,32 +80,77 @@ def test_grpc_listens_on_the_service_port_with_mtls_from_the_daemon_secret(base,
                            "key": f"{mount['mountPath']}/{key}"}
 
 
-def test_probes_run_buildctl_debug_workers_on_the_unix_socket(base, buildkitd_toml):
+def test_readiness_builds_and_liveness_asks_the_daemon_on_the_unix_socket(base, buildkitd_toml):
     unix = [a for a in buildkitd_toml["grpc"]["address"] if a.startswith("unix://")]
     assert len(unix) == 1
     buildkitd = _containers(base)["buildkitd"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert buildkitd[probe]["exec"]["command"] == ["buildctl", "--addr", unix[0], "debug", "workers"], probe
+    assert buildkitd["livenessProbe"]["exec"]["command"] == ["buildctl", "--addr", unix[0], "debug", "workers"]
+    assert buildkitd["readinessProbe"]["exec"]["command"] == ["buildkit-ready"]
+    assert buildkitd["readinessProbe"]["timeoutSeconds"] >= 20, "a tiny build needs more than a status call"
+    script = (BUILDER / "buildkit-ready.sh").read_text()
+    assert f'BUILDKIT_READY_ADDR:-{unix[0]}' in script
     run_mount = _mounts(buildkitd)["run"]["mountPath"]
     assert _under(unix[0].removeprefix("unix://"), run_mount), "the probe socket must live on the shared /run volume"
 
 
-def test_three_daemons_start_in_order_and_stop_after_buildkitd(base):
+def _run_probe(tmp_path: Path, exit_code: int) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run buildkit-ready with a `buildctl` on PATH that records its argv and exits with exit_code (prints nothing)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    record = tmp_path / "argv.json"
+    stub = bin_dir / "buildctl"
+    stub.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n"
+                    f"sys.exit({exit_code})\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "BUILDKIT_READY_CONTEXT": str(BUILDER / "etc" / "buildkit" / "ready-probe")}
+    done = subprocess.run(["sh", str(BUILDER / "buildkit-ready.sh")], env=env, capture_output=True, text=True, timeout=30)
+    return done, json.loads(record.read_text())
+
+
+def test_readiness_probe_is_a_real_build_and_fails_when_the_build_fails(tmp_path):
+    ok, argv = _run_probe(tmp_path, 0)
+    context = str(BUILDER / "etc" / "buildkit" / "ready-probe")
+    assert ok.returncode == 0
+    assert argv == ["--addr", "unix:///run/buildkit/buildkitd.sock", "build", "--frontend", "dockerfile.v0",
+                    "--progress", "plain", "--local", f"context={context}", "--local", f"dockerfile={context}"]
+    assert "--output" not in argv, "the probe's result stays in the local cache; nothing is pushed"
+    failed, _ = _run_probe(tmp_path, 1)  # e.g. `snapshotter not loaded: soci` (build-soci-snapshotter-missing)
+    assert failed.returncode == 1
+
+
+@pytest.mark.stack
+def test_the_readiness_probe_context_builds_on_real_buildkit(docker_engine, tmp_path):
+    """The probe's Dockerfile really builds (FROM scratch + COPY) on the local stack's BuildKit."""
+    context = BUILDER / "etc" / "buildkit" / "ready-probe"
+    docker_engine.run("build", "--network=none", "--output", f"type=tar,dest={tmp_path / 'out.tar'}", str(context))
+    import tarfile  # noqa: PLC0415
+
+    with tarfile.open(tmp_path / "out.tar") as tar:
+        assert tar.getnames() == ["ready.txt"]
+
+
+def test_base_runs_containerd_then_buildkitd_and_the_opt_in_adds_soci(base, soci_opt_in):
     pod = _pod(base)
-    assert [c["name"] for c in pod["initContainers"]] == ["soci-snapshotter", "containerd"]
-    assert all(c["restartPolicy"] == "Always" for c in pod["initContainers"]), "sidecars must be native sidecars"
-    assert all("startupProbe" in c for c in pod["initContainers"]), "each sidecar gates the next one's start"
-    assert [c["name"] for c in pod["containers"]] == ["buildkitd"]
-    assert pod["terminationGracePeriodSeconds"] >= 300, "running builds need time to finish on SIGTERM"
-    images = {c["image"] for c in _containers(base).values()}
-    assert len(images) == 1, f"all three daemons come from one image, got {images}"
+    assert [c["name"] for c in pod["initContainers"]] == ["containerd"]
+    assert [c["name"] for c in _pod(soci_opt_in)["initContainers"]] == ["containerd", "soci-snapshotter"]
+    for objects in (base, soci_opt_in):
+        pod = _pod(objects)
+        assert all(c["restartPolicy"] == "Always" for c in pod["initContainers"]), "sidecars must be native sidecars"
+        assert all("startupProbe" in c for c in pod["initContainers"]), "each sidecar gates the next one's start"
+        assert [c["name"] for c in pod["containers"]] == ["buildkitd"]
+        assert pod["terminationGracePeriodSeconds"] >= 300, "running builds need time to finish on SIGTERM"
+        images = {c["image"] for c in _containers(objects).values()}
+        assert len(images) == 1, f"all daemons come from one image, got {images}"
 
 
-def test_daemons_share_state_through_the_pvc_and_run_volumes(base, buildkitd_toml, containerd_toml):
-    sts = _sts(base)
+def test_daemons_share_state_through_the_pvc_and_run_volumes(soci_opt_in, buildkitd_toml, containerd_toml,
+                                                             containerd_soci_toml):
+    objects = soci_opt_in
+    sts = _sts(objects)
     [claim] = sts["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    containers = _containers(base)
+    containers = _containers(objects)
     data_paths, run_paths = set(), set()
     for name, c in containers.items():
         mounts = _mounts(c)
@@ -113,12 +163,12 @@ def test_daemons_share_state_through_the_pvc_and_run_volumes(base, buildkitd_tom
         assert "memory" in c["resources"]["limits"], name
     assert len(data_paths) == 1 and len(run_paths) == 1, "every daemon must see the same paths"
     data, run = data_paths.pop(), run_paths.pop()
-    run_volume = {v["name"]: v for v in _pod(base)["volumes"]}["run"]
+    run_volume = {v["name"]: v for v in _pod(objects)["volumes"]}["run"]
     assert run_volume["emptyDir"]["medium"] == "Memory"
 
     soci_args = containers["soci-snapshotter"]["args"]
     soci_socket, soci_root = _flag(soci_args, SOCI_SOCKET_FLAG), _flag(soci_args, SOCI_ROOT_FLAG)
-    plugin = containerd_toml["proxy_plugins"]["soci"]
+    plugin = containerd_soci_toml["proxy_plugins"]["soci"]
     assert plugin == {"type": "snapshot", "address": soci_socket, "exports": {"root": soci_root}}
     worker = buildkitd_toml["worker"]["containerd"]
     assert worker["address"] == containerd_toml["grpc"]["address"]
@@ -130,14 +180,23 @@ def test_daemons_share_state_through_the_pvc_and_run_volumes(base, buildkitd_tom
         assert _under(path, run), f"{path} must be on the shared in-memory volume {run}"
 
 
-def test_buildkit_uses_the_containerd_worker_with_the_soci_snapshotter(buildkitd_toml, containerd_toml, builder_soci_toml):
+def test_overlayfs_is_the_default_and_soci_an_opt_in_for_the_pods_containerd(
+        base, soci_opt_in, buildkitd_toml, containerd_toml, containerd_soci_toml, builder_soci_toml):
     assert buildkitd_toml["worker"]["oci"]["enabled"] is False
     worker = buildkitd_toml["worker"]["containerd"]
     assert worker["enabled"] is True
     assert worker["namespace"] == "buildkit"
-    assert worker["snapshotter"] == "soci" and "soci" in containerd_toml["proxy_plugins"]
-    assert containerd_toml["version"] == 3, "containerd 2.x config"
+    assert worker["snapshotter"] == "overlayfs" and "proxy_plugins" not in containerd_toml
+    assert containerd_toml["version"] == 3 == containerd_soci_toml["version"], "containerd 2.x config"
     assert "io.containerd.grpc.v1.cri" in containerd_toml["disabled_plugins"]
+    # The opt-in: containerd gets the soci proxy plugin on top of the same config, buildkitd selects it by name.
+    assert containerd_soci_toml["imports"] == ["/etc/containerd/config.toml"]
+    opt_in = _containers(soci_opt_in)
+    assert opt_in["containerd"]["args"][-2:] == ["--config", "/etc/containerd/config-soci.toml"]
+    assert "--containerd-worker-snapshotter=soci" in opt_in["buildkitd"]["args"]
+    assert "soci" in containerd_soci_toml["proxy_plugins"]
+    base_args = _containers(base)["buildkitd"]["args"]
+    assert not any("snapshotter" in a for a in base_args)
     modes = builder_soci_toml["pull_modes"]
     assert (modes["soci_v1"]["enable"], modes["soci_v2"]["enable"], modes["parallel_pull_unpack"]["enable"]) == (
         False, True, False)

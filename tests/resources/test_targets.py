@@ -101,3 +101,12 @@ def test_env_var_overrides_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert load_targets().path == p
     with pytest.raises(KeyError, match="known: app, svc"):
         load_targets().get("other")
+
+
+def test_platform_mismatch_is_refused_unless_the_target_opts_out(tmp_path: Path) -> None:
+    assert load_targets(write(tmp_path, GOOD)).get("app").allow_platform_mismatch is False
+    p = write(tmp_path, GOOD.replace('build_args: {A: "1"}', 'build_args: {A: "1"}\n    allow_platform_mismatch: true'))
+    assert load_targets(p).get("app").allow_platform_mismatch is True
+    p = write(tmp_path, GOOD.replace('build_args: {A: "1"}', 'allow_platform_mismatch: sometimes'))
+    with pytest.raises(TargetsFileError, match="allow_platform_mismatch"):
+        load_targets(p)

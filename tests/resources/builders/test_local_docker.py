@@ -94,28 +94,54 @@ def test_unsupported_requests_fail_clearly(docker_engine: DockerEngine, tmp_path
         b.build_argv(BuildRequest(target="m", image_ref="r/x:1", context_dir=tmp_path, platforms=("linux/amd64", "linux/arm64")))
 
 
+def _image_metadata(engine: DockerEngine, ref: str) -> str:
+    """The image's config (labels, env, build history) as docker reports it."""
+    inspect = engine.run("image", "inspect", ref).stdout
+    history = engine.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", ref).stdout
+    return inspect + history
+
+
 def test_build_secret_is_mounted_never_in_argv_logs_or_image(docker_engine: DockerEngine, registry: RunningRegistry,
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secret's value reaches the RUN step, nothing else; independent of what the engine's cache holds.
+
+    The context holds a fresh nonce file COPY'd before the RUN, so the RUN step has a cache key no earlier run made
+    (the nonce is random, not derived from the secret). BuildKit keeps secret contents out of the cache key: a
+    second build with a rotated value reuses the first one's RUN layer; only no_cache (--no-cache) rebuilds it.
+    """
     import hashlib  # noqa: PLC0415
 
     from resources.builders.secrets import BuildSecretError, write_build_secrets  # noqa: PLC0415
 
-    value = "tok-" + os.urandom(8).hex()
-    monkeypatch.setenv("NPM_TOKEN_TEST", value)
-    files = write_build_secrets("app", {"npm": "NPM_TOKEN_TEST"}, tmp_path / "secrets")
-    assert oct(files["npm"].stat().st_mode & 0o777) == "0o600" and oct((tmp_path / "secrets").stat().st_mode & 0o777) == "0o700"
-    ctx = make_context(tmp_path / "ctx", "FROM streamable/busybox:local\n"
-                       "RUN --mount=type=secret,id=npm sha256sum /run/secrets/npm | cut -d' ' -f1 > /secret.sha\n")
-    ref = f"{registry.addr}/team/sec:build-1"
-    req = BuildRequest(target="app", image_ref=ref, context_dir=ctx, secrets=files)
+    values = ["tok-" + os.urandom(8).hex(), "tok-" + os.urandom(8).hex()]
+    ctx = make_context(tmp_path / "ctx", "FROM streamable/busybox:local\nCOPY nonce.txt /nonce.txt\n"
+                       "RUN --mount=type=secret,id=npm sha256sum /run/secrets/npm | cut -d' ' -f1 > /secret.sha\n",
+                       {"nonce.txt": os.urandom(16).hex().encode()})
     b = builder_for(docker_engine)
-    argv = b.build_argv(req)
-    assert f"id=npm,src={files['npm']}" in argv and not any(value in a for a in argv)
-    lines: list[str] = []
-    b.build(req, lines.append)
-    assert not any(value in ln for ln in lines)
-    got = read_file_from_image(docker_engine, ref, "/secret.sha").decode().strip()
-    assert got == hashlib.sha256(value.encode()).hexdigest(), "the build saw the secret's value"
+    seen: list[str] = []
+    all_lines: list[str] = []
+    for i, (value, no_cache) in enumerate([(values[0], False), (values[1], False), (values[1], True)]):
+        monkeypatch.setenv("NPM_TOKEN_TEST", value)
+        files = write_build_secrets("app", {"npm": "NPM_TOKEN_TEST"}, tmp_path / f"secrets-{i}")
+        assert oct(files["npm"].stat().st_mode & 0o777) == "0o600"
+        assert oct((tmp_path / f"secrets-{i}").stat().st_mode & 0o777) == "0o700"
+        ref = f"{registry.addr}/team/sec:build-{i}"
+        req = BuildRequest(target="app", image_ref=ref, context_dir=ctx, secrets=files, no_cache=no_cache)
+        argv = b.build_argv(req)
+        assert f"id=npm,src={files['npm']}" in argv and not any(v in a for a in argv for v in values)
+        assert ("--no-cache" in argv) is no_cache
+        lines: list[str] = []
+        b.build(req, lines.append)
+        all_lines += lines
+        seen.append(read_file_from_image(docker_engine, ref, "/secret.sha").decode().strip())
+        meta = _image_metadata(docker_engine, ref)
+        for v in values:
+            assert v not in meta and hashlib.sha256(v.encode()).hexdigest() not in meta, "secret-derived text in image config"
+    hashes = [hashlib.sha256(v.encode()).hexdigest() for v in values]
+    assert seen[0] == hashes[0], "the build saw the secret's value"
+    assert seen[1] == hashes[0], "a rotated secret reused the cached RUN layer (BuildKit: secrets are not in the cache key)"
+    assert seen[2] == hashes[1], "no_cache rebuilt the RUN step with the rotated secret"
+    assert not any(v in ln for ln in all_lines for v in values)
     monkeypatch.delenv("NPM_TOKEN_TEST")
     with pytest.raises(BuildSecretError, match="build secret 'npm' needs environment variable NPM_TOKEN_TEST"):
         write_build_secrets("app", {"npm": "NPM_TOKEN_TEST"}, tmp_path / "s2")

@@ -10,9 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.builders.base import BuildRequest
 from pipelines.resource_defs.eks import BuilderPoolResource, CanaryResource, EcrResource, MissingSettingError, eks_resources
 from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, CANARY_NAMESPACE
+from resources.builders.pool import rendezvous_order
+from tests.fakes.buildctl_cases import output, request_for, tls_files
 from tests.fakes.fake_k8s import pulled, running, scheduled, terminated
 from tests.resources.prod.conftest import MOTO_ACCOUNT, MOTO_REGION
 
@@ -78,19 +79,19 @@ def test_secret_fields_are_hidden_from_repr(clean_env):
 
 def test_static_pool_with_plain_credentials_from_envvar(clean_env, fake_buildctl, tmp_path):
     clean_env.setenv("REG_PASSWORD", "plain-registry-password-991")
-    resource = BuilderPoolResource(discovery="static", static_addrs=["tcp://builder.example:1234"], tls="none",
-                                   probe_timeout_s=0.0, registry_host="registry.example:5000", registry_username="ci",
+    tls = tls_files(tmp_path / "certs")
+    resource = BuilderPoolResource(discovery="static", static_addrs=["tcp://127.0.0.1:5092"], tls="files",
+                                   tls_ca_file=str(tls.ca_cert), tls_cert_file=str(tls.cert), tls_key_file=str(tls.key),
+                                   probe_timeout_s=0.0, registry_host="127.0.0.1:5096", registry_username="ci",
                                    registry_password=dg.EnvVar("REG_PASSWORD"))
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    secret = tmp_path / "npm_token"
+    secret.write_text("dummy")
 
     @dg.asset
     def image(builder: BuilderPoolResource) -> dg.MaterializeResult:
         pool = builder.get_pool()
         pool.probe_timeout_s = None
-        result = pool.build(BuildRequest(target="app", image_ref="registry.example:5000/app:build-1", context_dir=ctx),
-                            lambda _l: None)
+        result = pool.build(request_for("build-auth-push", secret_file=secret), lambda _l: None)
         return dg.MaterializeResult(metadata={"builder": result.builder})
 
     (tmp_path / "instance").mkdir()
@@ -130,11 +131,15 @@ def test_full_materialization_leaks_no_secret(fake_k8s, kubeconfig, fake_buildct
     fake_k8s.add_namespace(CANARY_NAMESPACE)
     fake_k8s.pod_script = [(0, scheduled("soci-node-1")), (0.02, pulled("420ms", "450ms", 7_340_032)),
                            (0.03, running()), (0.06, terminated(0, logs="app 1.0\n"))]
-    fake_buildctl.configure(cache={f"tcp://buildkitd-{i}.buildkitd.{BUILDER_NAMESPACE}.svc:1234": [1000, 2000]
-                                   for i in range(2)})
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    # Replayed real transcripts: the build goes to the key's first choice, then both builders are pruned.
+    first, other = rendezvous_order("github.com/org/app:.", ["buildkitd-0", "buildkitd-1"])
+    addr = {n: f"tcp://{n}.buildkitd.{BUILDER_NAMESPACE}.svc:1234" for n in (first, other)}
+    fake_buildctl.configure(script={
+        addr[first]: ["build-auth-push", "du-json-after-partial-prune", "prune-json", "du-json-after-prune"],
+        addr[other]: ["du-json-empty", "prune-json-empty", "du-json-empty"]})
+    freed = sum(json.loads(ln)["size"] for ln in output("prune-json").splitlines() if ln.strip())
+    secret = tmp_path / "npm_token"
+    secret.write_text("dummy")
 
     ecr = EcrResource(region_name=MOTO_REGION, endpoint_url=moto_endpoint, aws_access_key_id=aws_creds.access_key,
                       aws_secret_access_key=dg.EnvVar("STREAMABLE_TEST_AWS_SECRET"), tag_mutability="IMMUTABLE")
@@ -149,8 +154,10 @@ def test_full_materialization_leaks_no_secret(fake_k8s, kubeconfig, fake_buildct
         context.log.info(soci.message)
         pool = builder.get_pool()
         pool.probe_timeout_s = None  # fake pod DNS names do not resolve; discovery readiness still applies
-        result = pool.build(BuildRequest(target="app", image_ref=f"{repo.uri}:build-1", context_dir=ctx,
-                                         routing_key="github.com/org/app:."), context.log.info)
+        # The transcript pushed to 127.0.0.1:5096; the credentials handed to buildctl are ECR's (checked below).
+        assert repo.uri == f"{REGISTRY}/team/app"
+        result = pool.build(request_for("build-auth-push", secret_file=secret, routing_key="github.com/org/app:."),
+                            context.log.info)
         return dg.MaterializeResult(metadata={"digest": result.digest, "builder": result.builder,
                                               "rank": result.rank, "soci_tag": soci.tag})
 
@@ -162,7 +169,7 @@ def test_full_materialization_leaks_no_secret(fake_k8s, kubeconfig, fake_buildct
 
     @dg.asset(deps=[image])
     def cache_gc(context, builder: BuilderPoolResource) -> dg.MaterializeResult:
-        results = builder.get_pool().prune(keep_storage_bytes=2000, log=context.log.info)
+        results = builder.get_pool().prune(log=context.log.info)
         return dg.MaterializeResult(metadata={r.builder: r.freed_bytes for r in results})
 
     (tmp_path / "instance").mkdir()
@@ -183,8 +190,8 @@ def test_full_materialization_leaks_no_secret(fake_k8s, kubeconfig, fake_buildct
     assert mats["image"]["soci_tag"].value == "build-1-soci"
     assert mats["canary_check"]["canary_pull_s"].value == pytest.approx(0.42)
     assert mats["canary_check"]["canary_node"].value == "soci-node-1"
-    assert {k: v.value for k, v in mats["cache_gc"].items()} == {"buildkitd-0": 1000, "buildkitd-1": 1000}
-    assert "#4 [2/2] RUN echo building default" in text  # build output reached the event log
+    assert {k: v.value for k, v in mats["cache_gc"].items()} == {first: freed, other: 0}
+    assert "#6 [auth] sharing credentials for 127.0.0.1:5096" in text  # build output reached the event log
     # ... and appear nowhere: not in events, not in any file the instance stored (event log DB, compute logs).
     secrets = [ECR_TOKEN, aws_creds.secret_key, "TLS-KEY-do-not-leak-7f3a", fake_k8s.token]
     for secret in secrets:

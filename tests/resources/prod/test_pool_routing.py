@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from resources.builders.base import BuildError, BuildRequest
+from resources.builders.base import BuildError, BuildRequest  # noqa: F401
 from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints, rendezvous_order
 from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, BUILDER_STATEFULSET
 from tests.conftest import free_port
+from tests.fakes.buildctl_cases import request_for, tls_files
 
 NS = BUILDER_NAMESPACE
 LABELS = {"app": BUILDER_APP_LABEL}
@@ -59,11 +60,16 @@ def _statefulset(fake, replicas: int) -> None:
         fake.add_pod(NS, f"{BUILDER_STATEFULSET}-{i}", labels=LABELS)
 
 
-def _request(tmp_path: Path, key: str) -> BuildRequest:
-    ctx = tmp_path / "ctx"
-    ctx.mkdir(exist_ok=True)
-    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo hi\n")
-    return BuildRequest(target="app", image_ref="reg.example/app:build-1", context_dir=ctx, routing_key=key)
+def _request(tmp_path: Path, key: str, case: str = "build-regcache-cold") -> BuildRequest:
+    """The request of a recorded buildctl transcript (tests/fakes/buildctl_transcripts), routed by `key`."""
+    secret = tmp_path / "npm_token"
+    secret.write_text("dummy")
+    return request_for(case, secret_file=secret, routing_key=key)
+
+
+def _pool(source, tmp_path: Path, **kwargs) -> BuilderPool:
+    """A pool with the client TLS files the transcripts were recorded with (server name buildkitd)."""
+    return BuilderPool(source, tls=tls_files(tmp_path / "certs"), **kwargs)
 
 
 def test_discovered_pool_routes_through_the_api_and_survives_scale_up(fake_k8s, apps_api, core_api):
@@ -86,7 +92,7 @@ def test_failover_when_first_choice_pod_is_not_ready(fake_k8s, apps_api, core_ap
     first, second = rendezvous_order(key, [f"buildkitd-{i}" for i in range(3)])[:2]
     fake_k8s.set_pod_ready(NS, first, False)
     logs: list[str] = []
-    pool = BuilderPool(StatefulSetEndpoints(apps_api, core_api), probe_timeout_s=None)
+    pool = _pool(StatefulSetEndpoints(apps_api, core_api), tmp_path, probe_timeout_s=None)
     result = pool.build(_request(tmp_path, key), logs.append)
     assert result.builder == second and result.rank == 1
     assert result.builder_addr == f"tcp://{second}.buildkitd.{NS}.svc:1234"
@@ -100,16 +106,20 @@ def test_failover_when_first_choice_pod_is_not_ready(fake_k8s, apps_api, core_ap
 
 
 def test_failover_when_buildctl_reports_connection_refused(fake_k8s, apps_api, core_api, fake_buildctl, tmp_path):
+    # Real transcripts hold no "refused, then the same build succeeds elsewhere" pair (each build pushed its own
+    # tag): the refused first choice must send the build to the second choice, which is refused as well.
     _statefulset(fake_k8s, 3)
     key = "github.com/org/api:cmd/api"
     first, second = rendezvous_order(key, [f"buildkitd-{i}" for i in range(3)])[:2]
-    first_addr = f"tcp://{first}.buildkitd.{NS}.svc:1234"
-    fake_buildctl.configure(refuse=[first_addr])
-    result = BuilderPool(StatefulSetEndpoints(apps_api, core_api), probe_timeout_s=None).build(
-        _request(tmp_path, key), lambda _l: None)
-    assert result.builder == second and result.rank == 1
-    assert "connection refused" in result.skipped[0]
-    assert [c["addr"] for c in fake_buildctl.calls()] == [first_addr, result.builder_addr]
+    first_addr, second_addr = (f"tcp://{n}.buildkitd.{NS}.svc:1234" for n in (first, second))
+    third_addr = next(f"tcp://buildkitd-{i}.buildkitd.{NS}.svc:1234" for i in range(3)
+                      if f"buildkitd-{i}" not in (first, second))
+    fake_buildctl.configure(script={a: ["build-builder-stopped"] for a in (first_addr, second_addr, third_addr)})
+    with pytest.raises(BuildError) as exc:
+        _pool(StatefulSetEndpoints(apps_api, core_api), tmp_path, probe_timeout_s=None).build(
+            _request(tmp_path, key, "build-builder-stopped"), lambda _l: None)
+    assert f"{first}: buildctl could not connect" in str(exc.value) and "connection refused" in str(exc.value)
+    assert [c["addr"] for c in fake_buildctl.calls()] == [first_addr, second_addr, third_addr]
 
 
 def test_tcp_probe_skips_a_closed_port_before_running_buildctl(fake_buildctl, tmp_path):
@@ -120,7 +130,7 @@ def test_tcp_probe_skips_a_closed_port_before_running_buildctl(fake_buildctl, tm
     names = {e.addr: e.name for e in source.endpoints()}
     key = next(k for k in KEYS if rendezvous_order(k, names.values())[0] == names[closed_addr])
     try:
-        result = BuilderPool(source, probe_timeout_s=1.0).build(_request(tmp_path, key), lambda _l: None)
+        result = _pool(source, tmp_path, probe_timeout_s=1.0).build(_request(tmp_path, key), lambda _l: None)
     finally:
         listener.close()
     assert result.builder_addr == open_addr and result.rank == 1
@@ -132,19 +142,21 @@ def test_a_failing_build_is_not_retried_on_another_builder(fake_k8s, apps_api, c
     _statefulset(fake_k8s, 3)
     key = "github.com/org/broken:."
     first = rendezvous_order(key, [f"buildkitd-{i}" for i in range(3)])[0]
-    fake_buildctl.configure(fail_build=[f"tcp://{first}.buildkitd.{NS}.svc:1234"])
+    fake_buildctl.configure(script={f"tcp://{first}.buildkitd.{NS}.svc:1234": ["build-fail-run-cold"]})
     with pytest.raises(BuildError) as exc:
-        BuilderPool(StatefulSetEndpoints(apps_api, core_api), probe_timeout_s=None).build(_request(tmp_path, key), lambda _l: None)
-    assert exc.value.step == "[2/2] RUN make all"
+        _pool(StatefulSetEndpoints(apps_api, core_api), tmp_path, probe_timeout_s=None).build(
+            _request(tmp_path, key, "build-fail-run-cold"), lambda _l: None)
+    assert exc.value.step is not None and exc.value.step.startswith("[2/2] RUN echo compiling 1.2.3")
     assert len(fake_buildctl.calls()) == 1
 
 
 def test_no_usable_builder_names_every_reason(fake_k8s, apps_api, core_api, fake_buildctl, tmp_path):
     _statefulset(fake_k8s, 2)
     fake_k8s.set_pod_ready(NS, "buildkitd-0", False)
-    fake_buildctl.configure(refuse=[f"tcp://buildkitd-1.buildkitd.{NS}.svc:1234"])
+    fake_buildctl.configure(script={f"tcp://buildkitd-1.buildkitd.{NS}.svc:1234": ["build-builder-stopped"]})
     with pytest.raises(BuildError, match=r"no builder in statefulset streamable-builders/buildkitd could take the build") as exc:
-        BuilderPool(StatefulSetEndpoints(apps_api, core_api), probe_timeout_s=None).build(_request(tmp_path, "k"), lambda _l: None)
+        _pool(StatefulSetEndpoints(apps_api, core_api), tmp_path, probe_timeout_s=None).build(
+            _request(tmp_path, "k", "build-builder-stopped"), lambda _l: None)
     assert "buildkitd-0: not ready" in str(exc.value) and "buildkitd-1: buildctl could not connect" in str(exc.value)
 
 
