@@ -1,0 +1,291 @@
+"""The cost of a start: what a lazy (SOCI) start fetches for a startup profile, against a full pull.
+
+How a soci-snapshotter v0.15 node fetches, read from upstream (awslabs/soci-snapshotter):
+- Before any layer mounts: containerd fetches the image index (when there is one), the image manifest
+  and the config; the snapshotter fetches the SOCI index manifest, then every zTOC and prefetch
+  artifact in parallel (fs/artifact_fetcher.go `FetchSociArtifacts`, one errgroup). One round trip
+  each, one request per blob.
+- A layer without a zTOC (too small, zstd, ...) is fetched whole: one request for its full size.
+- At mount, with a prefetch artifact, the spans it names are fetched by a pool of workers before the
+  mount returns (fs/layer/layer.go `executePrefetch`, GOMAXPROCS workers, `ResolveSpan` each).
+- A read of [start, end) of a file fetches the spans `span(start)` .. `span(end)` (fs/reader/reader.go
+  `ReadAt` -> span-manager `GetContents` -> `getSpanInfo`, end offset exclusive, so a read ending on
+  a span boundary also fetches the next span), each span not yet cached as one range request of
+  exactly its compressed bytes (span_manager.go `fetchSpanWithRetries` -> remote blob `ReadAt`, one
+  region; spans are never merged), the spans of one read in parallel (errgroup). Adjacent spans are
+  separate requests.
+
+The model here: every recorded range is one read, reads happen one after another in first-access
+order (a read that needs no new span costs no round trip); the spans of one read, the zTOCs, and the
+whole layers without a zTOC each go out in parallel. A full pull fetches index, manifest, config,
+then every layer blob, `layer_parallelism` at a time (containerd's default max_concurrent_downloads
+is 3). Time = round trips x RTT + bytes / bandwidth; unpacking and page-cache effects are left out.
+Default network: 100 MB/s and 20 ms per round trip, an estimate for a node pulling from a registry in
+its own region (ECR serves layer bytes from S3); targets set their own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from resources.errors import StreamableError
+from resources.soci import gojson
+from resources.soci.prefetch import Granularity, LayerZtoc, SpanLocator, clean_path, plan_for_profile
+from resources.soci.ztoc.checkpoints import parse_checkpoints, span_compressed_range
+from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc
+from resources.startup.profile_model import ProfiledFile
+
+MB = 1_000_000
+
+
+class StartCostError(StreamableError, ValueError):
+    """The profile and the image do not fit together (the message names the file and layer)."""
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """Bandwidth and latency of a node's registry (estimates; a target sets its own)."""
+
+    bandwidth_bytes_per_s: float = 100 * MB
+    rtt_s: float = 0.020
+    prefetch_parallelism: int = 4
+    """Span fetches a node runs at once while prefetching (GOMAXPROCS on the node)."""
+    layer_parallelism: int = 3
+    """Layer blobs containerd downloads at once (max_concurrent_downloads)."""
+
+    def seconds(self, nbytes: int, round_trips: int) -> float:
+        """Estimated transfer time."""
+        return round_trips * self.rtt_s + nbytes / self.bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    """A manifest layer: its blob size and, when the SOCI index has one, its zTOC and the zTOC's size."""
+
+    digest: str
+    size: int
+    ztoc: Ztoc | None = None
+    ztoc_size: int = 0
+
+
+@dataclass(frozen=True)
+class ImageDocuments:
+    """Sizes of the documents a pull reads before any layer (image_index 0: a single-manifest image)."""
+
+    manifest: int
+    config: int
+    soci_index: int
+    image_index: int = 0
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer's share of a start."""
+
+    layer_digest: str
+    layer_bytes: int
+    indexed: bool
+    bytes_to_start: int
+    spans: int
+    requests: int
+    files: int
+
+
+@dataclass(frozen=True)
+class StartCost:
+    """What one way of starting fetches, and the time it is estimated to take."""
+
+    mode: str
+    bytes_to_start: int
+    image_bytes: int
+    """The full pull's bytes (every layer plus index, manifest and config): what a start is compared to."""
+    document_bytes: int
+    requests: int
+    round_trips: int
+    seconds: float
+    layers: list[LayerCost] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        """bytes_to_start / image_bytes."""
+        return self.bytes_to_start / self.image_bytes if self.image_bytes else 0.0
+
+    @property
+    def summary(self) -> str:
+        """'to start: X MB of Y MB (Z%)'."""
+        return f"to start: {self.bytes_to_start / MB:.1f} MB of {self.image_bytes / MB:.1f} MB ({100 * self.fraction:.1f}%)"
+
+
+@dataclass(frozen=True)
+class StartCostComparison:
+    """Lazy, lazy + prefetch (files), lazy + prefetch (ranges) and full pull, side by side."""
+
+    lazy: StartCost
+    prefetch_files: StartCost
+    prefetch_ranges: StartCost
+    full_pull: StartCost
+    network: NetworkModel
+
+    @property
+    def modes(self) -> list[StartCost]:
+        """The four costs, lazy first."""
+        return [self.lazy, self.prefetch_files, self.prefetch_ranges, self.full_pull]
+
+    @property
+    def summary(self) -> str:
+        """The lazy start's one-liner, with the full pull's time beside it."""
+        return (
+            f"{self.lazy.summary}; est. {self.lazy.seconds:.2f} s lazy vs {self.full_pull.seconds:.2f} s full pull "
+            f"(at {self.network.bandwidth_bytes_per_s / MB:g} MB/s, {self.network.rtt_s * 1000:g} ms RTT)"
+        )
+
+    def table(self) -> list[dict[str, object]]:
+        """One row per mode (for a Dagster table)."""
+        return [
+            {"mode": c.mode, "bytes_to_start": c.bytes_to_start, "image_bytes": c.image_bytes,
+             "percent": round(100 * c.fraction, 2), "requests": c.requests, "round_trips": c.round_trips,
+             "seconds": round(c.seconds, 3)}
+            for c in self.modes
+        ]
+
+
+# ---- the model --------------------------------------------------------------------------------------
+
+
+def compare_start_costs(
+    files: Sequence[ProfiledFile],
+    layers: Sequence[ImageLayer],
+    documents: ImageDocuments,
+    network: NetworkModel | None = None,
+) -> StartCostComparison:
+    """All four costs for a profile's files on an image (layers in manifest order)."""
+    net = network or NetworkModel()
+    with_ztocs = [LayerZtoc(layer.digest, layer.ztoc) for layer in layers]
+    costs = {}
+    for granularity in Granularity:
+        plan = plan_for_profile(with_ztocs, files, granularity)
+        spans = {a.layer_digest: [s for start, end in a.spans for s in range(start, end + 1)] for a in plan.artifacts}
+        extra_index = sum(len(gojson.marshal(d)) + 1 for d in plan.descriptors)  # ",{descriptor}" per artifact
+        costs[granularity] = lazy_start_cost(
+            files, layers, documents, net, prefetch=spans,
+            prefetch_blob_sizes=[a.descriptor.size for a in plan.artifacts], extra_index_bytes=extra_index,
+            mode=f"lazy + prefetch ({granularity.value})",
+        )
+    return StartCostComparison(
+        lazy=lazy_start_cost(files, layers, documents, net),
+        prefetch_files=costs[Granularity.FILES],
+        prefetch_ranges=costs[Granularity.RANGES],
+        full_pull=full_pull_cost(layers, documents, net),
+        network=net,
+    )
+
+
+def full_pull_cost(layers: Sequence[ImageLayer], documents: ImageDocuments, network: NetworkModel) -> StartCost:
+    """Every layer blob plus index, manifest and config."""
+    docs = documents.image_index + documents.manifest + documents.config
+    doc_trips = (1 if documents.image_index else 0) + 2
+    total = docs + sum(layer.size for layer in layers)
+    trips = doc_trips + math.ceil(len(layers) / network.layer_parallelism)
+    rows = [LayerCost(layer.digest, layer.size, layer.ztoc is not None, layer.size, 0, 1, 0) for layer in layers]
+    return StartCost("full pull", total, total, docs, doc_trips + len(layers), trips, network.seconds(total, trips), rows)
+
+
+def lazy_start_cost(
+    files: Sequence[ProfiledFile],
+    layers: Sequence[ImageLayer],
+    documents: ImageDocuments,
+    network: NetworkModel,
+    *,
+    prefetch: Mapping[str, Iterable[int]] | None = None,
+    prefetch_blob_sizes: Sequence[int] = (),
+    extra_index_bytes: int = 0,
+    mode: str = "lazy",
+) -> StartCost:
+    """What a SOCI node fetches to run the profiled reads (optionally after prefetching `prefetch` spans)."""
+    by_digest = {layer.digest: layer for layer in layers}
+    image_bytes = documents.image_index + documents.manifest + documents.config + sum(layer.size for layer in layers)
+    blobs = [layer.ztoc_size for layer in layers if layer.ztoc is not None] + list(prefetch_blob_sizes)
+    docs = documents.image_index + documents.manifest + documents.config + documents.soci_index + extra_index_bytes + sum(blobs)
+    requests = (1 if documents.image_index else 0) + 3 + len(blobs)
+    trips = (1 if documents.image_index else 0) + 3 + (1 if blobs else 0)
+
+    fetched: dict[str, set[int]] = {layer.digest: set() for layer in layers}
+    spans_of = {layer.digest: _SpanSizes(layer.ztoc, layer.size) for layer in layers if layer.ztoc is not None}
+    file_counts: dict[str, int] = {layer.digest: 0 for layer in layers}
+    whole = [layer for layer in layers if layer.ztoc is None and any(f.layer_digest == layer.digest for f in files)]
+    requests += len(whole)
+    trips += math.ceil(len(whole) / network.layer_parallelism)
+    for digest, spans in (prefetch or {}).items():
+        wanted = set(spans) - fetched[digest]
+        fetched[digest] |= wanted
+        requests += len(wanted)
+        trips += math.ceil(len(wanted) / network.prefetch_parallelism)
+    for f in sorted(files, key=lambda f: f.first_access_ms):
+        layer = by_digest.get(f.layer_digest)
+        if layer is None:
+            raise StartCostError(f"profiled file {f.path}: layer {f.layer_digest} is not a layer of the image")
+        file_counts[layer.digest] += 1
+        if layer.ztoc is None:
+            continue
+        entry = _content_entry(layer.ztoc, f.path, layer.digest)
+        sizes = spans_of[layer.digest]
+        for start, end in f.ranges:
+            end = min(end, entry.uncompressed_size)
+            if end <= start:
+                continue
+            first = sizes.locator.span_of(entry.uncompressed_offset + start)
+            last = min(sizes.locator.span_of(entry.uncompressed_offset + end), sizes.count - 1)
+            new = set(range(first, last + 1)) - fetched[layer.digest]
+            if new:
+                fetched[layer.digest] |= new
+                requests += len(new)
+                trips += 1
+    rows = []
+    for layer in layers:
+        if layer.ztoc is None:
+            used = layer in whole
+            rows.append(LayerCost(layer.digest, layer.size, False, layer.size if used else 0, 0, int(used), file_counts[layer.digest]))
+        else:
+            spans = fetched[layer.digest]
+            nbytes = sum(spans_of[layer.digest].size(s) for s in spans)
+            rows.append(LayerCost(layer.digest, layer.size, True, nbytes, len(spans), len(spans), file_counts[layer.digest]))
+    total = docs + sum(r.bytes_to_start for r in rows)
+    return StartCost(mode, total, image_bytes, docs, requests, trips, network.seconds(total, trips), rows)
+
+
+class _SpanSizes:
+    """Compressed size of each span of a zTOC (what one span request transfers)."""
+
+    def __init__(self, ztoc: Ztoc, blob_size: int) -> None:
+        self.locator = SpanLocator(ztoc)
+        self._blob = blob_size
+        if ztoc.compression.algorithm == CompressionAlgorithm.GZIP:
+            self._points = parse_checkpoints(ztoc.compression.checkpoints)[1]
+            self.count = len(self._points)
+        else:
+            self._points = []
+            self.count = ztoc.compression.max_span_id + 1
+
+    def size(self, span_id: int) -> int:
+        """Bytes of the span's range request."""
+        if self._points:
+            start, end = span_compressed_range(self._points, span_id, self._blob)
+            return end - start
+        start = span_id * self.locator.span_size
+        return min(start + self.locator.span_size, self._blob) - start
+
+
+def _content_entry(ztoc: Ztoc, path: str, layer: str) -> FileMetadata:
+    """The entry a node serves for `path` (the last with that name; a hard link's target holds the data)."""
+    name = clean_path(path)
+    for _ in range(40):  # hard link chains
+        index = next((i for i in range(len(ztoc.entries) - 1, -1, -1) if ztoc.entries[i].name == name), None)
+        if index is None:
+            raise StartCostError(f"profiled file {path}: not in the zTOC of layer {layer}")
+        entry = ztoc.entries[index]
+        if entry.type != "hardlink":
+            return entry
+        name = clean_path(entry.linkname)
+    raise StartCostError(f"profiled file {path}: hard link loop in layer {layer}")
