@@ -26,6 +26,7 @@ its own region (ECR serves layer bytes from S3); targets set their own.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from resources.errors import StreamableError
 from resources.soci import gojson
 from resources.soci.prefetch import Granularity, LayerZtoc, SpanLocator, clean_path, plan_for_profile
-from resources.soci.ztoc.checkpoints import parse_checkpoints, span_compressed_range
+from resources.soci.ztoc.checkpoints import parse_checkpoints
 from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc
 from resources.startup.profile_model import ProfiledFile
 
@@ -212,7 +213,7 @@ def lazy_start_cost(
     trips = (1 if documents.image_index else 0) + 3 + (1 if blobs else 0)
 
     fetched: dict[str, set[int]] = {layer.digest: set() for layer in layers}
-    spans_of = {layer.digest: _SpanSizes(layer.ztoc, layer.size) for layer in layers if layer.ztoc is not None}
+    spans_of = {layer.digest: SpanLayout.of_ztoc(layer.ztoc, layer.size) for layer in layers if layer.ztoc is not None}
     file_counts: dict[str, int] = {layer.digest: 0 for layer in layers}
     whole = [layer for layer in layers if layer.ztoc is None and any(f.layer_digest == layer.digest for f in files)]
     requests += len(whole)
@@ -229,15 +230,9 @@ def lazy_start_cost(
         file_counts[layer.digest] += 1
         if layer.ztoc is None:
             continue
-        entry = _content_entry(layer.ztoc, f.path, layer.digest)
-        sizes = spans_of[layer.digest]
-        for start, end in f.ranges:
-            end = min(end, entry.uncompressed_size)
-            if end <= start:
-                continue
-            first = sizes.locator.span_of(entry.uncompressed_offset + start)
-            last = min(sizes.locator.span_of(entry.uncompressed_offset + end), sizes.count - 1)
-            new = set(range(first, last + 1)) - fetched[layer.digest]
+        entry = content_entry(layer.ztoc.entries, f.path, layer.digest)
+        for read in read_spans(spans_of[layer.digest], entry, f.ranges):
+            new = read - fetched[layer.digest]
             if new:
                 fetched[layer.digest] |= new
                 requests += len(new)
@@ -255,36 +250,63 @@ def lazy_start_cost(
     return StartCost(mode, total, image_bytes, docs, requests, trips, network.seconds(total, trips), rows)
 
 
-class _SpanSizes:
-    """Compressed size of each span of a zTOC (what one span request transfers)."""
+class SpanLayout:
+    """Where each span of a layer starts and how many compressed bytes its range request transfers."""
 
-    def __init__(self, ztoc: Ztoc, blob_size: int) -> None:
-        self.locator = SpanLocator(ztoc)
-        self._blob = blob_size
+    def __init__(self, span_size: int, blob_size: int, points: Sequence[tuple[int, int, int]] | None, count: int) -> None:
+        self.span_size = span_size
+        self.blob_size = blob_size
+        self._points = list(points) if points is not None else None
+        """gzip: (in offset, out offset, bits) per checkpoint; None for an uncompressed tar layer."""
+        self._outs = [p[1] for p in self._points] if self._points is not None else []
+        self.count = count
+
+    @classmethod
+    def of_ztoc(cls, ztoc: Ztoc, blob_size: int) -> SpanLayout:
+        """The layout a zTOC describes."""
         if ztoc.compression.algorithm == CompressionAlgorithm.GZIP:
-            self._points = parse_checkpoints(ztoc.compression.checkpoints)[1]
-            self.count = len(self._points)
-        else:
-            self._points = []
-            self.count = ztoc.compression.max_span_id + 1
+            span_size, points = parse_checkpoints(ztoc.compression.checkpoints)
+            return cls(span_size, blob_size, [(p.in_offset, p.out_offset, p.bits) for p in points], len(points))
+        span_size = SpanLocator(ztoc).span_size
+        return cls(span_size, blob_size, None, ztoc.compression.max_span_id + 1)
+
+    def span_of(self, offset: int) -> int:
+        """soci's UncompressedOffsetToSpanID (the last checkpoint at or before offset; tar: offset // span)."""
+        if self._points is None:
+            return min(offset // self.span_size, self.count - 1)
+        return max(0, bisect.bisect_right(self._outs, offset) - 1)
 
     def size(self, span_id: int) -> int:
         """Bytes of the span's range request."""
-        if self._points:
-            start, end = span_compressed_range(self._points, span_id, self._blob)
-            return end - start
-        start = span_id * self.locator.span_size
-        return min(start + self.locator.span_size, self._blob) - start
+        if self._points is None:
+            start = span_id * self.span_size
+            return min(start + self.span_size, self.blob_size) - start
+        in_offset, _, bits = self._points[span_id]
+        start = in_offset - 1 if bits else in_offset
+        end = self.blob_size if span_id == self.count - 1 else self._points[span_id + 1][0]
+        return end - start
 
 
-def _content_entry(ztoc: Ztoc, path: str, layer: str) -> FileMetadata:
+def read_spans(layout: SpanLayout, entry: FileMetadata, ranges: Iterable[tuple[int, int]]) -> list[set[int]]:
+    """The spans each read of [start, end) of a file fetches: span(start) .. span(end) (soci getSpanInfo)."""
+    reads = []
+    for start, end in ranges:
+        end = min(end, entry.uncompressed_size)
+        if end > start:
+            first = layout.span_of(entry.uncompressed_offset + start)
+            last = min(layout.span_of(entry.uncompressed_offset + end), layout.count - 1)
+            reads.append(set(range(first, last + 1)))
+    return reads
+
+
+def content_entry(entries: Sequence[FileMetadata], path: str, layer: str) -> FileMetadata:
     """The entry a node serves for `path` (the last with that name; a hard link's target holds the data)."""
     name = clean_path(path)
     for _ in range(40):  # hard link chains
-        index = next((i for i in range(len(ztoc.entries) - 1, -1, -1) if ztoc.entries[i].name == name), None)
+        index = next((i for i in range(len(entries) - 1, -1, -1) if entries[i].name == name), None)
         if index is None:
             raise StartCostError(f"profiled file {path}: not in the zTOC of layer {layer}")
-        entry = ztoc.entries[index]
+        entry = entries[index]
         if entry.type != "hardlink":
             return entry
         name = clean_path(entry.linkname)
