@@ -20,6 +20,8 @@ from resources.soci.verify import verify_image
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.members import crossing_spans, scan_gzip_members
+from resources.soci.oci import parse_manifest
+from resources.startup.cost_inputs import start_cost_for_image
 from resources.startup.profile_model import StartupProfile
 
 from .conftest import ImageFactory, Layer, PushedImage, gzip_layer, random_bytes, sha256, tar_bytes, tar_layer, text_bytes
@@ -108,6 +110,20 @@ def test_convert_writes_prefetch_after_the_ztocs_and_verify_passes(images: Image
     assert model_spans >= 10 if granularity == "files" else model_spans <= 3
     report = verify_image(client, dst, sample=4)
     assert report.passed, report.failure
+    # The cost of a start, read back from the registry: documents and layers as served.
+    cost = start_cost_for_image(client, dst, profile)
+    top = client.get_manifest(dst.repository, "soci")
+    manifest = client.get_manifest(dst.repository, platform.manifest_digest)
+    config = parse_manifest(manifest.data).config.size
+    assert cost.full_pull.image_bytes == len(top.data) + len(manifest.data) + config + sum(x.size for x in img.layers)
+    ztoc_bytes = sum(z.ztoc_size for z in platform.ztocs)
+    rows = {r.layer_digest: r for r in cost.lazy.layers}
+    assert rows[tiny.digest].bytes_to_start == tiny.size  # the unindexed layer is fetched whole, not dropped
+    assert cost.lazy.bytes_to_start == (
+        len(top.data) + len(manifest.data) + config + platform.soci_index_size + ztoc_bytes
+        + sum(r.bytes_to_start for r in cost.lazy.layers)
+    )
+    assert cost.prefetch_ranges.bytes_to_start < cost.prefetch_files.bytes_to_start  # (64 KiB spans: zTOCs dominate here)
 
 
 def test_node_compat_v0_12_writes_no_prefetch_and_says_why(images: ImageFactory, client) -> None:
