@@ -16,7 +16,13 @@ from resources.registry import RegistryClient
 from resources.soci import media_types as mt
 from resources.soci.node_compat import DEFAULT_NODE_COMPAT, NodeCompat
 from resources.soci.oci import Descriptor
-from resources.soci.prefetch import Granularity, LayerZtoc, PrefetchPlan, plan_for_paths, plan_for_profile
+from resources.soci.prefetch import (
+    Granularity,
+    LayerZtoc,
+    PrefetchPlan,
+    plan_for_paths,
+    plan_for_profile,
+)
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.members import MemberStart, crossing_spans, scan_gzip_members
 from resources.soci.ztoc.model import Ztoc

@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 
 from resources.errors import StreamableError
 from resources.soci import gojson
-from resources.soci.prefetch import Granularity, LayerZtoc, SpanLocator, clean_path, plan_for_profile
+from resources.soci.prefetch import (
+    Granularity,
+    LayerZtoc,
+    SpanLocator,
+    clean_path,
+    plan_for_profile,
+)
 from resources.soci.ztoc.checkpoints import parse_checkpoints
 from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc
 from resources.startup.profile_model import ProfiledFile

@@ -6,7 +6,7 @@ from resources.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.soci import media_types as mt
 from resources.soci.index import parse_soci_index
-from resources.soci.oci import parse_manifest
+from resources.soci.oci import Descriptor, parse_manifest
 from resources.soci.verify import locate_soci_indexes
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.startup.cost import (
@@ -34,14 +34,14 @@ def load_cost_inputs(client: RegistryClient, ref: ImageRef, platform: str) -> tu
     manifest = parse_manifest(raw.data)
     soci_raw = client.get_manifest(repo, chosen.soci_index_digest)
     soci = parse_soci_index(soci_raw.data, name=chosen.soci_index_digest)
-    by_layer = {}
+    by_layer: dict[str | None, Descriptor] = {}
     for d in soci.ztocs:  # the last zTOC descriptor for a layer digest wins (fs.go populateImageLayerToSociMapping)
         by_layer[(d.annotations or {}).get(mt.ANNOTATION_LAYER_DIGEST)] = d
     layers = []
     for layer in manifest.layers or []:
-        d = by_layer.get(layer.digest)
-        ztoc = parse_ztoc(client.get_blob(repo, d.digest)) if d is not None else None
-        layers.append(ImageLayer(layer.digest, layer.size, ztoc, d.size if d is not None else 0))
+        ztoc_desc = by_layer.get(layer.digest)
+        ztoc = parse_ztoc(client.get_blob(repo, ztoc_desc.digest)) if ztoc_desc is not None else None
+        layers.append(ImageLayer(layer.digest, layer.size, ztoc, ztoc_desc.size if ztoc_desc is not None else 0))
     documents = ImageDocuments(
         manifest=len(raw.data),
         config=manifest.config.size,

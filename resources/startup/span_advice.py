@@ -26,7 +26,13 @@ from resources.soci.media_types import LayerCompression, layer_compression
 from resources.soci.ztoc.checkpoints import BLOB_HEADER, RECORD_SIZE
 from resources.soci.ztoc.flatbuf import serialize_ztoc
 from resources.soci.ztoc.gzip_index import GzipIndexer
-from resources.soci.ztoc.model import ZTOC_VERSION, CompressionAlgorithm, CompressionInfo, FileMetadata, Ztoc
+from resources.soci.ztoc.model import (
+    ZTOC_VERSION,
+    CompressionAlgorithm,
+    CompressionInfo,
+    FileMetadata,
+    Ztoc,
+)
 from resources.soci.ztoc.tar_zinfo import encode_tar_zinfo, uncompressed_max_span_id
 from resources.soci.ztoc.toc import TarTocBuilder
 from resources.startup.cost import SpanLayout, content_entry, read_spans
@@ -105,13 +111,14 @@ def measure_layer(digest: str, media_type: str, chunks: Iterable[bytes]) -> Meas
     toc = TarTocBuilder()
     size = 0
     if kind is LayerCompression.GZIP:
-        with _BoundaryRecorder(toc) as recorder:
+        recorder = _BoundaryRecorder(toc)
+        with recorder:
             for chunk in chunks:
                 for _ in recorder.feed(chunk):
                     pass
                 size += len(chunk)
             recorder.finish()
-            boundaries: list[Boundary] | None = recorder.boundaries
+        boundaries: list[Boundary] | None = recorder.boundaries
     elif kind is LayerCompression.UNCOMPRESSED:
         for chunk in chunks:
             toc.feed(chunk)

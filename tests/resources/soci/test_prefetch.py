@@ -16,6 +16,7 @@ import pytest
 
 from resources.soci import gojson
 from resources.soci import media_types as mt
+from resources.soci.oci import Descriptor
 from resources.soci.prefetch import (
     Granularity,
     LayerZtoc,
@@ -31,10 +32,13 @@ from resources.soci.prefetch import (
     plan_for_profile,
     prefetch_entry_for_layer,
 )
-from resources.soci.oci import Descriptor
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.lazy import LazyLayerReader
-from resources.startup.profile_model import ProfiledFile, ProfileFormatError, StartupProfile
+from resources.startup.profile_model import (
+    ProfiledFile,
+    ProfileFormatError,
+    StartupProfile,
+)
 
 from .conftest import gzip_layer, random_bytes, sha256, tar_bytes, tar_layer
 

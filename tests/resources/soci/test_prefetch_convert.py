@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,31 @@ from resources.soci import media_types as mt
 from resources.soci.convert import EmptySociIndexError, SociConverter
 from resources.soci.index import parse_soci_index
 from resources.soci.node_compat import NodeCompat, NodeCompatError
-from resources.soci.prefetch import Granularity, LayerZtoc, parse_artifact, plan_for_profile
+from resources.soci.oci import parse_manifest
+from resources.soci.prefetch import (
+    Granularity,
+    LayerZtoc,
+    parse_artifact,
+    plan_for_profile,
+)
 from resources.soci.verify import verify_image
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.members import crossing_spans, scan_gzip_members
-from resources.soci.oci import parse_manifest
 from resources.startup.cost_inputs import start_cost_for_image
 from resources.startup.profile_model import StartupProfile
 
-from .conftest import ImageFactory, Layer, PushedImage, gzip_layer, random_bytes, sha256, tar_bytes, tar_layer, text_bytes
+from .conftest import (
+    ImageFactory,
+    Layer,
+    PushedImage,
+    gzip_layer,
+    random_bytes,
+    sha256,
+    tar_bytes,
+    tar_layer,
+    text_bytes,
+)
 from .test_cli import run
 
 SMALL = 64 * 1024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 
 import pytest
 
@@ -13,8 +14,20 @@ from resources.soci.ztoc.checkpoints import parse_checkpoints
 from resources.soci.ztoc.lazy import LazyLayerReader
 from resources.startup.cost import SpanLayout
 from resources.startup.profile_model import ProfiledFile
-from resources.startup.span_advice import SPAN_SIZES, SpanAdviceError, advise_span_size, measure_layer
-from tests.resources.soci.conftest import Layer, random_bytes, sha256, tar_bytes, tar_layer, text_bytes
+from resources.startup.span_advice import (
+    SPAN_SIZES,
+    SpanAdviceError,
+    advise_span_size,
+    measure_layer,
+)
+from tests.resources.soci.conftest import (
+    Layer,
+    random_bytes,
+    sha256,
+    tar_bytes,
+    tar_layer,
+    text_bytes,
+)
 
 MiB = 1 << 20
 
@@ -64,7 +77,7 @@ def test_auto_picks_the_fewest_bytes_to_start_within_the_ztoc_budget() -> None:
     advice = advise_span_size([measured], files)
     rows = {o.span_size: o for o in advice.options}
     assert [o.span_size for o in advice.options] == list(SPAN_SIZES)
-    assert all(rows[a].ztoc_bytes > rows[b].ztoc_bytes for a, b in zip(SPAN_SIZES, SPAN_SIZES[1:]))
+    assert all(rows[a].ztoc_bytes > rows[b].ztoc_bytes for a, b in itertools.pairwise(SPAN_SIZES))
     assert advice.ztoc_budget == int(layer.size * 0.02)
     fitting = [o for o in advice.options if o.ztoc_bytes <= advice.ztoc_budget]
     assert advice.chosen == min(fitting, key=lambda o: (o.bytes_to_start, -o.span_size)).span_size
