@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -291,3 +291,46 @@ def _artifacts(layers: Sequence[LayerZtoc], spans: dict[str, list[tuple[int, int
         data = encode_artifact(merged)
         out.append(PrefetchBlob(layer.layer_digest, data, artifact_descriptor(layer.layer_digest, data), tuple(merged)))
     return out
+
+
+# ---- checks a verifier can run on a pushed index ------------------------------------------------------
+
+
+def check_prefetch_entries(
+    index_layers: Sequence[Descriptor], read_blob: Callable[[Descriptor], bytes], span_counts: Mapping[str, int]
+) -> list[str]:
+    """Problems a node would have with the prefetch entries of a SOCI index (empty list: none).
+
+    `read_blob` fetches an entry's bytes (digest-checked); `span_counts` maps each layer digest that
+    has a zTOC in the index to its number of spans. Checked: entries come after every zTOC, each
+    names a layer with a zTOC, parses as upstream's UnmarshalPrefetchArtifact would, names only
+    existing spans, and is the one a node uses (the first for its layer).
+    """
+    problems: list[str] = []
+    last_ztoc = max((i for i, d in enumerate(index_layers) if d.media_type == mt.SOCI_ZTOC), default=-1)
+    seen: set[str] = set()
+    for i, d in enumerate(index_layers):
+        if d.media_type != mt.SOCI_PREFETCH:
+            continue
+        layer = (d.annotations or {}).get(mt.ANNOTATION_LAYER_DIGEST)
+        name = f"prefetch artifact {d.digest}"
+        if i < last_ztoc:
+            problems.append(f"{name} comes before a zTOC (upstream lists prefetch artifacts after every zTOC)")
+        if not layer or layer not in span_counts:
+            problems.append(f"{name} names layer {layer!r}, which has no zTOC in the index")
+            continue
+        if layer in seen:
+            problems.append(f"{name}: a second prefetch artifact for layer {layer}; a node uses only the first")
+        seen.add(layer)
+        try:
+            artifact = parse_artifact(read_blob(d), name=name)
+        except PrefetchError as exc:
+            problems.append(str(exc))
+            continue
+        for span in artifact.prefetch_spans or []:
+            if not 0 <= span.start_span <= span.end_span < span_counts[layer]:
+                problems.append(
+                    f"{name}: spans {span.start_span}..{span.end_span} are outside layer {layer}'s "
+                    f"{span_counts[layer]} spans"
+                )
+    return problems

@@ -18,6 +18,7 @@ from resources.soci.oci import parse_manifest
 from resources.soci.prefetch import (
     Granularity,
     LayerZtoc,
+    check_prefetch_entries,
     parse_artifact,
     plan_for_profile,
 )
@@ -223,3 +224,22 @@ def test_member_spanning_ztocs_are_left_out_before_v0_14(images: ImageFactory, c
     only_multi = images.push_image("mm/only", "1", [multi])
     with pytest.raises(EmptySociIndexError, match="v0.14"):
         SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat).convert(only_multi.ref, only_multi.ref.with_tag("s"))
+
+
+def test_check_prefetch_entries_passes_our_index_and_names_what_is_wrong(images: ImageFactory, client) -> None:
+    img = _image(images)
+    dst = img.ref.with_tag("soci")
+    result = SociConverter(
+        client, span_size=SPAN, min_layer_size=SMALL, prefetch_profile=_profile(img), node_compat="v0.13"
+    ).convert(img.ref, dst)
+    (platform,) = result.platforms
+    layers = _soci_layers(client, dst.repository, platform.soci_index_digest)
+    counts = {z.layer_digest: z.spans for z in platform.ztocs}
+    blobs = {d.digest: client.get_blob(dst.repository, d.digest) for d in layers}
+    assert check_prefetch_entries(layers, lambda d: blobs[d.digest], counts) == []
+    swapped = [layers[2], *layers[:2], *layers[3:]]
+    assert any("comes before a zTOC" in p for p in check_prefetch_entries(swapped, lambda d: blobs[d.digest], counts))
+    short = {**counts, img.layers[0].digest: 1}
+    assert any("outside layer" in p for p in check_prefetch_entries(layers, lambda d: blobs[d.digest], short))
+    twice = [*layers, layers[2]]
+    assert any("only the first" in p for p in check_prefetch_entries(twice, lambda d: blobs[d.digest], counts))
