@@ -212,6 +212,7 @@ def plan_for_paths(layers: Sequence[LayerZtoc], paths: Iterable[str]) -> Prefetc
     spans: dict[str, list[tuple[int, int]]] = {}
     plan = PrefetchPlan()
     locators: dict[str, SpanLocator] = {}
+    names: dict[str, TocNames] = {}
     for raw in paths:
         path = clean_path(raw.strip())
         if not raw.strip():
@@ -219,7 +220,9 @@ def plan_for_paths(layers: Sequence[LayerZtoc], paths: Iterable[str]) -> Prefetc
         for layer in reversed(layers):
             if layer.ztoc is None:
                 continue
-            entry = next((e for e in layer.ztoc.entries if e.name == path), None)
+            if layer.layer_digest not in names:
+                names[layer.layer_digest] = TocNames(layer.ztoc.entries)
+            entry = names[layer.layer_digest].raw_first(path)
             if entry is not None:
                 locator = locators.setdefault(layer.layer_digest, SpanLocator(layer.ztoc))
                 spans.setdefault(layer.layer_digest, []).append(entry_spans(locator, entry))
@@ -236,6 +239,7 @@ def plan_for_profile(layers: Sequence[LayerZtoc], files: Iterable[ProfiledFile],
     spans: dict[str, list[tuple[int, int]]] = {}
     plan = PrefetchPlan()
     locators: dict[str, SpanLocator] = {}
+    names: dict[str, TocNames] = {}
     for f in files:
         layer = by_digest.get(f.layer_digest)
         if layer is None:
@@ -244,7 +248,10 @@ def plan_for_profile(layers: Sequence[LayerZtoc], files: Iterable[ProfiledFile],
         if layer.ztoc is None:
             plan.unindexed.append(f.path)
             continue
-        entry = _entry(layer.ztoc, clean_path(f.path), last=granularity is Granularity.RANGES)
+        if layer.layer_digest not in names:
+            names[layer.layer_digest] = TocNames(layer.ztoc.entries)
+        toc = names[layer.layer_digest]
+        entry = toc.find(f.path, last=granularity is Granularity.RANGES)
         if entry is None:
             plan.not_found.append(f"{f.path} (not in the zTOC of layer {f.layer_digest})")
             continue
@@ -253,32 +260,43 @@ def plan_for_profile(layers: Sequence[LayerZtoc], files: Iterable[ProfiledFile],
         if granularity is Granularity.FILES:
             wanted.append(entry_spans(locator, entry))
         else:
-            wanted.extend(range_spans(locator, _content_entry(layer.ztoc, entry), f.ranges))
+            wanted.extend(range_spans(locator, toc.content(entry), f.ranges))
     plan.artifacts = _artifacts(layers, spans)
     return plan
 
 
-def _entry(ztoc: Ztoc, name: str, *, last: bool) -> FileMetadata | None:
-    """The first TOC entry with `name` (upstream's lookup), or the last one (what the node serves)."""
-    found = None
-    for e in ztoc.entries:
-        if e.name == name:
-            if not last:
-                return e
-            found = e
-    return found
+class TocNames:
+    """Name lookups in a zTOC's entries, built once (raw names as upstream compares, and cleaned names)."""
 
+    def __init__(self, entries: Sequence[FileMetadata]) -> None:
+        self.entries = entries
+        self._raw_first: dict[str, int] = {}
+        self._cleaned: dict[str, list[int]] = {}
+        for i, e in enumerate(entries):
+            self._raw_first.setdefault(e.name, i)
+            self._cleaned.setdefault(clean_path(e.name), []).append(i)
 
-def _content_entry(ztoc: Ztoc, entry: FileMetadata) -> FileMetadata:
-    """A hard link's data lives in its target's entry (the last earlier entry with the link name)."""
-    if entry.type != "hardlink":
+    def raw_first(self, name: str) -> FileMetadata | None:
+        """upstream buildPrefetchLayer: the first entry whose raw tar name equals the cleaned path."""
+        i = self._raw_first.get(name)
+        return None if i is None else self.entries[i]
+
+    def find(self, path: str, *, last: bool) -> FileMetadata | None:
+        """The first (or last: what the node serves) entry named `path`, names compared cleaned (`./a` is `a`)."""
+        found = self._cleaned.get(clean_path(path))
+        return None if not found else self.entries[found[-1] if last else found[0]]
+
+    def content(self, entry: FileMetadata) -> FileMetadata:
+        """The entry holding a file's data: a hard link's target (the last earlier entry with the link name)."""
+        seen = 0
+        while entry.type == "hardlink" and seen < 40:
+            position = next(i for i in self._cleaned.get(clean_path(entry.name), []) if self.entries[i] is entry)
+            earlier = [i for i in self._cleaned.get(clean_path(entry.linkname), []) if i < position]
+            if not earlier:
+                return entry
+            entry = self.entries[earlier[-1]]
+            seen += 1
         return entry
-    target = clean_path(entry.linkname)
-    position = next(i for i, e in enumerate(ztoc.entries) if e is entry)
-    for e in reversed(ztoc.entries[:position]):
-        if e.name == target:
-            return e
-    return entry
 
 
 def _artifacts(layers: Sequence[LayerZtoc], spans: dict[str, list[tuple[int, int]]]) -> list[PrefetchBlob]:

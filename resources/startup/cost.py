@@ -37,7 +37,7 @@ from resources.soci.prefetch import (
     Granularity,
     LayerZtoc,
     SpanLocator,
-    clean_path,
+    TocNames,
     plan_for_profile,
 )
 from resources.soci.ztoc.checkpoints import parse_checkpoints
@@ -221,6 +221,7 @@ def lazy_start_cost(
     fetched: dict[str, set[int]] = {layer.digest: set() for layer in layers}
     spans_of = {layer.digest: SpanLayout.of_ztoc(layer.ztoc, layer.size) for layer in layers if layer.ztoc is not None}
     file_counts: dict[str, int] = {layer.digest: 0 for layer in layers}
+    names: dict[str, TocNames] = {}
     whole = [layer for layer in layers if layer.ztoc is None and any(f.layer_digest == layer.digest for f in files)]
     requests += len(whole)
     trips += math.ceil(len(whole) / network.layer_parallelism)
@@ -236,7 +237,9 @@ def lazy_start_cost(
         file_counts[layer.digest] += 1
         if layer.ztoc is None:
             continue
-        entry = content_entry(layer.ztoc.entries, f.path, layer.digest)
+        if layer.digest not in names:
+            names[layer.digest] = TocNames(layer.ztoc.entries)
+        entry = content_entry(names[layer.digest], f.path, layer.digest)
         for read in read_spans(spans_of[layer.digest], entry, f.ranges):
             new = read - fetched[layer.digest]
             if new:
@@ -305,15 +308,9 @@ def read_spans(layout: SpanLayout, entry: FileMetadata, ranges: Iterable[tuple[i
     return reads
 
 
-def content_entry(entries: Sequence[FileMetadata], path: str, layer: str) -> FileMetadata:
+def content_entry(names: TocNames, path: str, layer: str) -> FileMetadata:
     """The entry a node serves for `path` (the last with that name; a hard link's target holds the data)."""
-    name = clean_path(path)
-    for _ in range(40):  # hard link chains
-        index = next((i for i in range(len(entries) - 1, -1, -1) if entries[i].name == name), None)
-        if index is None:
-            raise StartCostError(f"profiled file {path}: not in the zTOC of layer {layer}")
-        entry = entries[index]
-        if entry.type != "hardlink":
-            return entry
-        name = clean_path(entry.linkname)
-    raise StartCostError(f"profiled file {path}: hard link loop in layer {layer}")
+    entry = names.find(path, last=True)
+    if entry is None:
+        raise StartCostError(f"profiled file {path}: not in the zTOC of layer {layer}")
+    return names.content(entry)

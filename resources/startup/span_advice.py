@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER
 from resources.errors import StreamableError
 from resources.soci.media_types import LayerCompression, layer_compression
+from resources.soci.prefetch import TocNames
 from resources.soci.ztoc.checkpoints import BLOB_HEADER, RECORD_SIZE
 from resources.soci.ztoc.flatbuf import serialize_ztoc
 from resources.soci.ztoc.gzip_index import GzipIndexer
@@ -178,6 +179,7 @@ def advise_span_size(
     by_digest = {layer.digest: layer for layer in layers}
     mine = [f for f in files if f.layer_digest in by_digest]
     options = []
+    names = {layer.digest: TocNames(layer.entries) for layer in layers}
     for span in span_sizes:
         spans = span_bytes = ztoc_bytes = 0
         for layer in layers:
@@ -185,7 +187,7 @@ def advise_span_size(
             touched: set[int] = set()
             for f in mine:
                 if f.layer_digest == layer.digest:
-                    for read in read_spans(layout, content_entry(layer.entries, f.path, layer.digest), f.ranges):
+                    for read in read_spans(layout, content_entry(names[layer.digest], f.path, layer.digest), f.ranges):
                         touched |= read
             spans += len(touched)
             span_bytes += sum(layout.size(s) for s in touched)

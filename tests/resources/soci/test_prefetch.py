@@ -208,3 +208,25 @@ def test_profile_reader_names_the_bad_field() -> None:
     bad["files"][0]["ranges"] = [[0, 11]]
     with pytest.raises(ProfileFormatError, match=r"files\[0\]\.ranges\[0\]"):
         StartupProfile.from_dict(bad)
+
+
+def test_dot_slash_names_and_hard_links() -> None:
+    buf = io.BytesIO()
+    data = random_bytes(3 * SPAN, 9)
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("./app/data.bin")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("./app/link.bin")
+        link.type, link.linkname = tarfile.LNKTYPE, "./app/data.bin"
+        t.addfile(link)
+    blob = buf.getvalue()
+    digest = sha256(blob)
+    ztoc = _built(blob, mt.OCI_LAYER_TAR)
+    layers = [LayerZtoc(digest, ztoc)]
+    # upstream compares the raw tar name "./app/data.bin" with the cleaned path "app/data.bin": no match.
+    assert plan_for_paths(layers, ["/app/data.bin"]).not_found == ["/app/data.bin"]
+    offset = _tar_offsets(blob)["./app/data.bin"][0]
+    linked = ProfiledFile("/app/link.bin", digest, len(data), 0.0, ((2 * SPAN, 2 * SPAN + 1),))
+    plan = plan_for_profile(layers, [linked], Granularity.RANGES)  # the link's bytes are its target's
+    assert plan.artifacts[0].spans == (((offset + 2 * SPAN) // SPAN,) * 2,)
