@@ -5,7 +5,9 @@ How a soci-snapshotter v0.15 node fetches, read from upstream (awslabs/soci-snap
   and the config; the snapshotter fetches the SOCI index manifest, then every zTOC and prefetch
   artifact in parallel (fs/artifact_fetcher.go `FetchSociArtifacts`, one errgroup). One round trip
   each, one request per blob.
-- A layer without a zTOC (too small, zstd, ...) is fetched whole: one request for its full size.
+- A layer without a zTOC (too small, zstd, ...) is fetched whole before the container starts, whether
+  or not the start reads from it (the snapshotter has no index for it, so it is pulled and unpacked):
+  one request for its full size.
 - At mount, with a prefetch artifact, the spans it names are fetched by a pool of workers before the
   mount returns (fs/layer/layer.go `executePrefetch`, GOMAXPROCS workers, `ResolveSpan` each).
 - A read of [start, end) of a file fetches the spans `span(start)` .. `span(end)` (fs/reader/reader.go
@@ -222,7 +224,7 @@ def lazy_start_cost(
     spans_of = {layer.digest: SpanLayout.of_ztoc(layer.ztoc, layer.size) for layer in layers if layer.ztoc is not None}
     file_counts: dict[str, int] = {layer.digest: 0 for layer in layers}
     names: dict[str, TocNames] = {}
-    whole = [layer for layer in layers if layer.ztoc is None and any(f.layer_digest == layer.digest for f in files)]
+    whole = [layer for layer in layers if layer.ztoc is None]  # pulled and unpacked before the start, read or not
     requests += len(whole)
     trips += math.ceil(len(whole) / network.layer_parallelism)
     for digest, spans in (prefetch or {}).items():
@@ -249,8 +251,7 @@ def lazy_start_cost(
     rows = []
     for layer in layers:
         if layer.ztoc is None:
-            used = layer in whole
-            rows.append(LayerCost(layer.digest, layer.size, False, layer.size if used else 0, 0, int(used), file_counts[layer.digest]))
+            rows.append(LayerCost(layer.digest, layer.size, False, layer.size, 0, 1, file_counts[layer.digest]))
         else:
             spans = fetched[layer.digest]
             nbytes = sum(spans_of[layer.digest].size(s) for s in spans)
