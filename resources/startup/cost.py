@@ -160,6 +160,19 @@ class StartCostComparison:
         ]
 
 
+    def layer_table(self) -> list[dict[str, object]]:
+        """One row per layer: its bytes and what each way of starting fetches from it (for a table or a bar plot)."""
+        rows = []
+        for i, layer in enumerate(self.lazy.layers):
+            rows.append({
+                "layer": layer.layer_digest, "indexed": layer.indexed, "layer_bytes": layer.layer_bytes,
+                "files": layer.files, "spans": layer.spans, "lazy_bytes": layer.bytes_to_start,
+                "prefetch_files_bytes": self.prefetch_files.layers[i].bytes_to_start,
+                "prefetch_ranges_bytes": self.prefetch_ranges.layers[i].bytes_to_start,
+            })
+        return rows
+
+
 # ---- the model --------------------------------------------------------------------------------------
 
 

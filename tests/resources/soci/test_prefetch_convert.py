@@ -243,3 +243,15 @@ def test_check_prefetch_entries_passes_our_index_and_names_what_is_wrong(images:
     assert any("outside layer" in p for p in check_prefetch_entries(layers, lambda d: blobs[d.digest], short))
     twice = [*layers, layers[2]]
     assert any("only the first" in p for p in check_prefetch_entries(twice, lambda d: blobs[d.digest], counts))
+
+
+def test_v1_index_holds_prefetch_after_the_ztocs_too(images: ImageFactory, client) -> None:
+    img = _image(images)
+    result = SociConverter(
+        client, span_size=SPAN, min_layer_size=SMALL, format="v1", prefetch_files=["/app/vocab.txt"], node_compat="v0.13"
+    ).convert(img.ref, img.ref.with_tag("v1"))
+    (platform,) = result.platforms
+    layers = _soci_layers(client, "pf/app", platform.soci_index_digest)
+    assert [d.media_type for d in layers] == [mt.SOCI_ZTOC, mt.SOCI_ZTOC, mt.SOCI_PREFETCH]
+    assert layers[2].annotations == {mt.ANNOTATION_LAYER_DIGEST: img.layers[0].digest}
+    assert verify_image(client, img.ref.with_tag("v1"), sample=4).passed

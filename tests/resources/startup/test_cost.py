@@ -104,6 +104,10 @@ def test_hand_worked_costs_of_lazy_prefetch_and_full_pull() -> None:
         f"to start: {lazy.bytes_to_start / 1e6:.1f} MB of {image_bytes / 1e6:.1f} MB "
         f"({100 * lazy.bytes_to_start / image_bytes:.1f}%)"
     )
+    layer_rows = cmp.layer_table()
+    assert [r["layer"] for r in layer_rows] == [x.digest for x in layers]
+    assert [r["lazy_bytes"] for r in layer_rows] == [spans_bytes, tiny.size, 0, unread.size]
+    assert layer_rows[0]["prefetch_files_bytes"] == big.size and layer_rows[0]["prefetch_ranges_bytes"] == spans_bytes
     assert [row["mode"] for row in cmp.table()] == ["lazy", "lazy + prefetch (files)", "lazy + prefetch (ranges)", "full pull"]
 
 
