@@ -36,16 +36,19 @@ GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 def _write_layer(path: Path, files: list[tuple[str, int, int]], rnd: random.Random, text: bytes) -> None:
     """files: (name, size, kind) with kind 0 random bytes, 1 text."""
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
-        with tarfile.open(fileobj=gz, mode="w|") as tar:
-            for name, size, kind in files:
-                info = tarfile.TarInfo(name)
-                info.size = size
-                if kind == 0:
-                    data = b"".join(rnd.randbytes(min(MIB, size - i)) for i in range(0, size, MIB))
-                else:
-                    data = (text * (size // len(text) + 1))[:size]
-                tar.addfile(info, io.BytesIO(data))
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w|") as tar,
+    ):
+        for name, size, kind in files:
+            info = tarfile.TarInfo(name)
+            info.size = size
+            if kind == 0:
+                data = b"".join(rnd.randbytes(min(MIB, size - i)) for i in range(0, size, MIB))
+            else:
+                data = (text * (size // len(text) + 1))[:size]
+            tar.addfile(info, io.BytesIO(data))
 
 
 def _digest(path: Path) -> str:
