@@ -29,11 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from resources.defaults import (
-    SOCI_BUILD_TOOL_IDENTIFIER,
-    SOCI_MIN_LAYER_SIZE,
-    SOCI_SPAN_SIZE,
-)
+from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
 from resources.docker_config import DockerConfigError
 from resources.refs import ImageRef
 from resources.registry import RegistryClient, RegistryError

@@ -17,22 +17,14 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from resources.defaults import (
-    SOCI_BUILD_TOOL_IDENTIFIER,
-    SOCI_MIN_LAYER_SIZE,
-    SOCI_SPAN_SIZE,
-)
+from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
 from resources.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient
 from resources.registry import Manifest as RegistryManifest
 from resources.soci import gojson
 from resources.soci import media_types as mt
 from resources.soci import platforms as plat
-from resources.soci.convert_prefetch import (
-    ConvertGates,
-    PrefetchOptions,
-    PrefetchReport,
-)
+from resources.soci.convert_prefetch import ConvertGates, PrefetchOptions, PrefetchReport
 from resources.soci.index import (
     RewrittenManifest,
     SociVersion,
@@ -47,15 +39,7 @@ from resources.soci.index import (
     ztoc_descriptor,
 )
 from resources.soci.node_compat import DEFAULT_NODE_COMPAT, NodeCompat
-from resources.soci.oci import (
-    Descriptor,
-    ImageIndex,
-    Manifest,
-    Platform,
-    encode,
-    parse_index,
-    parse_manifest,
-)
+from resources.soci.oci import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
 from resources.soci.prefetch import Granularity
 from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
 from resources.soci.ztoc.builder import BuiltZtoc, ZtocBuilder, ZtocBuildError
@@ -214,7 +198,7 @@ class SociConverter:
         span_size: int = SOCI_SPAN_SIZE,
         min_layer_size: int = SOCI_MIN_LAYER_SIZE,
         build_tool_identifier: str = SOCI_BUILD_TOOL_IDENTIFIER,
-        format: str = "v2",
+        format: str = "v2",  # noqa: A002 - the CLI flag's name
         platforms: Sequence[str] | None = None,
         all_platforms: bool = False,
         progress: LayerProgress | None = None,

@@ -516,7 +516,7 @@ def test_multi_member_gzip_layer_converts_and_verifies(images: ImageFactory, cli
     layer = Layer(blob, mt.OCI_LAYER_GZIP, sha256(tar), files)
     src = images.push_image("multi/app", "1", [layer]).ref
     # Spans across gzip members load on nodes from v0.14 (the default node_compat v0.12 leaves them out:
-    # tests/resources/soci/test_node_compat.py).
+    # tests/resources/soci/test_prefetch_convert.py).
     SociConverter(client, span_size=65536, min_layer_size=0, node_compat="v0.14").convert(src, src.with_tag("soci"))
     report = verify_image(client, src.with_tag("soci"), sample=4)
     assert report.passed, report.failure
