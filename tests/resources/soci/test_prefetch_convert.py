@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,7 @@ from .conftest import (
     text_bytes,
 )
 from .test_cli import run
+from .test_prefetch import go_reference  # noqa: F401 - the compiled Go reference (fixture)
 
 SMALL = 64 * 1024
 SPAN = 65536
@@ -255,3 +258,19 @@ def test_v1_index_holds_prefetch_after_the_ztocs_too(images: ImageFactory, clien
     assert [d.media_type for d in layers] == [mt.SOCI_ZTOC, mt.SOCI_ZTOC, mt.SOCI_PREFETCH]
     assert layers[2].annotations == {mt.ANNOTATION_LAYER_DIGEST: img.layers[0].digest}
     assert verify_image(client, img.ref.with_tag("v1"), sample=4).passed
+
+
+def test_a_node_reencodes_the_index_with_prefetch_to_the_same_bytes(images: ImageFactory, client, go_reference) -> None:  # noqa: F811
+    img = _image(images)
+    result = SociConverter(
+        client, span_size=SPAN, min_layer_size=SMALL, prefetch_profile=_profile(img), node_compat="v0.13"
+    ).convert(img.ref, img.ref.with_tag("soci"))
+    data = client.get_manifest("pf/app", result.platforms[0].soci_index_digest).data
+    assert mt.SOCI_PREFETCH.encode() in data
+    line = json.dumps({"index": base64.b64encode(data).decode()}) + "\n"
+    out = subprocess.run([str(go_reference)], input=line, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert base64.b64decode(json.loads(out)["reencoded"]) == data
+    pretty = json.dumps(json.loads(data), indent=1).encode()  # the same index, not Go-canonical: the check can fail
+    line = json.dumps({"index": base64.b64encode(pretty).decode()}) + "\n"
+    out = subprocess.run([str(go_reference)], input=line, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert base64.b64decode(json.loads(out)["reencoded"]) == data != pretty

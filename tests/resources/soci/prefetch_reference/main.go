@@ -1,8 +1,12 @@
 // Command prefetch_reference marshals SOCI prefetch artifacts and their SOCI index descriptors with
 // Go's encoding/json, so tests can compare resources/soci/prefetch.py with real Go byte for byte.
 //
-// Input (stdin): one JSON object per line, {"layer": "sha256:..", "spans": [[start, end, priority], ...]}.
-// Output (stdout): per input line, one line {"artifact": "<base64>", "descriptor": "<base64>"}.
+// Input (stdin): one JSON object per line, either {"layer": "sha256:..", "spans": [[start, end, priority], ...]}
+// or {"index": "<base64 SOCI index manifest>"}.
+// Output (stdout): per input line, one line {"artifact": "<base64>", "descriptor": "<base64>"}, or for an
+// index {"reencoded": "<base64>"}: the manifest decoded and encoded again the way a node checks a
+// fetched SOCI index (soci/soci_index.go UnmarshalIndex + MarshalIndex: schemaVersion 2, the OCI
+// manifest mediaType, config, layers, subject, annotations).
 //
 // The structs are declared field for field (names, order, tags, types) like soci-snapshotter's
 // soci/prefetch.go (PrefetchArtifact, PrefetchSpan; compression.SpanID is int32) and
@@ -51,9 +55,39 @@ type Descriptor struct {
 	ArtifactType string            `json:"artifactType,omitempty"`
 }
 
+type Versioned struct {
+	SchemaVersion int `json:"schemaVersion"`
+}
+
+type Manifest struct {
+	Versioned
+	MediaType    string            `json:"mediaType,omitempty"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Config       Descriptor        `json:"config"`
+	Layers       []Descriptor      `json:"layers"`
+	Subject      *Descriptor       `json:"subject,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+}
+
 type input struct {
-	Layer string    `json:"layer"`
+	Layer string     `json:"layer"`
 	Spans [][3]int64 `json:"spans"`
+	Index []byte     `json:"index"`
+}
+
+func reencodeIndex(data []byte) []byte {
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		panic(err)
+	}
+	out := Manifest{Config: m.Config, Layers: m.Layers, Subject: m.Subject, Annotations: m.Annotations}
+	out.SchemaVersion = 2
+	out.MediaType = "application/vnd.oci.image.manifest.v1+json"
+	encoded, err := json.Marshal(out)
+	if err != nil {
+		panic(err)
+	}
+	return encoded
 }
 
 func main() {
@@ -65,6 +99,12 @@ func main() {
 		var in input
 		if err := json.Unmarshal(scanner.Bytes(), &in); err != nil {
 			panic(err)
+		}
+		if in.Index != nil {
+			line, _ := json.Marshal(map[string]string{"reencoded": base64.StdEncoding.EncodeToString(reencodeIndex(in.Index))})
+			out.Write(line)
+			out.WriteString("\n")
+			continue
 		}
 		artifact := PrefetchArtifact{Version: "1.0", PrefetchSpans: make([]PrefetchSpan, 0)}
 		for _, s := range in.Spans {
