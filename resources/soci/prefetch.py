@@ -224,7 +224,9 @@ def plan_for_paths(layers: Sequence[LayerZtoc], paths: Iterable[str]) -> Prefetc
                 names[layer.layer_digest] = TocNames(layer.ztoc.entries)
             entry = names[layer.layer_digest].raw_first(path)
             if entry is not None:
-                locator = locators.setdefault(layer.layer_digest, SpanLocator(layer.ztoc))
+                if layer.layer_digest not in locators:
+                    locators[layer.layer_digest] = SpanLocator(layer.ztoc)
+                locator = locators[layer.layer_digest]
                 spans.setdefault(layer.layer_digest, []).append(entry_spans(locator, entry))
                 break
         else:
@@ -255,7 +257,9 @@ def plan_for_profile(layers: Sequence[LayerZtoc], files: Iterable[ProfiledFile],
         if entry is None:
             plan.not_found.append(f"{f.path} (not in the zTOC of layer {f.layer_digest})")
             continue
-        locator = locators.setdefault(layer.layer_digest, SpanLocator(layer.ztoc))
+        if layer.layer_digest not in locators:
+            locators[layer.layer_digest] = SpanLocator(layer.ztoc)
+        locator = locators[layer.layer_digest]
         wanted = spans.setdefault(layer.layer_digest, [])
         if granularity is Granularity.FILES:
             wanted.append(entry_spans(locator, entry))

@@ -241,7 +241,8 @@ def lazy_start_cost(
     requests += len(whole)
     trips += math.ceil(len(whole) / network.layer_parallelism)
     for digest, spans in (prefetch or {}).items():
-        wanted = set(spans) - fetched[digest]
+        count = spans_of[digest].count  # a span id past the last (possible from soci's tar arithmetic) fails, skipped
+        wanted = {s for s in spans if s < count} - fetched[digest]
         fetched[digest] |= wanted
         requests += len(wanted)
         trips += math.ceil(len(wanted) / network.prefetch_parallelism)
