@@ -1,8 +1,9 @@
 """The convert steps that `node_compat` gates: prefetch artifacts and member-spanning zTOCs.
 
 `SociConverter` calls `ConvertGates` at three points: after building a zTOC (is any span across a
-gzip member boundary?), after finding a reusable zTOC (same question; the layer is scanned for
-its members, since the builder's record is not at hand), and once per platform after its zTOCs
+gzip member boundary?), after finding a reusable zTOC (same question: two span fetches prove most
+layers single-member, `proves_single_member`; other layers are scanned for their members once,
+since the builder's record is not at hand), and once per platform after its zTOCs
 (which prefetch artifacts to push and list after them). What was left out, and why, goes into the
 platform's `PrefetchReport`.
 """
@@ -24,7 +25,12 @@ from resources.soci.prefetch import (
     plan_for_profile,
 )
 from resources.soci.ztoc.flatbuf import parse_ztoc
-from resources.soci.ztoc.members import MemberStart, crossing_spans, scan_gzip_members
+from resources.soci.ztoc.members import (
+    MemberStart,
+    crossing_spans,
+    proves_single_member,
+    scan_gzip_members,
+)
 from resources.soci.ztoc.model import Ztoc
 from resources.startup.profile_model import StartupProfile
 
@@ -97,6 +103,10 @@ class ConvertGates:
             return None
         ztoc = self.ztoc(repo, layer.digest, ztoc_digest)
         members = self._members.get(layer.digest)
+        if members is None and proves_single_member(
+            ztoc, lambda start, end: self.client.get_blob_range(src_repo, layer.digest, start, end)
+        ):
+            members = self._members[layer.digest] = []
         if members is None:
             self._log(f"layer {layer.digest}: scanning its gzip members (node_compat {self.options.node_compat})")
             with self.client.stream_blob(src_repo, layer.digest) as chunks:

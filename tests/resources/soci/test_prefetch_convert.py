@@ -27,7 +27,11 @@ from resources.soci.prefetch import (
 from resources.soci.verify import verify_image
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc
-from resources.soci.ztoc.members import crossing_spans, scan_gzip_members
+from resources.soci.ztoc.members import (
+    crossing_spans,
+    proves_single_member,
+    scan_gzip_members,
+)
 from resources.startup.cost_inputs import start_cost_for_image
 from resources.startup.profile_model import StartupProfile
 
@@ -222,8 +226,14 @@ def test_member_spanning_ztocs_are_left_out_before_v0_14(images: ImageFactory, c
     # A reused zTOC is gated too: build it under v0.14, then convert again under the old setting.
     built = SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat="v0.14").convert(img.ref, img.ref.with_tag("new"))
     assert [z.layer_digest for z in built.platforms[0].ztocs] == [plain.digest, multi.digest]
-    again = SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat).convert(img.ref, img.ref.with_tag("again"))
+    logs: list[str] = []
+    again = SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat, log_fn=logs.append).convert(
+        img.ref, img.ref.with_tag("again")
+    )
     assert again.layers_built == 0 and [s.layer_digest for s in again.platforms[0].skipped_layers] == [multi.digest]
+    # the single-member layer is proven so by two span fetches; only the two-member layer is streamed
+    scanned = [line for line in logs if "scanning its gzip members" in line]
+    assert len(scanned) == 1 and multi.digest in scanned[0]
     only_multi = images.push_image("mm/only", "1", [multi])
     with pytest.raises(EmptySociIndexError, match="v0.14"):
         SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat).convert(only_multi.ref, only_multi.ref.with_tag("s"))
@@ -274,3 +284,19 @@ def test_a_node_reencodes_the_index_with_prefetch_to_the_same_bytes(images: Imag
     line = json.dumps({"index": base64.b64encode(pretty).decode()}) + "\n"
     out = subprocess.run([str(go_reference)], input=line, capture_output=True, text=True, check=True, timeout=60).stdout
     assert base64.b64decode(json.loads(out)["reencoded"]) == data != pretty
+
+
+@pytest.mark.parametrize("span", [SPAN, 4 << 20])
+def test_single_member_proof_from_two_spans(span: int) -> None:
+    tar = tar_bytes({"a.bin": random_bytes(300_000, 1), "b.txt": text_bytes(500_000, 2)})
+    cases = {
+        "single": (gzip.compress(tar, 6, mtime=0), True),
+        "two members": (gzip.compress(tar[:1000], 6, mtime=0) + gzip.compress(tar[1000:], 6, mtime=0), False),
+        "empty first member": (gzip.compress(b"", mtime=0) + gzip.compress(tar, mtime=0), False),
+        "empty last member": (gzip.compress(tar, mtime=0) + gzip.compress(b"", mtime=0), False),  # not proven: scanned
+    }
+    for name, (blob, single) in cases.items():
+        ztoc = ZtocBuilder(span_size=span).build(io.BytesIO(blob), mt.OCI_LAYER_GZIP).ztoc
+        fetched: list[tuple[int, int]] = []
+        assert proves_single_member(ztoc, lambda s, e, b=blob, f=fetched: f.append((s, e)) or b[s:e]) is single, name
+        assert len(fetched) <= 2
