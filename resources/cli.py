@@ -3,6 +3,8 @@
     streamable soci ztoc LAYER_FILE --media-type MT [--span-size N] [--build-tool-identifier S] -o OUT
     streamable soci convert SRC_REF DST_REF [--span-size N] [--min-layer-size N]
                             [--platform P ... | --all-platforms] [--format v2|v1] [--plain-http]
+                            [--prefetch-profile FILE [--prefetch-granularity files|ranges]]
+                            [--prefetch-file PATH ...] [--node-compat V]
     streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--plain-http]
     streamable soci inspect ZTOC_FILE|REF [--entries N] [--plain-http]
 
@@ -34,12 +36,14 @@ from resources.registry import RegistryClient, RegistryError
 from resources.oci import media_types as mt
 from resources.soci.convert import SociConverter, SociConvertError
 from resources.soci.index import SociIndexError
+from resources.soci.node_compat import DEFAULT_NODE_COMPAT
 from resources.oci.platforms import PlatformError
 from resources.soci.verify import locate_soci_indexes, verify_image
 from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc, ZtocFormatError
+from resources.startup.profile_model import StartupProfile
 
 PASSWORD_ENV = "STREAMABLE_REGISTRY_PASSWORD"
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2
@@ -155,6 +159,10 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             all_platforms=args.all_platforms,
             progress=progress.layer,
             log_fn=(lambda msg: err.write(msg + "\n")) if args.verbose else (lambda _msg: None),
+            prefetch_profile=StartupProfile.from_json(Path(args.prefetch_profile).read_bytes()) if args.prefetch_profile else None,
+            prefetch_granularity=args.prefetch_granularity,
+            prefetch_files=args.prefetch_file or (),
+            node_compat=args.node_compat,
         )
         result = converter.convert(src, dst)
     out.write(result.to_json() + "\n")
@@ -276,6 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--platform", action="append", help="os/arch[/variant]; repeat for several")
     group.add_argument("--all-platforms", action="store_true")
     p.add_argument("--format", choices=("v2", "v1"), default="v2")
+    p.add_argument(
+        "--prefetch-profile", metavar="FILE", default=None,
+        help="startup profile JSON (`streamable soci profile`): write prefetch artifacts for the files it read (default: none)",
+    )
+    p.add_argument(
+        "--prefetch-granularity", choices=("files", "ranges"), default="files",
+        help="with --prefetch-profile: prefetch whole files, as soci convert --prefetch-file would (default), "
+        "or only the spans of the byte ranges read",
+    )
+    p.add_argument(
+        "--prefetch-file", action="append", metavar="PATH",
+        help="a path to prefetch, as soci convert --prefetch-file (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--node-compat", default=str(DEFAULT_NODE_COMPAT), metavar="V",
+        help="oldest soci-snapshotter release the index must load on, v0.12..v0.15 (default v0.12: no prefetch "
+        "artifacts; v0.13+ writes them; v0.14+ keeps zTOCs whose spans cross gzip member boundaries)",
+    )
     _registry_options(p)
     p.set_defaults(func=cmd_convert)
 

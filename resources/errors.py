@@ -1,4 +1,6 @@
-"""The root of streamable's own exceptions."""
+"""The base of the errors streamable raises on purpose."""
+
+from __future__ import annotations
 
 
 class StreamableError(Exception):

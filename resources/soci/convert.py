@@ -24,6 +24,7 @@ from resources.registry import Manifest as RegistryManifest
 from resources.soci import gojson
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
+from resources.soci.convert_prefetch import ConvertGates, PrefetchOptions, PrefetchReport
 from resources.soci.index import (
     RewrittenManifest,
     SociVersion,
@@ -37,13 +38,16 @@ from resources.soci.index import (
     subject_descriptor,
     ztoc_descriptor,
 )
+from resources.soci.node_compat import DEFAULT_NODE_COMPAT, NodeCompat
 from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
+from resources.soci.prefetch import Granularity
 from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
 from resources.soci.ztoc.builder import BuiltZtoc, ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.gzip_index import GzipFormatError
 from resources.soci.ztoc.model import ZtocFormatError
 from resources.soci.ztoc.toc import TarFormatError
 from resources.soci.ztoc.zlib_ctypes import ZlibError
+from resources.startup.profile_model import StartupProfile
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +125,8 @@ class PlatformResult:
     skipped_layers: list[SkippedLayer] = field(default_factory=list)
     skipped_reason: str | None = None
     """Why this platform got no SOCI index (None when it got one)."""
+    prefetch: PrefetchReport | None = None
+    """Prefetch artifacts written after the zTOCs, or why none were (the node_compat gate)."""
 
 
 @dataclass
@@ -139,6 +145,7 @@ class ConvertResult:
     platforms: list[PlatformResult]
     layers_built: int
     layers_reused: int
+    node_compat: str = str(DEFAULT_NODE_COMPAT)
 
     @property
     def soci_index_digests(self) -> list[str]:
@@ -196,6 +203,10 @@ class SociConverter:
         all_platforms: bool = False,
         progress: LayerProgress | None = None,
         log_fn: Callable[[str], None] | None = None,
+        prefetch_profile: StartupProfile | None = None,
+        prefetch_granularity: str = Granularity.FILES.value,
+        prefetch_files: Sequence[str] = (),
+        node_compat: str | NodeCompat = DEFAULT_NODE_COMPAT,
     ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
@@ -219,6 +230,10 @@ class SociConverter:
         self.reuse = ZtocReuseIndex(client, log_fn=self._log)
         self._built = 0
         self._reused = 0
+        self.node_compat = node_compat if isinstance(node_compat, NodeCompat) else NodeCompat.parse(node_compat)
+        prefetch = PrefetchOptions(prefetch_profile, Granularity(prefetch_granularity), tuple(prefetch_files), self.node_compat)
+        self.gates = ConvertGates(client, prefetch, self._log)
+        self._prefetch: dict[str, list[Descriptor]] = {}
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -235,9 +250,16 @@ class SociConverter:
             raise SociConvertError(f"image {src} is not in registry {self.client.registry} of this converter")
         dst_tag = dst.tag or "latest"
         self._built = self._reused = 0
+        self._prefetch = {}
 
         image = self._load(src)
         selected = self._select(src, image)
+        profile = self.gates.options.profile
+        if profile is not None and profile.manifest_digest not in {img.raw.digest for img in selected}:
+            raise SociConvertError(
+                f"image {src}: the prefetch profile was recorded on manifest {profile.manifest_digest} ({profile.platform}), "
+                "which is not among the manifests being converted"
+            )
         plans = {img.raw.digest: self._plan(src, img) for img in selected}
         if not any(p.skip_reason is None for plan in plans.values() for p in plan):
             skipped = [
@@ -286,6 +308,7 @@ class SociConverter:
             platforms=results,
             layers_built=self._built,
             layers_reused=self._reused,
+            node_compat=str(self.node_compat),
         )
 
     # ---- reading the source ----------------------------------------------------------------------
@@ -443,6 +466,10 @@ class SociConverter:
                     disable_xattrs=info.disable_xattrs,
                 )
             )
+        kept = {d.annotations[mt.ANNOTATION_LAYER_DIGEST]: d.digest for d in descriptors if d.annotations}
+        if descriptors:
+            prefetch, result.prefetch = self.gates.prefetch(dst_repo, img.raw.digest, img.manifest.layers or [], kept)
+            self._prefetch[img.raw.digest] = prefetch
         if not descriptors:
             result.skipped_reason = "no layer of this platform gets a zTOC: " + "; ".join(
                 f"{s.layer_digest}: {s.reason}" for s in result.skipped_layers
@@ -452,6 +479,9 @@ class SociConverter:
     def _ztoc_for_layer(self, src: ImageRef, dst_repo: str, img: _PlatformImage, layer: Descriptor) -> tuple[ZtocInfo, bool]:
         found = self.reuse.lookup(dst_repo, layer.digest, layer.size, self.span_size)
         if found is not None:
+            reason = self.gates.member_gate_for_reused(dst_repo, src.repository, layer, found.digest)
+            if reason is not None:
+                raise LayerSkippedError(reason)
             self._reused += 1
             self._log(f"layer {layer.digest}: reusing zTOC {found.digest}")
             return found, True
@@ -489,6 +519,9 @@ class SociConverter:
                 f"its zTOC would contain the bytes {PREFETCH_SEPARATOR.decode()!r} (from the layer's content), which "
                 "soci-snapshotter reads as the start of prefetch data: the node could not parse it"
             )
+        reason = self.gates.member_gate_for_built(layer, built.ztoc, built.gzip_member_starts)
+        if reason is not None:
+            raise LayerSkippedError(reason)
         return built
 
     def _with_progress(self, chunks: Iterable[bytes], layer: Descriptor) -> Iterator[bytes]:
@@ -540,7 +573,11 @@ class SociConverter:
         soci_digests: dict[str, tuple[str, int]] = {}
         encoded_indexes = {}
         for digest, descriptors in ztoc_lists.items():
-            encoded = encode(build_soci_index(descriptors, version=SociVersion.V2, build_tool_identifier=self.build_tool_identifier))
+            index = build_soci_index(
+                descriptors, version=SociVersion.V2, build_tool_identifier=self.build_tool_identifier,
+                prefetch=self._prefetch.get(digest, []),
+            )
+            encoded = encode(index)
             self.client.put_manifest(repo, encoded.digest, encoded.data, mt.OCI_MANIFEST)
             soci_digests[digest] = (encoded.digest, encoded.size)
             encoded_indexes[digest] = encoded
@@ -582,7 +619,8 @@ class SociConverter:
                 continue
             subject = subject_descriptor(img.raw.media_type, img.raw.digest, len(img.raw.data))
             manifest = build_soci_index(
-                descriptors, version=SociVersion.V1, build_tool_identifier=self.build_tool_identifier, subject=subject
+                descriptors, version=SociVersion.V1, build_tool_identifier=self.build_tool_identifier, subject=subject,
+                prefetch=self._prefetch.get(img.raw.digest, []),
             )
             encoded = encode(manifest)
             self.client.push_referrer(repo, encoded.data, mt.OCI_MANIFEST)

@@ -7,6 +7,7 @@ inflate buffer, the checkpoints (one 32 KiB window per span) and the TOC, never 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class BuiltZtoc:
     decompressed_size: int
     span_size: int
     media_type: str
+    gzip_member_starts: tuple[tuple[int, int], ...] = ()
+    """(compressed, uncompressed) offset where each gzip member after the first starts (gzip layers)."""
 
 
 def compression_for_media_type(media_type: str, layer: str = "layer") -> CompressionAlgorithm:
@@ -156,9 +159,10 @@ class ZtocBuilder:
             checkpoints=index.checkpoints,
         )
         assert index.blob_digest is not None
-        return self._assemble(
+        built = self._assemble(
             toc.finish(), info, index.blob_digest, index.compressed_size, index.uncompressed_size, media_type
         )
+        return dataclasses.replace(built, gzip_member_starts=index.member_starts)
 
     def _build_uncompressed(
         self, chunks: Iterator[bytes], media_type: str, progress: Progress | None

@@ -85,6 +85,8 @@ class GzipIndex:
     uncompressed_size: int
     span_size: int
     blob_digest: str | None = None
+    member_starts: tuple[tuple[int, int], ...] = ()
+    """(compressed offset of the header, uncompressed offset) of every gzip member after the first."""
 
     def points(self) -> list[Checkpoint]:
         """The parsed checkpoints (windows are views into ``checkpoints``)."""
@@ -215,6 +217,7 @@ class GzipIndexer:
         self._pending = bytearray()
         self._members = 0
         self._member_start = 0
+        self._member_starts: list[tuple[int, int]] = []
         self._total_in = 0
         self._total_out = 0
         self._fed = 0
@@ -281,6 +284,7 @@ class GzipIndexer:
                 uncompressed_size=self._total_out,
                 span_size=self.span_size,
                 blob_digest=blob_digest,
+                member_starts=tuple(self._member_starts),
             )
         finally:
             self.close()
@@ -323,6 +327,7 @@ class GzipIndexer:
         self._total_in = header_end
         if self._members:
             self._inflater.reset()
+            self._member_starts.append((self._member_start, self._total_out))
         self._members += 1
         self._state = _DEFLATE
         self._boundary(header_end, 0)
