@@ -9,6 +9,7 @@ project's client; the sandbox has no network (a network namespace with only `lo`
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import stat
 import tempfile
@@ -21,6 +22,7 @@ from resources.registry import RegistryClient
 from resources.startup.errors import MissingCommandError, NotReadyError, ProgramCrashedError, RecordingError
 from resources.startup.execinfo import exec_chain
 from resources.startup.image import ResolvedImage, resolve_image
+from resources.startup.loopfs import device_readahead_kb, no_readahead_mount
 from resources.startup.profile import ProfiledFile, StartupProfile
 from resources.startup.residency import evict_all, resident_ranges
 from resources.startup.rootfs import Rootfs, assemble_rootfs
@@ -39,6 +41,7 @@ class Recording:
     profile: StartupProfile
     still_cached_before_run: int
     output_tail: tuple[str, ...]
+    readahead_kb: int | None  # of the rootfs's device during the run: 0 means the ranges are exact pages
 
 
 def find_command(rootfs: Rootfs, argv0: str, env: dict[str, str], cwd: str) -> str:
@@ -65,10 +68,13 @@ def find_command(rootfs: Rootfs, argv0: str, env: dict[str, str], cwd: str) -> s
 class StartupRecorder:
     """Records startup profiles of images in a registry, locally (root, strace, unshare)."""
 
-    def __init__(self, client: RegistryClient, *, work_root: Path | None = None, keep_rootfs: bool = False,
-                 log_fn: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(self, client: RegistryClient, *, work_root: Path | None = None, exact_ranges: bool = True,
+                 keep_rootfs: bool = False, log_fn: Callable[[str], None] = lambda _m: None) -> None:
+        """`exact_ranges`: build the rootfs on a loop device with readahead off (else on `work_root` itself, whose
+        device's readahead then widens every range)."""
         self.client = client
         self.work_root = work_root
+        self.exact_ranges = exact_ranges
         self.keep_rootfs = keep_rootfs
         self.log = log_fn
 
@@ -81,9 +87,15 @@ class StartupRecorder:
             raise MissingCommandError(f"image {ref} defines no Entrypoint or Cmd and no command was given")
         workdir = Path(tempfile.mkdtemp(prefix="streamable-startup-", dir=self.work_root))
         try:
-            rootfs = assemble_rootfs(self.client, image, workdir / "rootfs")
-            self.log(f"rootfs of {ref} ({image.manifest_digest}) assembled: {len(rootfs.provenance)} files")
-            return self._run(image, rootfs, argv, readiness, timeout_s, workdir)
+            with contextlib.ExitStack() as stack:
+                if self.exact_ranges:
+                    size_hint = 8 * sum(layer.size for layer in image.layers)
+                    root = stack.enter_context(no_readahead_mount(workdir, size_hint))
+                else:
+                    root = workdir / "rootfs"
+                rootfs = assemble_rootfs(self.client, image, root)
+                self.log(f"rootfs of {ref} ({image.manifest_digest}) assembled: {len(rootfs.provenance)} files")
+                return self._run(image, rootfs, argv, readiness, timeout_s, workdir)
         finally:
             if not self.keep_rootfs:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -96,6 +108,7 @@ class StartupRecorder:
         path = find_command(rootfs, argv[0], env, cwd)
         spec = LaunchSpec(root=rootfs.root.resolve(), path=path, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, groups=groups)
         still_cached = evict_all(rootfs.regular_files())
+        readahead = device_readahead_kb(rootfs.root)
         run = run_sandboxed(spec, workdir / "run", readiness, timeout_s)
         self._check(image, argv, readiness, timeout_s, run)
         files, started = self._files(rootfs, run, cwd)
@@ -104,7 +117,8 @@ class StartupRecorder:
             image=str(image.ref), manifest_digest=image.manifest_digest, platform=image.platform, command=argv,
             stopped_by=run.stopped_by, duration_ms=round(duration_ms, 3), files=tuple(files),  # type: ignore[arg-type]
         )
-        return Recording(profile=profile, still_cached_before_run=still_cached, output_tail=run.output_tail)
+        return Recording(profile=profile, still_cached_before_run=still_cached, output_tail=run.output_tail,
+                         readahead_kb=readahead)
 
     @staticmethod
     def _check(image: ResolvedImage, argv: tuple[str, ...], readiness: Readiness, timeout_s: float, run: SandboxRun) -> None:

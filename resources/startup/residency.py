@@ -6,13 +6,15 @@ Why this mechanism: a program reads file data through `read`/`pread` *and* throu
 are exactly the pages the kernel read for it during the run. `mincore(2)` on a fresh `MAP_SHARED`
 mapping reports them without touching them.
 
-Kernel readahead: the kernel reads more than was asked. Buffered reads start a readahead window (up to
-the device's `read_ahead_kb`, commonly 128 KiB, growing for sequential reads) and a page fault on a
-mapping reads around the fault (`mmap` read-around, same window) and maps up to `fault_around_bytes`
-(64 KiB). So the ranges are a page-aligned *superset* of the bytes the program touched, larger by at
-most about one readahead window per access cluster; they never miss a page the program read, unless
-memory pressure evicted it during the run. For lazy loading this over-approximation is harmless: a
-SOCI span (4 MiB by default) is far larger than a readahead window.
+Kernel readahead: the kernel reads more than was asked. Buffered reads start a readahead window and a
+page fault on a mapping reads around the fault, both sized by the backing device's `read_ahead_kb`
+(8192 KiB on this project's CI disk: one touched page of a mapped model file brings in 8 MiB). So the
+recorder builds the rootfs on its own loop device with `read_ahead_kb` = 0 (resources/startup/loopfs.py):
+then a read brings in exactly the pages it covers and a fault exactly its page (fault-around only maps
+pages already cached), and the resident pages are exactly the pages read (tests/resources/startup/
+test_mapped.py checks one page per touched offset). Without it (`exact_ranges=False`) the ranges are a
+page-aligned superset, wider by up to one readahead window per access cluster. In both cases a range
+never misses a page the program read, unless memory pressure evicted it during the run.
 """
 
 from __future__ import annotations

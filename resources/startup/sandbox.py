@@ -181,16 +181,31 @@ def run_sandboxed(spec: LaunchSpec, workdir: Path, readiness: Readiness, timeout
     return SandboxRun(stopped_by, stopped_at, returncode, tuple(reader.tail), trace)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (breadth first)."""
+    found, queue = [], _children(pid)
+    while queue:
+        child = queue.pop(0)
+        found.append(child)
+        queue.extend(_children(child))
+    return found
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End the sandbox: SIGTERM to strace (pid 1 of the namespace: it flushes its log; the kernel then kills
-    every process left in the pid namespace), SIGKILL to the session if that does not end it."""
-    for child in _children(proc.pid):
+    """End the sandbox: SIGKILL every traced process (strace, pid 1 of the namespace, then sees them go and exits,
+    its log complete); SIGKILL the whole session if that does not end it in time."""
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        tracers = _children(proc.pid)
+        for pid in [d for t in tracers for d in _descendants(t)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
-            os.kill(child, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
+            proc.wait(0.1)
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
