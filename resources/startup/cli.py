@@ -65,7 +65,10 @@ def cmd_profile(args: argparse.Namespace, out: TextIO, err: TextIO, client: Clie
     ref = ImageRef.parse(args.ref)
     command = list(args.command_argv)
     readiness = Readiness(log=args.ready_log, tcp_port=args.ready_tcp_port, exit=args.ready_exit)
-    log_fn = (lambda msg: err.write(msg + "\n")) if args.verbose else (lambda _msg: None)
+    def log_fn(msg: str) -> None:
+        if args.verbose:
+            err.write(msg + "\n")
+
     with client(args, ref.registry) as registry:
         recorder = StartupRecorder(registry, work_root=Path(args.work_dir) if args.work_dir else None, log_fn=log_fn)
         recording = recorder.record(ref, command=tuple(command) or None, readiness=readiness, timeout_s=args.timeout,

@@ -14,6 +14,7 @@ clipped to the file size); `files` are sorted by `first_access_ms` (ties keep th
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -120,7 +121,7 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float))) and not isinstance(v, bool) and v == v and v >= 0
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) and v >= 0
 
 
 def _check_keys(doc: dict[str, Any], expected: tuple[str, ...], prefix: str) -> None:

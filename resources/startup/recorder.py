@@ -19,7 +19,12 @@ from pathlib import Path
 
 from resources.refs import ImageRef
 from resources.registry import RegistryClient
-from resources.startup.errors import MissingCommandError, NotReadyError, ProgramCrashedError, RecordingError
+from resources.startup.errors import (
+    MissingCommandError,
+    NotReadyError,
+    ProgramCrashedError,
+    RecordingError,
+)
 from resources.startup.execinfo import exec_chain
 from resources.startup.image import ResolvedImage, resolve_image
 from resources.startup.loopfs import device_readahead_kb, no_readahead_mount
@@ -78,9 +83,10 @@ class StartupRecorder:
         self.keep_rootfs = keep_rootfs
         self.log = log_fn
 
-    def record(self, ref: ImageRef, *, command: tuple[str, ...] | None = None, readiness: Readiness = Readiness(),
+    def record(self, ref: ImageRef, *, command: tuple[str, ...] | None = None, readiness: Readiness | None = None,
                timeout_s: float = DEFAULT_TIMEOUT_S, platform: str | None = None) -> Recording:
         """Record the start of `ref` (its Entrypoint + Cmd, or `command`) until exit, readiness or timeout."""
+        readiness = readiness or Readiness()
         image = resolve_image(self.client, ref, platform)
         argv = image.config.command(command)
         if not argv:
@@ -124,8 +130,8 @@ class StartupRecorder:
     def _check(image: ResolvedImage, argv: tuple[str, ...], readiness: Readiness, timeout_s: float, run: SandboxRun) -> None:
         """Turn a crash, an early exit or a timeout without readiness into a clear error."""
         who = f"image {image.ref}: command {list(argv)!r}"
-        if run.stopped_by == "exit" and run.returncode not in (0, None):
-            code = run.returncode
+        code = run.returncode
+        if run.stopped_by == "exit" and code is not None and code != 0:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
             if code == 127 and any("cannot execute" in line for line in run.output_tail):
                 raise MissingCommandError(f"{who} could not be executed", run.output_tail)
@@ -185,9 +191,3 @@ class StartupRecorder:
             return stat.S_ISREG(rootfs.host_path(path).lstat().st_mode)
         except OSError:
             return False
-
-
-def record_profile(client: RegistryClient, ref: ImageRef, **kwargs) -> StartupProfile:  # type: ignore[no-untyped-def]
-    """Convenience: record and return only the profile."""
-    return StartupRecorder(client).record(ref, **kwargs).profile
-

@@ -116,7 +116,7 @@ def _layer_stream(client: RegistryClient, repository: str, layer: LayerRef) -> I
     with client.open_blob(repository, layer.digest) as blob:
         if layer.media_type in _GZIP_TYPES:
             with gzip.GzipFile(fileobj=blob, mode="rb") as raw:
-                yield raw
+                yield raw  # type: ignore[misc]
         elif layer.media_type in _ZSTD_TYPES:
             with zstandard.ZstdDecompressor().stream_reader(blob) as raw:
                 yield raw

@@ -63,7 +63,7 @@ def layer(entries: list[Entry]) -> Layer:
 
 def busybox_layer() -> Layer:
     """The host's static busybox with a few applet links, /etc/passwd and /tmp (like streamable/busybox:local)."""
-    if subprocess.run(["ldd", str(BUSYBOX)], capture_output=True).returncode == 0:
+    if subprocess.run(["ldd", str(BUSYBOX)], capture_output=True, check=False).returncode == 0:
         raise RuntimeError("/bin/busybox is dynamically linked; install busybox-static (scripts/stack.sh install)")
     entries = [Entry("bin", is_dir=True), Entry("bin/busybox", BUSYBOX.read_bytes(), 0o755)]
     entries += [Entry(f"bin/{a}", link="busybox") for a in APPLETS]

@@ -18,7 +18,7 @@ STREAMABLE = Path(sys.executable).parent / "streamable"
 def run(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "STREAMABLE_REGISTRY_PASSWORD"}
     env["DOCKER_CONFIG"] = str(tmp / "no-docker-config")
-    return subprocess.run([str(STREAMABLE), *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([str(STREAMABLE), *args], capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
 def test_profile_command(client, registry, busybox, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def _shared_libs(binary: Path) -> tuple[str, list[str]]:
     """(loader path, other libraries) of a host binary, from ldd."""
     out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
     libs = re.findall(r"=> (/\S+)", out)
-    loader = re.search(r"^\s*(/\S*ld-linux\S*)", out, re.M)
+    loader = re.search(r"^\s*(/\S*ld-linux\S*)", out, re.MULTILINE)
     assert loader, out
     return loader.group(1), libs
 
@@ -94,7 +94,7 @@ def test_loader_and_mapped_pages(client, registry, busybox, recorder, program: P
 
 def test_host_readahead_widens_ranges_exact_mode_does_not(client, registry, busybox, program: Path, tmp_path: Path) -> None:
     """Side by side: the same run on the work disk (its readahead) and on the no-readahead loop device."""
-    from resources.startup.recorder import StartupRecorder  # noqa: PLC0415
+    from resources.startup.recorder import StartupRecorder
 
     loader, libs = _shared_libs(program)
     entries = [Entry("app/prog", program.read_bytes(), 0o755), Entry(loader.lstrip("/"), Path(loader).resolve().read_bytes(), 0o755)]

@@ -10,7 +10,11 @@ import pytest
 
 from resources.refs import ImageRef
 from resources.registry import RegistryClient
-from resources.startup.errors import MissingCommandError, NotReadyError, ProgramCrashedError
+from resources.startup.errors import (
+    MissingCommandError,
+    NotReadyError,
+    ProgramCrashedError,
+)
 from resources.startup.recorder import StartupRecorder
 from resources.startup.sandbox import Readiness
 from tests.conftest import RunningRegistry
@@ -36,7 +40,7 @@ def test_entrypoint_reads_exactly_its_files(client, registry, busybox, recorder:
     rec = recorder.record(ref)
     p = rec.profile
     assert _paths(p) == {"/bin/busybox": "command", "/data/a": "file", "/data/b": "file", "/data/empty": "file"}
-    assert [f.path for f in p.files][0] == "/bin/busybox"  # the command is first, then files in the order read
+    assert p.files[0].path == "/bin/busybox"  # the command is first, then files in the order read
     assert [f.path for f in p.files][1:] == ["/data/a", "/data/b", "/data/empty"]
     by = {f.path: f for f in p.files}
     assert by["/data/a"].ranges == ((0, 10000),) and by["/data/b"].ranges == ((0, 5),) and by["/data/empty"].ranges == ()

@@ -6,7 +6,12 @@ import json
 
 from resources.registry import OCI_INDEX, RegistryClient, referrers_tag
 from resources.startup.profile import ProfiledFile, StartupProfile
-from resources.startup.store import PROFILE_ARTIFACT_TYPE, PROFILE_MEDIA_TYPE, find_profile, push_profile
+from resources.startup.store import (
+    PROFILE_ARTIFACT_TYPE,
+    PROFILE_MEDIA_TYPE,
+    find_profile,
+    push_profile,
+)
 from tests.resources.startup.images import Entry, layer, push_image
 
 
