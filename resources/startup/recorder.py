@@ -113,7 +113,9 @@ class StartupRecorder:
         uid, gid, groups = resolve_user(rootfs.root, image.config.user)
         path = find_command(rootfs, argv[0], env, cwd)
         spec = LaunchSpec(root=rootfs.root.resolve(), path=path, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, groups=groups)
-        still_cached = evict_all(rootfs.regular_files())
+        still_cached = evict_all(rootfs.regular_files(), rootfs.root)
+        if still_cached:
+            self.log(f"{still_cached} files of {image.ref} kept pages in the cache after eviction: their ranges may be too wide")
         readahead = device_readahead_kb(rootfs.root)
         run = run_sandboxed(spec, workdir / "run", readiness, timeout_s)
         self._check(image, argv, readiness, timeout_s, run)

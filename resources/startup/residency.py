@@ -35,6 +35,7 @@ _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte))
+_libc.syncfs.argtypes = (ctypes.c_int,)
 
 
 def evict(path: Path) -> None:
@@ -47,11 +48,29 @@ def evict(path: Path) -> None:
         os.close(fd)
 
 
-def evict_all(paths: Iterable[Path]) -> int:
-    """Evict every file; returns how many still have resident pages afterwards (0 for a cold start)."""
+def _syncfs(directory: Path) -> bool:
+    """Write back every dirty page of the filesystem holding `directory` (syncfs(2)); False if that failed."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _libc.syncfs(fd) == 0
+    finally:
+        os.close(fd)
+
+
+def evict_all(paths: Iterable[Path], root: Path | None = None) -> int:
+    """Evict every file (one syncfs of `root`'s filesystem, else an fsync per file); returns how many still
+    have resident pages afterwards (0 for a cold start)."""
     listed = list(paths)
+    synced = root is not None and _syncfs(root)
     for p in listed:
-        evict(p)
+        if synced:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        else:
+            evict(p)
     return sum(1 for p in listed if resident_ranges(p))
 
 

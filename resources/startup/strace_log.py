@@ -58,6 +58,8 @@ def _event(name: str, args: str, time: float, pid: int) -> TraceEvent | None:
         m = _FIRST_STRING_RE.match(args)
         return TraceEvent(time, pid, "exec", _unescape(m.group(1))) if m else None
     if name in _OPENS:
+        if "O_PATH" in args:  # a handle to the path only: no data can be read through it
+            return None
         m = _RET_FD_RE.search(args)
         return TraceEvent(time, pid, "open", _unescape(m.group(2))) if m else None
     if name == "mmap":
