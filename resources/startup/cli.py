@@ -46,7 +46,7 @@ def add_profile_parser(commands: Any, registry_options: Callable[[argparse.Argum
     p.add_argument("--platform", help="os/arch of an image index to record (default: this host's)")
     p.add_argument("-o", "--output", help="also write the profile JSON to FILE")
     p.add_argument("--push", action="store_true", help="attach the profile to the image manifest (OCI artifact)")
-    p.add_argument("--work-dir", help="directory (on a disk filesystem) for the rootfs; default the system temp dir")
+    p.add_argument("--work-dir", help="directory (on a disk filesystem) for the rootfs; default $STREAMABLE_STARTUP_WORK_DIR or /var/tmp")
     registry_options(p)
     p.set_defaults(func=lambda args, out, err: cmd_profile(args, out, err, client), command_argv=[])
 

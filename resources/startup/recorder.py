@@ -10,6 +10,7 @@ project's client; the sandbox has no network (a network namespace with only `lo`
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import stat
 import tempfile
@@ -36,6 +37,12 @@ from resources.startup.strace_log import in_root, parse_trace
 from resources.startup.users import resolve_user
 
 DEFAULT_TIMEOUT_S = 60.0
+WORK_DIR_ENV = "STREAMABLE_STARTUP_WORK_DIR"
+
+
+def default_work_root() -> Path:
+    """Where rootfs scratch space goes: $STREAMABLE_STARTUP_WORK_DIR, else /var/tmp (a disk, unlike many /tmp)."""
+    return Path(os.environ.get(WORK_DIR_ENV) or "/var/tmp")
 _KIND_RANK = {"file": 0, "loader": 1, "command": 2}
 
 
@@ -91,7 +98,7 @@ class StartupRecorder:
         argv = image.config.command(command)
         if not argv:
             raise MissingCommandError(f"image {ref} defines no Entrypoint or Cmd and no command was given")
-        workdir = Path(tempfile.mkdtemp(prefix="streamable-startup-", dir=self.work_root))
+        workdir = Path(tempfile.mkdtemp(prefix="streamable-startup-", dir=self.work_root or default_work_root()))
         try:
             with contextlib.ExitStack() as stack:
                 if self.exact_ranges:
