@@ -34,7 +34,7 @@ from resources.startup.residency import evict_all, resident_ranges
 from resources.startup.rootfs import Rootfs, assemble_rootfs
 from resources.startup.sandbox import LaunchSpec, Readiness, SandboxRun, run_sandboxed
 from resources.startup.strace_log import in_root, parse_trace
-from resources.startup.users import resolve_user
+from resources.startup.users import home_of, resolve_user
 
 DEFAULT_TIMEOUT_S = 60.0
 WORK_DIR_ENV = "STREAMABLE_STARTUP_WORK_DIR"
@@ -118,6 +118,7 @@ class StartupRecorder:
         env = image.config.environment()
         cwd = image.config.working_dir
         uid, gid, groups = resolve_user(rootfs.root, image.config.user)
+        env.setdefault("HOME", home_of(rootfs.root, uid))
         path = find_command(rootfs, argv[0], env, cwd)
         spec = LaunchSpec(root=rootfs.root.resolve(), path=path, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, groups=groups)
         still_cached = evict_all(rootfs.regular_files(), rootfs.root)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-TRACED_SYSCALLS = ("execve", "execveat", "open", "openat", "openat2", "creat", "mmap", "uselib", "chroot")
+# `?name`: strace skips a syscall this architecture lacks (open, creat and uselib do not exist on arm64).
+TRACED_SYSCALLS = ("execve", "execveat", "?open", "openat", "?openat2", "?creat", "mmap", "?uselib", "chroot")
 _LINE_RE = re.compile(r"^(\d+)\s+(\d+\.\d+)\s+(.*)$")
 _CALL_RE = re.compile(r"^([a-z0-9_]+)\((.*)$")
 _RESUMED_RE = re.compile(r"^<\.\.\. ([a-z0-9_]+) resumed>(.*)$")

@@ -42,3 +42,9 @@ def resolve_user(root: Path, user: str) -> tuple[int, int, tuple[int, ...]]:
             gid = int(g[2])
     extra = tuple(int(e[2]) for e in groups if len(e) > 3 and username and username in e[3].split(",") and e[2].isdigit())
     return uid, gid if gid is not None else 0, extra
+
+
+def home_of(root: Path, uid: int) -> str:
+    """The home directory of `uid` in the rootfs's /etc/passwd, else `/` (what runc sets HOME to)."""
+    entry = next((e for e in _table(root / "etc/passwd") if len(e) > 5 and e[2] == str(uid)), None)
+    return entry[5] if entry is not None and entry[5] else "/"

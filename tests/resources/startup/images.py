@@ -15,7 +15,7 @@ from resources.registry import RegistryClient
 from resources.soci import media_types as mt
 
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "cat", "echo", "sleep", "nc", "head", "dd", "true", "ls")
+APPLETS = ("sh", "cat", "echo", "sleep", "nc", "head", "dd", "true", "ls", "id")
 
 
 @dataclass(frozen=True)

@@ -141,3 +141,10 @@ def test_the_sandbox_has_no_network(client, registry, busybox, recorder) -> None
     assert "REFUSED" in rec.output_tail and "CONNECTED" not in rec.output_tail
     interfaces = [line.split(":")[0].strip() for line in rec.output_tail if ":" in line and "|" not in line and "nc" not in line]
     assert interfaces == ["lo"], rec.output_tail
+
+
+def test_image_user_and_home(client, registry, busybox, recorder) -> None:
+    ref = _image(client, registry, busybox, {"Entrypoint": ["/bin/sh", "-c", 'echo "id=$(id -u):$(id -g) home=$HOME"; cat /data/b'],
+                                             "User": "nobody"})
+    rec = recorder.record(ref)
+    assert "id=65534:65534 home=/" in rec.output_tail[0]
