@@ -47,6 +47,10 @@ def test_demo_app_rebuilds_identically_and_starts_small(docker_engine: DockerEng
     assert by["/app/bin/serve"].kind == "command" and by["/bin/busybox"].kind == "command"
     weights = by["/models/weights.bin"]
     assert weights.size == (24 << 20) + 4096
-    assert weights.bytes_read <= 8 * 4096, weights.ranges  # the header and a few tensor pages, nothing else
+    # exactly the pages read: the 4 KiB header + 2 pages of `embed` (offset 4096), 1 page of `layer.0`
+    # (after embed's 8 blocks of 256 KiB) and 1 page of `lm_head` (the last tensor)
+    assert weights.ranges[:2] == ((0, 3 * 4096), (4096 + 8 * 262144, 4096 + 8 * 262144 + 4096)), weights.ranges
+    assert len(weights.ranges) == 3 and weights.ranges[2][1] - weights.ranges[2][0] == 4096, weights.ranges
+    assert weights.ranges[2][0] == weights.size - 8 * 262144  # lm_head: the last 8 blocks
     lib_layer = {by[m].layer_digest for m in MODULES}
     assert len(lib_layer) == 1 and lib_layer != {weights.layer_digest}
