@@ -19,10 +19,11 @@ K8S = DEPLOY / "k8s"
 BASE = K8S / "base"
 OVERLAY = K8S / "overlays" / "eks-example"
 TLS_READER = K8S / "optional" / "tls-secret-reader"
+STARTUP_RECORDER = K8S / "optional" / "startup-recorder"
 BUILDER = DEPLOY / "builder"
 DAGSTER = DEPLOY / "dagster"
 EKS = DEPLOY / "eks"
-KUSTOMIZATIONS = {"base": BASE, "eks-example": OVERLAY, "tls-secret-reader": TLS_READER}
+KUSTOMIZATIONS = {"base": BASE, "eks-example": OVERLAY, "tls-secret-reader": TLS_READER, "startup-recorder": STARTUP_RECORDER}
 
 
 def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""deploy/k8s/optional/startup-recorder: valid objects, least RBAC, a privileged but isolated recorder pod."""
+"""deploy/k8s/optional/startup-recorder agrees with resources/startup/k8s_recorder.py: identity, policy, pod."""
 
 from __future__ import annotations
 
@@ -6,47 +6,47 @@ import kubernetes_validate
 import pytest
 
 from resources import defaults
-from tests.deploy import kustomize_lite
-from tests.deploy.conftest import K8S, find
-
-RECORDER = K8S / "optional" / "startup-recorder"
+from resources.startup import k8s_recorder
+from resources.startup.sandbox import Readiness
+from tests.deploy.conftest import find
 
 
 @pytest.fixture(scope="module")
-def objects() -> list[dict]:
-    return kustomize_lite.render(RECORDER)
+def objects(rendered) -> list[dict]:
+    return rendered["startup-recorder"]
+
+
+def test_identity_has_no_api_access(objects, overlay) -> None:
+    sa = find(objects, "ServiceAccount", k8s_recorder.SERVICE_ACCOUNT, defaults.BUILDER_NAMESPACE)
+    assert sa["automountServiceAccountToken"] is False
+    bound = [s["name"] for o in overlay if o["kind"] == "RoleBinding" for s in o["subjects"]]
+    assert k8s_recorder.SERVICE_ACCOUNT not in bound, "the recorder itself needs no Kubernetes API access"
+    assert [o for o in overlay if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == k8s_recorder.SERVICE_ACCOUNT]
+
+
+def test_network_policy_selects_the_recorder_pods_and_allows_only_dns_and_https(objects) -> None:
+    policy = find(objects, "NetworkPolicy", "startup-recorder-egress-only", defaults.BUILDER_NAMESPACE)
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= k8s_recorder.POD_LABELS.items()
+    assert "ingress" not in policy["spec"] and set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    ports = {(p["protocol"], p["port"]) for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 443)}
 
 
 @pytest.mark.parametrize("version", ("1.33", "1.37"))
-def test_objects_validate_strictly(objects, version) -> None:
-    for obj in objects:
-        kubernetes_validate.validate(obj, version, strict=True)
-        assert obj["metadata"]["namespace"] == defaults.BUILDER_NAMESPACE
-
-
-def test_rbac_is_the_least_the_runner_needs(objects) -> None:
-    role = find(objects, "Role", "streamable-startup-recorder-runner", defaults.BUILDER_NAMESPACE)
-    perms = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    assert perms == {("batch", "jobs", "create"), ("batch", "jobs", "get"), ("batch", "jobs", "delete"),
-                     ("", "pods", "list"), ("", "pods/log", "get")}
-    binding = find(objects, "RoleBinding", "streamable-startup-recorder-runner", defaults.BUILDER_NAMESPACE)
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": defaults.DAGSTER_SERVICE_ACCOUNT,
-                                    "namespace": defaults.DAGSTER_NAMESPACE}]
-    sa = find(objects, "ServiceAccount", "streamable-startup-recorder", defaults.BUILDER_NAMESPACE)
-    assert sa["automountServiceAccountToken"] is False
-    assert not any(o["kind"] in ("RoleBinding", "ClusterRoleBinding") and any(s["name"] == sa["metadata"]["name"] for s in o["subjects"])
-                   for o in objects), "the recorder itself needs no Kubernetes API access"
-
-
-def test_job_template(objects) -> None:
-    job = find(objects, "Job", "startup-recorder-template", defaults.BUILDER_NAMESPACE)
-    assert job["spec"]["suspend"] is True and job["spec"]["backoffLimit"] == 0
-    pod = job["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "streamable-startup-recorder" and pod["automountServiceAccountToken"] is False
-    (container,) = pod["containers"]
-    assert container["command"] == ["streamable", "soci", "profile"] and container["securityContext"]["privileged"] is True
-    work = next(v for v in pod["volumes"] if v["name"] == "work")
-    assert "ephemeral" in work and "emptyDir" not in work  # a disk volume: never a tmpfs (medium: Memory)
-    policy = find(objects, "NetworkPolicy", "startup-recorder-egress-only", defaults.BUILDER_NAMESPACE)
-    assert policy["spec"]["podSelector"]["matchLabels"] == job["spec"]["template"]["metadata"]["labels"]
-    assert "ingress" not in policy["spec"] and set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+def test_the_recorder_pod_validates_and_is_isolated_as_documented(version) -> None:
+    rec = k8s_recorder.KubernetesStartupRecorder(core_api=None, image="111122223333.dkr.ecr.us-east-1.amazonaws.com/streamable/recorder:1")
+    args = k8s_recorder.profile_args("r.example/app@sha256:" + "a" * 64, Readiness(log="ready"), 90, ["/app/serve", "--x"])
+    pod = rec.pod_manifest("startup-abc", args, 90)
+    kubernetes_validate.validate(pod, version, strict=True)
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == k8s_recorder.SERVICE_ACCOUNT and spec["automountServiceAccountToken"] is False
+    assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 90 + k8s_recorder.START_GRACE_S
+    (container,) = spec["containers"]
+    assert container["securityContext"]["privileged"] is True
+    assert container["command"] + container["args"] == [
+        "streamable", "soci", "profile", "r.example/app@sha256:" + "a" * 64, "--work-dir", "/work", "--timeout", "90",
+        "--ready-log", "ready", "--", "/app/serve", "--x"]
+    (volume,) = spec["volumes"]
+    assert "ephemeral" in volume and "emptyDir" not in volume  # a disk volume, never tmpfs
+    assert pod["metadata"]["namespace"] == defaults.BUILDER_NAMESPACE
