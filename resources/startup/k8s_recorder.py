@@ -124,7 +124,7 @@ class KubernetesStartupRecorder:
             raise RecordingError(f"for {ref}: {api_error(exc, f'creating recorder pod {self.namespace}/{name}')}") from None
         try:
             exit_code = self._wait(name, ref, timeout_s + START_GRACE_S)
-            log = self.core_api.read_namespaced_pod_log(name, self.namespace, container=CONTAINER)
+            log = self._log(name, ref)
         finally:
             try:
                 self.core_api.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
@@ -135,6 +135,16 @@ class KubernetesStartupRecorder:
             why = errors[-1] if errors else f"exit code {exit_code}"
             raise RecordingError(f"recorder pod {self.namespace}/{name} for {ref} failed: {why}", log.splitlines()[-10:])
         return parse_pod_log(log)
+
+    def _log(self, name: str, ref: str) -> str:
+        """The container's log verbatim: with content preloaded the client json-decodes a log that looks like
+        JSON and returns the repr of a dict (seen with the real client in tests/resources/startup/test_k8s_recorder.py)."""
+        try:
+            response = self.core_api.read_namespaced_pod_log(name, self.namespace, container=CONTAINER,
+                                                             _preload_content=False)
+        except ApiException as exc:
+            raise RecordingError(f"for {ref}: {api_error(exc, f'log of recorder pod {self.namespace}/{name}')}") from None
+        return bytes(response.data).decode("utf-8", "replace")
 
     def _wait(self, name: str, ref: str, deadline_s: float) -> int:
         """Poll until the recorder container terminates; its exit code."""
