@@ -7,6 +7,7 @@
                             [--prefetch-file PATH ...] [--node-compat V]
     streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--plain-http]
     streamable soci inspect ZTOC_FILE|REF [--entries N] [--plain-http]
+    streamable soci profile REF [--timeout S] [--ready-log RE | --ready-tcp-port N] [-o FILE] [-- CMD ...]
 
 Registry credentials: `--username NAME` with the password in the environment variable
 STREAMABLE_REGISTRY_PASSWORD (never on the command line, where `ps` would show it), else the
@@ -32,6 +33,7 @@ from typing import TextIO
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
 from resources.registry.docker_config import DockerConfigError
 from resources.oci.refs import ImageRef
+from resources.errors import StreamableError
 from resources.registry import RegistryClient, RegistryError
 from resources.oci import media_types as mt
 from resources.soci.convert import SociConverter, SociConvertError
@@ -44,6 +46,7 @@ from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc, ZtocFormatError
 from resources.startup.profile_model import StartupProfile
+from resources.startup.cli import add_profile_parser, split_command
 
 PASSWORD_ENV = "STREAMABLE_REGISTRY_PASSWORD"
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2
@@ -55,6 +58,7 @@ class CliError(Exception):
 
 EXPECTED_ERRORS = (
     CliError,
+    StreamableError,
     SociConvertError,
     SociIndexError,
     RegistryError,
@@ -319,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entries", type=_non_negative, default=20, help="how many TOC entries to list")
     _registry_options(p)
     p.set_defaults(func=cmd_inspect)
+
+    add_profile_parser(soci, _registry_options, _client)
     return parser
 
 
@@ -326,7 +332,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     """Run the CLI; returns the exit code (the console script passes it to sys.exit)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    args = build_parser().parse_args(argv)
+    options, command = split_command(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(options)
+    if command and not hasattr(args, "command_argv"):
+        raise SystemExit(f"streamable: `-- CMD ...` is only for `soci profile`, not `{args.group} {getattr(args, 'command', '')}`")
+    args.command_argv = command
     verbose = bool(getattr(args, "verbose", False))
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("streamable: %(message)s"))

@@ -12,8 +12,26 @@ from pathlib import Path
 import dagster as dg
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".streamable"
+STATE = Path(os.environ.get("STREAMABLE_STATE_DIR") or ROOT / ".streamable").resolve()
 TARGET = os.environ.get("STREAMABLE_DEMO_TARGET", "demo-app")
+# Push somewhere else than the shared stack registry (e.g. 127.0.0.1:5077), so concurrent demos do not
+# move each other's `latest` and branch tags.
+DEMO_REGISTRY = os.environ.get("STREAMABLE_DEMO_REGISTRY")
+
+
+def _targets_for_registry(registry: str) -> Path:
+    """A copy of targets.yaml (in STATE) whose repositories live on `registry`; local paths made absolute."""
+    import yaml  # noqa: PLC0415
+
+    raw = yaml.safe_load((ROOT / "targets.yaml").read_text())
+    for target in raw["targets"]:
+        target["repository"] = registry + "/" + target["repository"].split("/", 1)[1]
+        local = (target.get("source") or {}).get("local")
+        if local and not Path(local).is_absolute():
+            target["source"]["local"] = str(ROOT / local)
+    path = STATE / "targets.demo.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def _step_seconds(entries: list) -> dict[str, float]:
@@ -37,6 +55,8 @@ def main() -> int:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text((ROOT / "deploy" / "local" / "dagster.yaml").read_text())
     os.environ["DAGSTER_HOME"] = str(home)
+    if DEMO_REGISTRY:
+        os.environ["STREAMABLE_TARGETS"] = str(_targets_for_registry(DEMO_REGISTRY))
     from pipelines.definitions import BUILD_JOB, defs  # noqa: PLC0415
     from resources.oci.refs import ImageRef  # noqa: PLC0415
     from resources.registry import RegistryClient  # noqa: PLC0415
@@ -63,7 +83,7 @@ def main() -> int:
     digest = release["image_index_digest"]
     ref = ImageRef(registry=release["registry"], repository=release["repository"], tag=release["release_tags"][0])
     with RegistryClient(ref.registry) as client:
-        report = verify_image(client, ref, sample=8, required_files=["app/bin/serve", "models/weights.bin"])
+        report = verify_image(client, ref, sample=8, required_files=["app/bin/serve", "models/config.json", "models/weights.bin"])
         resolved = client.head_manifest(ref.repository, ref.tag)
     platforms = release["platforms"]
     out = {

@@ -19,6 +19,14 @@ install_packages() {
   command -v git >/dev/null 2>&1 || missing+=(git)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v make >/dev/null 2>&1 || missing+=(make)
+  # startup recorder: strace traces the sandbox, unshare/losetup/mount isolate it, mkfs.ext4 makes its rootfs
+  command -v strace >/dev/null 2>&1 || missing+=(strace)
+  command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  command -v losetup >/dev/null 2>&1 || missing+=(mount)
+  command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+  # tests: a dynamically linked C program (with its loader) for the recorder
+  command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+  [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
   # the local base image needs a *static* busybox (Debian's `busybox` package is dynamically linked)
   if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
   if [ ${#missing[@]} -gt 0 ]; then

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from resources import defaults
+from resources.startup.settings import StartupSettings
 
 TARGETS_ENV_VAR = "STREAMABLE_TARGETS"
 DEFAULT_TARGETS_FILE = "targets.yaml"
@@ -116,6 +117,7 @@ class Target(_Strict):
     tags: TagScheme = TagScheme()
     soci: SociSettings = SociSettings()
     verify: VerifySettings = VerifySettings()
+    startup: StartupSettings = StartupSettings()
 
     @field_validator("name")
     @classmethod

@@ -23,7 +23,9 @@ SOCI_OPT_IN = K8S / "optional" / "soci-snapshotter"
 BUILDER = DEPLOY / "builder"
 DAGSTER = DEPLOY / "dagster"
 EKS = DEPLOY / "eks"
-KUSTOMIZATIONS = {"base": BASE, "eks-example": OVERLAY, "tls-secret-reader": TLS_READER, "soci-snapshotter": SOCI_OPT_IN}
+STARTUP_RECORDER = K8S / "optional" / "startup-recorder"
+KUSTOMIZATIONS = {"base": BASE, "eks-example": OVERLAY, "tls-secret-reader": TLS_READER, "soci-snapshotter": SOCI_OPT_IN,
+                  "startup-recorder": STARTUP_RECORDER}
 
 
 def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:

@@ -33,6 +33,16 @@ EXPECTED_OPTIONAL_ROLES: dict[tuple[str, str], set[Perm]] = {
     },
 }
 
+# Only with the startup recorder on the cluster (deploy/k8s/optional/startup-recorder, resources/startup/k8s_recorder.py).
+EXPECTED_STARTUP_ROLES: dict[tuple[str, str], set[Perm]] = {
+    (defaults.BUILDER_NAMESPACE, "streamable-startup-recorder-runner"): {
+        ("", "pods", (), "create"),
+        ("", "pods", (), "get"),
+        ("", "pods", (), "delete"),
+        ("", "pods/log", (), "get"),
+    },
+}
+
 # kubernetes-client method -> (apiGroup, resource, verb)
 CLIENT_METHODS = {
     "read_namespaced_stateful_set": ("apps", "statefulsets", "get"),
@@ -52,6 +62,7 @@ MODULE_NAMESPACE = {
     "resources/builders/pool.py": defaults.BUILDER_NAMESPACE,
     "resources/builders/tls.py": defaults.BUILDER_NAMESPACE,
     "resources/k8s/canary.py": defaults.CANARY_NAMESPACE,
+    "resources/startup/k8s_recorder.py": defaults.BUILDER_NAMESPACE,
 }
 
 
@@ -91,8 +102,14 @@ def test_optional_tls_secret_reader_is_exactly_the_table(rendered):
     _assert_bound_to_dagster(rendered["tls-secret-reader"], roles)
 
 
-def test_overlay_is_base_plus_the_optional_role(overlay):
-    assert _roles(overlay) == {**EXPECTED_ROLES, **EXPECTED_OPTIONAL_ROLES}
+def test_optional_startup_recorder_is_exactly_the_table(rendered):
+    roles = _roles(rendered["startup-recorder"])
+    assert roles == EXPECTED_STARTUP_ROLES
+    _assert_bound_to_dagster(rendered["startup-recorder"], roles)
+
+
+def test_overlay_is_base_plus_the_optional_roles(overlay):
+    assert _roles(overlay) == {**EXPECTED_ROLES, **EXPECTED_OPTIONAL_ROLES, **EXPECTED_STARTUP_ROLES}
 
 
 def test_no_wildcards_anywhere(rendered):
@@ -124,7 +141,7 @@ def code_kubernetes_calls() -> dict[str, set[tuple[str, str, str]]]:
 
 def test_rbac_tables_match_the_kubernetes_calls_in_the_code():
     granted: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
-    for (namespace, _), perms in {**EXPECTED_ROLES, **EXPECTED_OPTIONAL_ROLES}.items():
+    for (namespace, _), perms in {**EXPECTED_ROLES, **EXPECTED_OPTIONAL_ROLES, **EXPECTED_STARTUP_ROLES}.items():
         granted[namespace] |= {(g, r, v) for g, r, _, v in perms}
     assert dict(code_kubernetes_calls()) == dict(granted)
 

@@ -1,4 +1,0 @@
-"""Demo module 13."""
-
-def handler_13(x):
-    return x * 13

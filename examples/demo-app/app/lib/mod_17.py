@@ -1,4 +1,0 @@
-"""Demo module 17."""
-
-def handler_17(x):
-    return x * 17

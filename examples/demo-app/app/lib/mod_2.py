@@ -1,4 +1,0 @@
-"""Demo module 2."""
-
-def handler_2(x):
-    return x * 2

@@ -1,4 +1,0 @@
-"""Demo module 20."""
-
-def handler_20(x):
-    return x * 20

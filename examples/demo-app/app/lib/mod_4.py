@@ -1,4 +1,0 @@
-"""Demo module 4."""
-
-def handler_4(x):
-    return x * 4

@@ -1,4 +1,0 @@
-"""Demo module 7."""
-
-def handler_7(x):
-    return x * 7

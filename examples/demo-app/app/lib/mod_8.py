@@ -1,4 +1,0 @@
-"""Demo module 8."""
-
-def handler_8(x):
-    return x * 8
