@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -69,6 +70,29 @@ def wait_for_texts(page, texts: list[str], timeout_s: float = 15) -> None:
         if all(t in body for t in texts):
             return
         time.sleep(0.25)
+
+
+def launch_from_launchpad(page, job_url: str, *, partition: str, run_config_yaml: str) -> str:
+    """Launch a partitioned asset job as the README says: the job's page, the menu next to "Materialize all...",
+    "Open launchpad", pick the partition, add run config at the end of the editor, "Materialize". Returns the run id
+    from the run page it lands on."""
+    open_page(page, job_url, ready_text="Materialize all…")
+    page.locator("button:right-of(:text('Materialize all…'))").first.click()
+    page.get_by_text("Open launchpad", exact=True).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launchpad (configure assets)")
+    box = dialog.get_by_placeholder("Partition")
+    box.click()
+    box.fill(partition)
+    page.keyboard.press("Enter")
+    dialog.get_by_text(f"partition: {partition}", exact=True).wait_for()
+    editor = dialog.locator(".CodeMirror", has_text="resources:").first
+    editor.locator(".CodeMirror-line").last.click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(run_config_yaml)
+    dialog.get_by_text("No errors", exact=True).wait_for()
+    page.locator("button", has_text=re.compile(r"^\s*Materialize\s*$")).last.click()
+    page.wait_for_url("**/runs/*")
+    return page.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
 
 
 def visible_text(page) -> str:

@@ -1,18 +1,21 @@
-"""The Dagster UI in a real browser after two UI-launched runs: the asset pages show the facts a person looks for.
+"""The Dagster UI in a real browser after two runs: the asset pages show the facts a person looks for.
 
 Starts what it needs: a registry (fixture), a git repository with one target, `dg dev` on a free port with its own
-DAGSTER_HOME (tests/ui/dg_dev.py); the runs are submitted through GraphQL as the launchpad does. Expected values
-come from the registry, not from Dagster. Assertions read the page text (plus the dialogs behind `[Show ...]`
+DAGSTER_HOME (tests/ui/dg_dev.py). The first run is submitted through GraphQL, the second from the launchpad by
+clicks and typing, the way the README describes. Expected values come from the registry, not from Dagster. Assertions read the page text (plus the dialogs behind `[Show ...]`
 links), so they hold whether a value is rendered as markdown, JSON or a typed table. Screenshots go to
 `.streamable/ui-screenshots/` (kept by CI).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 from resources.oci import media_types as mt
@@ -23,6 +26,7 @@ from tests.pipelines.conftest import Project
 from tests.ui.browser import (
     chromium_page,
     dismiss_first_visit_dialog,
+    launch_from_launchpad,
     open_page,
     screenshot,
     toggle_is_on,
@@ -50,18 +54,43 @@ AUTOMATION_DEFAULTS = {
 STARTUP_COST_PAGES: list[tuple[str, str, list[str]]] = []
 
 
+README = ROOT / "README.md"
+README_UI = "http://127.0.0.1:3000"
+
+
+def readme_launchpad_config() -> dict:
+    """The run config the README tells a person to add in the launchpad (the yaml block after "Open launchpad")."""
+    text = README.read_text()
+    block = re.search(r"Open launchpad.*?```yaml\n(.*?)```", text, re.DOTALL)
+    assert block, "README: no yaml run config after 'Open launchpad'"
+    config = yaml.safe_load(block.group(1))
+    assert set(config) == {"ops"} and "config" in config["ops"]["image"], config
+    return config
+
+
+def readme_ui_paths() -> set[str]:
+    """Every UI page the README links to, as a path."""
+    return set(re.findall(re.escape(README_UI) + r"(/[^>\s)`]*)", README.read_text()))
+
+
 def hex12(digest: str) -> str:
     """The first 12 hex digits of a digest: what a short digest in the UI still shows."""
     return digest.split(":", 1)[1][:12]
 
 
-def launch(client: DagsterGraphQLClient, commit: str, timeout_s: float = 240) -> str:
-    """Submit `build_and_release` for partition `svc` at `commit` and wait until it ends; returns the run id."""
-    run_id = client.submit_job_execution(
+def submit(client: DagsterGraphQLClient, commit: str) -> str:
+    """Submit `build_and_release` for partition `svc` at `commit` through GraphQL (steps in one process, which
+    is quicker); returns the run id."""
+    return client.submit_job_execution(
         "build_and_release",
-        run_config={"ops": {"image": {"config": {"commit": commit, "ref": "refs/heads/main"}}}},
+        run_config={"ops": {"image": {"config": {"commit": commit, "ref": "refs/heads/main"}}},
+                    "execution": {"config": {"in_process": {}}}},
         tags={"dagster/partition": "svc"},
     )
+
+
+def wait_for_success(client: DagsterGraphQLClient, run_id: str, commit: str, timeout_s: float = 120) -> str:
+    """Wait until the run ends and require SUCCESS; returns the run id."""
     deadline = time.monotonic() + timeout_s
     status = None
     while time.monotonic() < deadline:
@@ -112,20 +141,30 @@ def test_asset_pages_show_key_facts(project: Project, docker_engine: DockerEngin
     with running_dg_dev(env, tmp_path / "dg-dev.log") as port:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         first_sha = project.commit({"svc/app/v.txt": "1\n"}, "first")
-        first = registry_facts(project, first_sha, launch(client, first_sha))
+        first = registry_facts(project, first_sha, wait_for_success(client, submit(client, first_sha), first_sha))
         second_sha = project.commit({"svc/app/v.txt": "2\n"}, "second")
-        second = registry_facts(project, second_sha, launch(client, second_sha))
-        assert first["index_digest"] != second["index_digest"]
-        assert all(second["tags"][t] == second["index_digest"] for t in second["tags"]), second["tags"]
-        assert len(second["soci_index_digests"]) == 1, second
 
         base = f"http://127.0.0.1:{port}"
         problems: dict[str, list[str]] = {}
         with chromium_page() as page:
             open_page(page, base + "/", ready_text="Catalog")
             dismiss_first_visit_dialog(page)
+            # The README's run config (commit: null = the head of the target's branch, here second_sha), typed as
+            # one line of flow YAML so the editor's auto-indent cannot change it.
+            run_id = launch_from_launchpad(
+                page, base + "/locations/streamable/jobs/build_and_release", partition="svc",
+                run_config_yaml="ops: " + json.dumps(readme_launchpad_config()["ops"]))
+            second = registry_facts(project, second_sha, wait_for_success(client, run_id, second_sha))
+            open_page(page, f"{base}/runs/{run_id}", ready_text="Success")
+            screenshot(page, SHOTS / "00-launched-run.png")
+            assert first["index_digest"] != second["index_digest"]
+            assert all(second["tags"][t] == second["index_digest"] for t in second["tags"]), second["tags"]
+            assert len(second["soci_index_digests"]) == 1, second
+
+            visited = {"/locations/streamable/jobs/build_and_release", f"/runs/{run_id}", "/automation"}
 
             def check(name: str, path: str, ready: str, expected: dict[str, str]) -> str:
+                visited.add(path)
                 open_page(page, base + path, ready_text=ready)
                 wait_for_texts(page, list(expected.values()))
                 text = visible_text(page)
@@ -165,5 +204,7 @@ def test_asset_pages_show_key_facts(project: Project, docker_engine: DockerEngin
             problems["automation"] = [f"{name} is {'on' if not on else 'off'}, README says {'on' if on else 'off'}"
                                       for name, on in AUTOMATION_DEFAULTS.items() if toggle_is_on(page, name) != on]
 
+    # Every UI link in the README is a page this test opened and checked.
+    problems["README links"] = sorted(readme_ui_paths() - visited - {"/"})
     failed = {page: facts for page, facts in problems.items() if facts}
     assert not failed, f"facts not shown in the UI (screenshots in {SHOTS}): {failed}"
