@@ -72,10 +72,10 @@ def wait_for_texts(page, texts: list[str], timeout_s: float = 15) -> None:
         time.sleep(0.25)
 
 
-def launch_from_launchpad(page, job_url: str, *, partition: str, run_config_yaml: str) -> str:
+def launch_from_launchpad(page, job_url: str, *, partition: str, run_config_yaml: str, shot: Path) -> str:
     """Launch a partitioned asset job as the README says: the job's page, the menu next to "Materialize all...",
     "Open launchpad", pick the partition, add run config at the end of the editor, "Materialize". Returns the run id
-    from the run page it lands on."""
+    from the run page it lands on; `shot` is a screenshot of the filled-in launchpad."""
     open_page(page, job_url, ready_text="Materialize all…")
     page.locator("button:right-of(:text('Materialize all…'))").first.click()
     page.get_by_text("Open launchpad", exact=True).click()
@@ -90,6 +90,7 @@ def launch_from_launchpad(page, job_url: str, *, partition: str, run_config_yaml
     page.keyboard.press("Control+End")
     page.keyboard.type(run_config_yaml)
     dialog.get_by_text("No errors", exact=True).wait_for()
+    screenshot(page, shot)
     page.locator("button", has_text=re.compile(r"^\s*Materialize\s*$")).last.click()
     page.wait_for_url("**/runs/*")
     return page.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]

@@ -121,9 +121,15 @@ def registry_facts(project: Project, commit: str, run_id: str) -> dict:
     }
 
 
-def missing(text: str, expected: dict[str, str]) -> list[str]:
-    """Names of the expected facts whose text is not on the page."""
-    return [f"{what} ({value})" for what, value in expected.items() if value not in text]
+def shown_alone(word: str) -> re.Pattern[str]:
+    """`word` as a value of its own (a table cell, a JSON string), not inside `refs/heads/main` or `svc:latest`."""
+    return re.compile(rf"(?<![\w/:.-]){re.escape(word)}(?![\w/:.-])")
+
+
+def missing(text: str, expected: dict[str, str | re.Pattern[str]]) -> list[str]:
+    """Names of the expected facts whose text (or pattern) is not on the page."""
+    return [f"{what} ({value if isinstance(value, str) else value.pattern})" for what, value in expected.items()
+            if (value not in text if isinstance(value, str) else value.search(text) is None)]
 
 
 @pytest.mark.timeout(240)  # ~1 min on an idle 2-core machine; the bound is for a loaded one
@@ -153,20 +159,21 @@ def test_asset_pages_show_key_facts(project: Project, docker_engine: DockerEngin
             # one line of flow YAML so the editor's auto-indent cannot change it.
             run_id = launch_from_launchpad(
                 page, base + "/locations/streamable/jobs/build_and_release", partition="svc",
-                run_config_yaml="ops: " + json.dumps(readme_launchpad_config()["ops"]))
+                run_config_yaml="ops: " + json.dumps(readme_launchpad_config()["ops"]),
+                shot=SHOTS / "00-launchpad.png")
             second = registry_facts(project, second_sha, wait_for_success(client, run_id, second_sha))
             open_page(page, f"{base}/runs/{run_id}", ready_text="Success")
-            screenshot(page, SHOTS / "00-launched-run.png")
+            screenshot(page, SHOTS / "00-run.png")
             assert first["index_digest"] != second["index_digest"]
             assert all(second["tags"][t] == second["index_digest"] for t in second["tags"]), second["tags"]
             assert len(second["soci_index_digests"]) == 1, second
 
             visited = {"/locations/streamable/jobs/build_and_release", f"/runs/{run_id}", "/automation"}
 
-            def check(name: str, path: str, ready: str, expected: dict[str, str]) -> str:
+            def check(name: str, path: str, ready: str, expected: dict[str, str | re.Pattern[str]]) -> str:
                 visited.add(path)
                 open_page(page, base + path, ready_text=ready)
-                wait_for_texts(page, list(expected.values()))
+                wait_for_texts(page, [v for v in expected.values() if isinstance(v, str)])
                 text = visible_text(page)
                 screenshot(page, SHOTS / f"{len(problems) + 1:02d}-{name}.png")
                 problems[name] = missing(text, expected)
@@ -192,7 +199,7 @@ def test_asset_pages_show_key_facts(project: Project, docker_engine: DockerEngin
                 "verified digest": hex12(second["index_digest"]),
             })
             check("release", "/assets/release", "release", {
-                **{f"tag {t}": t for t in second["tags"]},
+                **{f"tag {t}": shown_alone(t) for t in second["tags"]},
                 "to (this run's image)": hex12(second["index_digest"]),
                 "from (the previous image of main/latest)": hex12(first["index_digest"]),
             })
