@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.metadata
 import json
 import logging
 import os
@@ -258,44 +259,108 @@ def _non_negative(text: str) -> int:
 
 
 def _registry_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plain-http", action="store_true", help="talk HTTP instead of HTTPS (loopback registries use HTTP anyway)")
-    p.add_argument("--username", help=f"registry user; the password is read from ${PASSWORD_ENV}")
-    p.add_argument("--docker-config", help="Docker config.json to read credentials from")
-    p.add_argument("--retries", type=_non_negative, default=5, help="retries on connection errors, 429 and 5xx")
+    p.add_argument("--plain-http", action="store_true",
+                   help="talk HTTP instead of HTTPS (loopback registries such as 127.0.0.1:5055 use HTTP anyway)")
+    p.add_argument("--username", metavar="NAME", help=f"registry user; the password is read from ${PASSWORD_ENV} "
+                   "(default: the registry's entry in the Docker config, else anonymous)")
+    p.add_argument("--docker-config", metavar="PATH",
+                   help="Docker config.json to read credentials from (default: $DOCKER_CONFIG/config.json, "
+                        "else ~/.docker/config.json)")
+    p.add_argument("--retries", type=_non_negative, default=5, metavar="N",
+                   help="retries on connection errors, 429 and 5xx (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log decisions and retries on stderr")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamable", description="Build, verify and inspect SOCI indexes.")
-    top = parser.add_subparsers(dest="group", required=True)
-    soci = top.add_parser("soci", help="SOCI (Seekable OCI) indexes").add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of descriptions and example epilogs."""
 
-    p = soci.add_parser("ztoc", help="write the zTOC of a local layer blob")
-    p.add_argument("layer_file")
-    p.add_argument("--media-type", required=True, help="layer mediaType, e.g. application/vnd.oci.image.layer.v1.tar+gzip")
-    p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE)
-    p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER)
-    p.add_argument("-o", "--output", required=True)
+
+def _version() -> str:
+    """The installed package's version (package metadata), or a note when running from an uninstalled tree."""
+    try:
+        return importlib.metadata.version("streamable")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: pip install -e .)"
+
+
+def _examples(*lines: str) -> str:
+    return "example:\n" + "".join(f"  {line}\n" for line in lines)
+
+
+EXAMPLES = {
+    "top": _examples("streamable soci verify 127.0.0.1:5055/streamable/demo-app:latest",
+                     "streamable soci inspect 127.0.0.1:5055/streamable/demo-app:latest"),
+    "ztoc": _examples("streamable soci ztoc layer.tar.gz --media-type application/vnd.oci.image.layer.v1.tar+gzip "
+                      "-o layer.ztoc"),
+    "convert": _examples("streamable soci convert 127.0.0.1:5055/team/app:1.0 127.0.0.1:5055/team/app:1.0-soci "
+                         "--all-platforms"),
+    "verify": _examples("streamable soci verify 127.0.0.1:5055/team/app:1.0-soci --file app/bin/serve --sample 4"),
+    "inspect": _examples("streamable soci inspect 127.0.0.1:5055/team/app:1.0-soci --entries 5",
+                         "streamable soci inspect layer.ztoc"),
+}
+REF_HELP = ("image reference REGISTRY/REPOSITORY[:TAG|@DIGEST], e.g. 127.0.0.1:5055/team/app:1.0 "
+            "(a reference without a registry host means Docker Hub)")
+
+
+TOP_NOTES = (f"Credentials: --username NAME with the password in ${PASSWORD_ENV}, else the Docker config, else "
+             "anonymous.\nExit codes: 0 success; 1 `verify` ran and the image would not lazy-load; 2 an error.\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamable", description="Build, verify and inspect SOCI indexes.",
+        epilog=EXAMPLES["top"] + "\n" + TOP_NOTES, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    top = parser.add_subparsers(dest="group", metavar="GROUP", help="command group (one so far: soci)")
+    soci_parser = top.add_parser("soci", help="SOCI (Seekable OCI) indexes: ztoc, convert, verify, inspect",
+                                 description="SOCI (Seekable OCI) indexes.", epilog=EXAMPLES["top"],
+                                 formatter_class=_HelpFormatter)
+    soci = soci_parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do; COMMAND --help for its options")
+    commands: dict[str, argparse.ArgumentParser] = {}
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = soci.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                              epilog=EXAMPLES[name], formatter_class=_HelpFormatter)
+        commands[name] = sub
+        return sub
+
+    p = command("ztoc", "write the zTOC of a local layer blob")
+    p.add_argument("layer_file", metavar="LAYER_FILE", help="a layer blob as stored in a registry (tar+gzip)")
+    p.add_argument("--media-type", required=True, metavar="MT",
+                   help="layer mediaType, e.g. application/vnd.oci.image.layer.v1.tar+gzip (required)")
+    p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE, metavar="BYTES",
+                   help="uncompressed bytes between two checkpoints; a lazy read fetches whole spans "
+                        "(default: %(default)s = 4 MiB, as soci-snapshotter)")
+    p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER, metavar="NAME",
+                   help="written into the zTOC header (default: %(default)s)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="file to write the zTOC to (required)")
     p.set_defaults(func=cmd_ztoc)
 
-    p = soci.add_parser("convert", help="index an image in a registry and push the SOCI-enabled image")
-    p.add_argument("src")
-    p.add_argument("dst")
-    p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE)
-    p.add_argument("--min-layer-size", type=_non_negative, default=SOCI_MIN_LAYER_SIZE)
-    p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER)
+    p = command("convert", "index an image in a registry and push the SOCI-enabled image")
+    p.add_argument("src", metavar="SRC_REF", help="the image to index; " + REF_HELP)
+    p.add_argument("dst", metavar="DST_REF", help="where to push the SOCI-enabled image (same registry as SRC_REF)")
+    p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE, metavar="BYTES",
+                   help="uncompressed bytes between two checkpoints (default: %(default)s = 4 MiB)")
+    p.add_argument("--min-layer-size", type=_non_negative, default=SOCI_MIN_LAYER_SIZE, metavar="BYTES",
+                   help="layers smaller than this get no zTOC and are pulled whole (default: %(default)s = 10 MiB)")
+    p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER, metavar="NAME",
+                   help="written into every zTOC header (default: %(default)s)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--platform", action="append", help="os/arch[/variant]; repeat for several")
-    group.add_argument("--all-platforms", action="store_true")
-    p.add_argument("--format", choices=("v2", "v1"), default="v2")
+    group.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]",
+                       help="index this platform of a multi-platform image; repeat for several "
+                            "(default: this machine's, linux/<arch>)")
+    group.add_argument("--all-platforms", action="store_true", help="index every platform of the image")
+    p.add_argument("--format", choices=("v2", "v1"), default="v2",
+                   help="v2: an image index that points nodes at the SOCI index (soci-snapshotter >= 0.10 reads only "
+                        "this by default); v1: a referrer of the image (default: %(default)s)")
     p.add_argument(
         "--prefetch-profile", metavar="FILE", default=None,
         help="startup profile JSON (`streamable soci profile`): write prefetch artifacts for the files it read (default: none)",
     )
     p.add_argument(
         "--prefetch-granularity", choices=("files", "ranges"), default="files",
-        help="with --prefetch-profile: prefetch whole files, as soci convert --prefetch-file would (default), "
-        "or only the spans of the byte ranges read",
+        help="with --prefetch-profile: prefetch whole files, as soci convert --prefetch-file would, "
+        "or only the spans of the byte ranges read (default: %(default)s)",
     )
     p.add_argument(
         "--prefetch-file", action="append", metavar="PATH",
@@ -303,29 +368,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--node-compat", default=str(DEFAULT_NODE_COMPAT), metavar="V",
-        help="oldest soci-snapshotter release the index must load on, v0.12..v0.15 (default v0.12: no prefetch "
-        "artifacts; v0.13+ writes them; v0.14+ keeps zTOCs whose spans cross gzip member boundaries)",
+        help="oldest soci-snapshotter release the index must load on, v0.12..v0.15; v0.12 writes no prefetch "
+        "artifacts, v0.13+ writes them, v0.14+ keeps zTOCs whose spans cross gzip member boundaries "
+        "(default: %(default)s)",
     )
     _registry_options(p)
     p.set_defaults(func=cmd_convert)
 
-    p = soci.add_parser("verify", help="check that an image would lazy-load (exit 1 when not)")
-    p.add_argument("ref")
-    p.add_argument("--sample", type=_non_negative, default=8, help="files to lazily read per platform (at least the largest)")
-    p.add_argument("--file", action="append", help="a path that must be present and is always read (repeatable)")
-    p.add_argument("--platform", help="verify only this platform")
-    p.add_argument("--seed", type=int, default=0)
+    p = command("verify", "check that an image would lazy-load (exit 1 when not)")
+    p.add_argument("ref", metavar="REF", help="the SOCI-enabled image; " + REF_HELP)
+    p.add_argument("--sample", type=_non_negative, default=8, metavar="N",
+                   help="files to lazily read per platform, the largest always among them (default: %(default)s)")
+    p.add_argument("--file", action="append", metavar="PATH",
+                   help="a path that must be present and is always read, e.g. app/bin/serve (repeatable)")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="verify only this platform (default: every platform that has a SOCI index)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the random file sample; the same seed reads the same files (default: %(default)s)")
     _registry_options(p)
     p.set_defaults(func=cmd_verify)
 
-    p = soci.add_parser("inspect", help="summarize a zTOC file, or the SOCI indexes of an image")
-    p.add_argument("target", metavar="ZTOC_FILE|REF")
-    p.add_argument("--entries", type=_non_negative, default=20, help="how many TOC entries to list")
+    p = command("inspect", "summarize a zTOC file, or the SOCI indexes of an image")
+    p.add_argument("target", metavar="ZTOC_FILE|REF", help="a zTOC file on disk, else an image reference")
+    p.add_argument("--entries", type=_non_negative, default=20, metavar="N",
+                   help="how many TOC entries to list per zTOC (default: %(default)s)")
     _registry_options(p)
     p.set_defaults(func=cmd_inspect)
 
     add_profile_parser(soci, _registry_options, _client)
+    parser.set_defaults(_help_for={None: parser, "soci": soci_parser, **commands})
     return parser
+
+
+def _missing_command(args: argparse.Namespace, err: TextIO) -> int | None:
+    """`streamable` or `streamable soci` without a command: the help of that level on stderr, exit 2."""
+    if getattr(args, "func", None) is not None:
+        return None
+    key = None if args.group is None else "soci"
+    err.write(args._help_for[key].format_help())
+    return EXIT_ERROR
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -334,6 +415,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     options, command = split_command(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(options)
+    missing = _missing_command(args, err)
+    if missing is not None:
+        return missing
     if command and not hasattr(args, "command_argv"):
         raise SystemExit(f"streamable: `-- CMD ...` is only for `soci profile`, not `{args.group} {getattr(args, 'command', '')}`")
     args.command_argv = command

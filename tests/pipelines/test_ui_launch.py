@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from tests.conftest import DockerEngine, free_port
+from tests.conftest import DockerEngine
 from tests.pipelines.conftest import Project
+from tests.ui.dg_dev import local_dagster_home, running_dg_dev
 
-ROOT = Path(__file__).resolve().parents[2]
 NASTY_ARG = "ui-arg;$(echo nope)|`x`"
-
-LOCATION_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
 
 LOGS_QUERY = """
 query Logs($runId: ID!) {
@@ -41,47 +36,17 @@ query Logs($runId: ID!) {
 
 
 @pytest.fixture
-def webserver(project: Project, docker_engine: DockerEngine, tmp_path: Path):
-    port = free_port()
-    home = tmp_path / "ui_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "deploy" / "local" / "dagster.yaml").read_text())
+def webserver(project: Project, docker_engine: DockerEngine, tmp_path: Path) -> Iterator[int]:
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
+        "DAGSTER_HOME": str(local_dagster_home(tmp_path / "ui_home")),
         "STREAMABLE_TARGETS": str(project.targets_file),
         "STREAMABLE_STATE_DIR": str(project.state_dir),
         "STREAMABLE_DOCKER_HOST": docker_engine.host,
         "STREAMABLE_DOCKER_BIN": docker_engine.docker_bin,
         "STREAMABLE_ENV": "local",
     }
-    log = open(tmp_path / "dg-dev.log", "wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dg"), "dev", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            ws = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": LOCATION_QUERY}, timeout=5).json()
-            entries = ws["data"]["workspaceOrError"]["locationEntries"]
-            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                errors = [e["locationOrLoadError"] for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"]
-                assert not errors, f"code location failed to load: {errors}"
-                break
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"dg dev exited early:\n{(tmp_path / 'dg-dev.log').read_text()[-3000:]}")
-        time.sleep(1)
-    else:
-        pytest.fail(f"dg dev did not come up:\n{(tmp_path / 'dg-dev.log').read_text()[-3000:]}")
-    yield port
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    with running_dg_dev(env, tmp_path / "dg-dev.log") as port:
+        yield port
 
 
 def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int) -> None:
