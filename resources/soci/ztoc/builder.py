@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_SPAN_SIZE
 from resources.soci.media_types import LayerCompression, is_layer_type, layer_compression
-from resources.soci.ztoc.flatbuf import serialize_ztoc
+from resources.soci.ztoc.flatbuf import ZtocEntries, check_ztoc_fields, serialize_table
 from resources.soci.ztoc.gzip_index import GzipFormatError, GzipIndexer
 from resources.soci.ztoc.model import (
     ZTOC_VERSION,
@@ -51,6 +51,8 @@ class BuiltZtoc:
     ``digest``/``size`` describe the zTOC blob (``data``); ``layer_digest`` and
     ``compressed_size`` the layer blob; ``uncompressed_size`` is the tar size soci records (where
     the tar reader stopped) and ``decompressed_size`` every byte the blob inflates to.
+    ``ztoc.entries`` is a view that decodes entries from ``data`` when read (`ZtocEntries`): a
+    layer's TOC is held once, as the zTOC bytes, not also as one object per file.
     """
 
     ztoc: Ztoc
@@ -200,15 +202,18 @@ class ZtocBuilder:
         decompressed_size: int,
         media_type: str,
     ) -> BuiltZtoc:
-        ztoc = Ztoc(
+        header = Ztoc(
             version=ZTOC_VERSION,
             build_tool_identifier=self.build_tool_identifier,
             compressed_archive_size=compressed_size,
             uncompressed_archive_size=toc.uncompressed_archive_size,
-            entries=toc.entries,
+            entries=[],
             compression=info,
         )
-        data = serialize_ztoc(ztoc)
+        check_ztoc_fields(header)
+        toc.table.check_offsets()
+        data = serialize_table(header, toc.table, release_table=True)  # the TOC's memory goes early
+        ztoc = replace(header, entries=ZtocEntries(data))
         return BuiltZtoc(
             ztoc=ztoc,
             data=data,

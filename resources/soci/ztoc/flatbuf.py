@@ -25,6 +25,8 @@ malformed input.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 from resources.soci.ztoc.flatbuf_writer import encode_ztoc
 from resources.soci.ztoc.model import (
@@ -40,7 +42,15 @@ from resources.soci.ztoc.model import (
 )
 from resources.soci.ztoc.toc_table import TocTable
 
-__all__ = ["FlatTable", "ZtocFormatError", "parse_ztoc", "serialize_table", "serialize_ztoc"]
+__all__ = [
+    "FlatTable",
+    "ZtocEntries",
+    "ZtocFormatError",
+    "check_ztoc_fields",
+    "parse_ztoc",
+    "serialize_table",
+    "serialize_ztoc",
+]
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -70,13 +80,16 @@ def serialize_ztoc(z: Ztoc) -> bytes:
     Refuses (ZtocFormatError, naming the field or entry) what the schema cannot hold and
     TOCs that soci-snapshotter's Unmarshal would reject (`check_toc_offsets`).
     """
-    _check_ztoc(z)
+    check_ztoc_fields(z)
     check_toc_offsets(z.entries)
     return serialize_table(z, TocTable.from_entries(z.entries))
 
 
-def serialize_table(z: Ztoc, table: TocTable) -> bytes:
-    """Encode a zTOC whose entries are ``table`` (``z.entries`` is not read); see `flatbuf_writer`."""
+def serialize_table(z: Ztoc, table: TocTable, *, release_table: bool = False) -> bytes:
+    """Encode a zTOC whose entries are ``table`` (``z.entries`` is not read); see `flatbuf_writer`.
+
+    ``release_table`` empties the table once its entries are written (before the final copy).
+    """
     info = z.compression
     return encode_ztoc(
         version=raw_bytes(z.version),
@@ -88,10 +101,11 @@ def serialize_table(z: Ztoc, table: TocTable) -> bytes:
         max_span_id=info.max_span_id,
         span_digests=[raw_bytes(d) for d in info.span_digests],
         checkpoints=info.checkpoints if isinstance(info.checkpoints, bytes) else bytes(info.checkpoints),
+        release_table=release_table,
     )
 
 
-def _check_ztoc(z: Ztoc) -> None:
+def check_ztoc_fields(z: Ztoc) -> None:
     """Reject values the schema cannot hold, naming the field (Go would wrap them silently)."""
     _check_range("compressed_archive_size", z.compressed_archive_size, _INT64)
     _check_range("uncompressed_archive_size", z.uncompressed_archive_size, _INT64)
@@ -311,3 +325,44 @@ def _parse_file_metadata(t: FlatTable) -> FileMetadata:
             for x in t.tables(_FM_XATTRS, "xattrs")
         ],
     )
+
+
+class ZtocEntries(Sequence[FileMetadata]):
+    """The TOC entries of encoded zTOC bytes, decoded one by one when read (equal to a list of
+    the same `FileMetadata`)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        root = FlatTable.root(data, "ztoc")
+        toc = root.table(_Z_TOC, "toc")
+        if toc is None:
+            raise ZtocFormatError("ztoc: the toc table is missing")
+        self._toc = toc
+        self._positions = toc._element_positions(_TOC_METADATA, "metadata")
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    @overload
+    def __getitem__(self, index: int) -> FileMetadata: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[FileMetadata]: ...
+
+    def __getitem__(self, index: int | slice) -> FileMetadata | list[FileMetadata]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        pos = self._positions[index]
+        return _parse_file_metadata(FlatTable(self._data, pos, self._toc, f"metadata[{index}]"))
+
+    def __iter__(self) -> Iterator[FileMetadata]:
+        for i in range(len(self._positions)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, ZtocEntries)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"ZtocEntries({len(self)} entries)"

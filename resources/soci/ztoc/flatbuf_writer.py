@@ -346,13 +346,21 @@ def encode_ztoc(
     span_digests: list[bytes],
     checkpoints: bytes,
     general_only: bool = False,
+    release_table: bool = False,
 ) -> bytes:
-    """The zTOC bytes, making Go's `ztocToFlatbuffer` builder calls in its order."""
+    """The zTOC bytes, making Go's `ztocToFlatbuffer` builder calls in its order.
+
+    ``release_table`` empties ``table`` right after its entries are written.
+    """
     bound = encoded_size_bound(table, len(checkpoints), len(span_digests), len(version) + len(build_tool_identifier))
     w = BackWriter(min(bound, MAX_BUFFER))
     version_off = w.string(version)
     build_tool = w.string(build_tool_identifier)
-    metadata = w.offset_vector(write_entries(w, table, general_only=general_only))
+    entry_offsets = write_entries(w, table, general_only=general_only)
+    if release_table:
+        table.release()
+    metadata = w.offset_vector(entry_offsets)
+    del entry_offsets
     w.start_object(1)
     w.uoffset_slot(0, metadata)
     toc = w.end_object()

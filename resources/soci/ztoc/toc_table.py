@@ -52,6 +52,7 @@ class TocTable:
         self._tails: dict[tuple[bytes, bytes, bytes, bytes, bytes], tuple[bytes, int, int, int, int]] = {}
 
     def __len__(self) -> int:
+        self._check_readable()
         return self.count
 
     def append(
@@ -148,6 +149,17 @@ class TocTable:
         """Drop the encoding cache (the table is complete)."""
         self._tails = {}
 
+    def release(self) -> None:
+        """Free the entries (after encoding them); reading the table afterwards is an error."""
+        self.records = bytearray()
+        self.strings = bytearray()
+        self.xattrs = {}
+        self._released = True
+
+    def _check_readable(self) -> None:
+        if getattr(self, "_released", False):
+            raise RuntimeError("TocTable was released after encoding; its entries are in the zTOC")
+
     # ------------------------------------------------------------------ reading back
 
     def _string(self, at: int) -> bytes:
@@ -157,6 +169,7 @@ class TocTable:
 
     def entries(self) -> Iterator[FileMetadata]:
         """The entries as `FileMetadata` objects (for tests and small layers)."""
+        self._check_readable()
         start = 0
         for i, rec in enumerate(RECORD.iter_unpack(self.records)):
             offset, size, mode, uid, gid, devmajor, devminor, p_gn, p_un, p_ln, p_ty, p_nm, length, _ = rec
