@@ -124,23 +124,32 @@ class ZtocBuilder:
         media_type: str,
         progress: Progress | None = None,
         layer: str = "layer",
+        verified_digest: str | None = None,
     ) -> BuiltZtoc:
-        """Read the whole blob once and return its zTOC; ``layer`` labels error messages."""
+        """Read the whole blob once and return its zTOC; ``layer`` labels error messages.
+
+        ``verified_digest``: the caller checks the blob against this digest while it streams it
+        (as `RegistryClient.stream_blob` does, once fully read), so the builder does not hash the
+        whole blob a second time and reports this digest as ``layer_digest``. Without it, the
+        builder computes ``layer_digest`` itself.
+        """
         algorithm = compression_for_media_type(media_type, layer)
         chunks = _chunks(stream, self.chunk_size)
         try:
             if algorithm == CompressionAlgorithm.GZIP:
-                return self._build_gzip(chunks, media_type, progress)
-            return self._build_uncompressed(chunks, media_type, progress)
+                return self._build_gzip(chunks, media_type, progress, verified_digest)
+            return self._build_uncompressed(chunks, media_type, progress, verified_digest)
         except (GzipFormatError, TarFormatError, ZtocFormatError) as exc:
             raise ZtocBuildError(f"{layer} ({media_type}): {exc}") from exc
 
-    def _build_gzip(self, chunks: Iterator[bytes], media_type: str, progress: Progress | None) -> BuiltZtoc:
+    def _build_gzip(
+        self, chunks: Iterator[bytes], media_type: str, progress: Progress | None, verified_digest: str | None
+    ) -> BuiltZtoc:
         toc = TarTocBuilder()
         processed = 0
         with GzipIndexer(
             self.span_size,
-            blob_digest=True,
+            blob_digest=verified_digest is None,
             digest_in_thread=self.digest_in_thread,
             output_sink=toc.feed,  # the tar parse runs on the worker while inflate runs here
         ) as indexer:
@@ -157,17 +166,18 @@ class ZtocBuilder:
             span_digests=index.span_digests,
             checkpoints=index.checkpoints,
         )
-        assert index.blob_digest is not None
+        layer_digest = verified_digest or index.blob_digest
+        assert layer_digest is not None
         return self._assemble(
-            toc.finish(), info, index.blob_digest, index.compressed_size, index.uncompressed_size, media_type
+            toc.finish(), info, layer_digest, index.compressed_size, index.uncompressed_size, media_type
         )
 
     def _build_uncompressed(
-        self, chunks: Iterator[bytes], media_type: str, progress: Progress | None
+        self, chunks: Iterator[bytes], media_type: str, progress: Progress | None, verified_digest: str | None
     ) -> BuiltZtoc:
         toc = TarTocBuilder()
         span = self.span_size
-        digester = SpanDigester(whole_blob=True)
+        digester = SpanDigester(whole_blob=verified_digest is None)
         worker = OrderedWorker(threaded=self.digest_in_thread)
         processed = 0
         try:
@@ -183,6 +193,7 @@ class ZtocBuilder:
         finally:
             worker.close()
         digests, layer_digest = digester.finish()
+        layer_digest = verified_digest or layer_digest
         max_span_id = uncompressed_max_span_id(processed, span)
         assert len(digests) == max_span_id + 1 and layer_digest is not None
         info = CompressionInfo(

@@ -46,7 +46,7 @@ from resources.soci.ztoc.tar_header import (
     BLOCK_SIZE,
     RawHeader,
     TarFormatError,
-    fast_header,
+    FastHeaders,
     format_go_time,
     format_go_time_bytes,
     parse_go_int,
@@ -203,7 +203,7 @@ class TarTocBuilder:
 
     Entry data is never looked at: the next header's position is computed from the entry's size
     and jumped to, within a chunk or across chunks. Header blocks most writers emit are decoded by
-    `fast_header` and go straight into the columnar `TocTable`; the rest (PAX, GNU long names,
+    `FastHeaders` and go straight into the columnar `TocTable`; the rest (PAX, GNU long names,
     zero blocks, devices, base-256 numbers, errors) take the general path.
     """
 
@@ -223,6 +223,7 @@ class TarTocBuilder:
         self._long_name = ""
         self._long_link = ""
         self._table = TocTable()
+        self._fast = FastHeaders()
         self._last: str | tuple[bytes, int] = "the start of the archive"  # for error messages
         self._end: int | None = None
         self._saw_xattr_or_opaque = False
@@ -311,17 +312,16 @@ class TarTocBuilder:
     def _on_header_block(self, block: bytes, end: int) -> None:
         """A block at a header position: the common case here, anything else in `_on_block`."""
         if block[0] and not self._zero_blocks and self._pax is None and not self._long_name and not self._long_link:
-            fields = fast_header(block)
-            if fields is not None and fields[0] in _FAST_TYPES:
-                flag, name, linkname, size, mode, uid, gid, mtime, uname, gname = fields
+            decoded = self._fast.decode(block)
+            if decoded is not None and decoded[2][0] in _FAST_TYPES:
+                name, size, (flag, linkname, mode, uid, gid, mod_time, uname, gname, _) = decoded
                 if flag == _TYPE_REG_A:
                     flag = _TYPE_DIR if name.endswith(b"/") else _TYPE_REG
                 if name.endswith(_WHITEOUT_OPAQUE_BYTES):
                     self._saw_xattr_or_opaque = True
                 self._table.append(
-                    name, _TYPE_NAME_BYTES[flag], end, size, linkname, mode, uid, gid, uname, gname,
-                    format_go_time_bytes(mtime, 0), 0, 0,
-                )  # fmt: skip
+                    name, _TYPE_NAME_BYTES[flag], end, size, linkname, mode, uid, gid, uname, gname, mod_time, 0, 0
+                )
                 self._last = (name, end - BLOCK_SIZE)
                 data = 0 if flag in _HEADER_ONLY_TYPES else size
                 self._enter_skip(data, -data % BLOCK_SIZE)
