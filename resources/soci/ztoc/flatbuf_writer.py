@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ U32 = struct.Struct("<I")
 I64 = struct.Struct("<q")
 MAX_BUFFER = 2**31
 _FM_FIELDS = 14
+_VECTOR_BATCH = 8192
 _GZIP = 1
 
 _SIZE_ERROR = "zTOC exceeds the 2 GiB FlatBuffers limit: flatbuffers: cannot grow buffer beyond 2 gigabytes"
@@ -98,9 +100,12 @@ class BackWriter:
         count = len(offsets)
         self.prep(4, 4 * count)
         base = self.cap - self.pos + 4 * count  # element i ends at base - 4 * i
-        values = array("I", [base - 4 * i - off for i, off in enumerate(offsets)])
         self.pos -= 4 * count
-        self.buf[self.pos : self.pos + 4 * count] = values.tobytes()
+        for start in range(0, count, _VECTOR_BATCH):  # in batches: no list of 200,000 ints at once
+            batch = offsets[start : start + _VECTOR_BATCH]
+            values = array("I", [base - 4 * i - off for i, off in enumerate(batch, start)])
+            at = self.pos + 4 * start
+            self.buf[at : at + 4 * len(batch)] = values.tobytes()
         self.pos -= 4
         _U32.pack_into(self.buf, self.pos, count)
         return self.cap - self.pos
@@ -227,6 +232,8 @@ def _layout(mask: int, parity: int) -> _Layout:
 _LAYOUTS: list[_Layout] = [_layout(index >> 1, 4 * (index & 1)) for index in range(256)]
 _VTABLE_BYTES = 2 * (_FM_FIELDS + 2)
 _MAX_OBJECT = 4 + 7 * 4 + 5 * 8 + 2 * 4 + 12 + 4  # soffset, offsets, numbers, padding, xattr vector
+# Per field mask: the larger object size of the two alignments, plus the empty xattr vector.
+_OBJECT_BOUND = [max(_LAYOUTS[2 * mask][0], _LAYOUTS[2 * mask + 1][0]) + 4 for mask in range(128)]
 
 
 def _string_at(strings: bytes | bytearray | memoryview, at: int) -> bytes:
@@ -326,10 +333,12 @@ def write_entries(w: BackWriter, table: TocTable, *, general_only: bool = False)
 
 
 def encoded_size_bound(table: TocTable, checkpoints: int, digests: int, text: int) -> int:
-    """More bytes than the zTOC can take (so the writer never regrows)."""
+    """A little more than the zTOC can take (so the writer does not regrow, nor hold much slack)."""
     xattr_bytes = sum(48 + len(k) + len(v) for records in table.xattrs.values() for k, v in records)
+    masks = Counter(table.records[RECORD.size - 1 :: RECORD.size])  # each entry's field mask
+    objects = sum(count * _OBJECT_BOUND[mask] for mask, count in masks.items())
     return (
-        len(table.strings) + table.count * (_MAX_OBJECT + 4 + 8) + len(_LAYOUTS) * _VTABLE_BYTES
+        len(table.strings) + objects + table.count * 8 + len(_LAYOUTS) * _VTABLE_BYTES
         + xattr_bytes + 8 * len(table.xattrs) * _VTABLE_BYTES + checkpoints + 84 * digests + text + 1024
     )  # fmt: skip
 

@@ -49,6 +49,7 @@ class TocTable:
         self.strings = bytearray()
         self.xattrs: dict[int, list[tuple[bytes, bytes]]] = {}  # entry index -> sorted raw records
         self.count = 0
+        self._released = False
         self._tails: dict[tuple[bytes, bytes, bytes, bytes, bytes], tuple[bytes, int, int, int, int]] = {}
 
     def __len__(self) -> int:
@@ -157,7 +158,7 @@ class TocTable:
         self._released = True
 
     def _check_readable(self) -> None:
-        if getattr(self, "_released", False):
+        if self._released:
             raise RuntimeError("TocTable was released after encoding; its entries are in the zTOC")
 
     # ------------------------------------------------------------------ reading back
