@@ -13,7 +13,11 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_SPAN_SIZE
-from resources.soci.media_types import LayerCompression, is_layer_type, layer_compression
+from resources.soci.media_types import (
+    LayerCompression,
+    is_layer_type,
+    layer_compression,
+)
 from resources.soci.ztoc.flatbuf import ZtocEntries, check_ztoc_fields, serialize_table
 from resources.soci.ztoc.gzip_index import GzipFormatError, GzipIndexer
 from resources.soci.ztoc.model import (

@@ -142,7 +142,7 @@ class FlatTable:
     only assembled when an error is raised.
     """
 
-    __slots__ = ("_buf", "_pos", "_vtable", "_vtable_size", "_parent", "_label")
+    __slots__ = ("_buf", "_label", "_parent", "_pos", "_vtable", "_vtable_size")
 
     def __init__(self, buf: bytes, pos: int, parent: FlatTable | None, label: str) -> None:
         self._buf = buf

@@ -69,8 +69,7 @@ class BackWriter:
 
     def prep(self, size: int, additional: int) -> None:
         """`Builder.Prep`: align so that ``size`` is aligned after ``additional`` more bytes."""
-        if size > self.minalign:
-            self.minalign = size
+        self.minalign = max(self.minalign, size)
         pad = (-(self.cap - self.pos + additional)) & (size - 1)
         self.reserve(pad + size + additional)
         self.pos -= pad

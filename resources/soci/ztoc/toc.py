@@ -44,9 +44,9 @@ from typing import BinaryIO
 from resources.soci.ztoc.model import FileMetadata, from_raw_bytes, raw_bytes
 from resources.soci.ztoc.tar_header import (
     BLOCK_SIZE,
+    FastHeaders,
     RawHeader,
     TarFormatError,
-    FastHeaders,
     format_go_time,
     format_go_time_bytes,
     parse_go_int,

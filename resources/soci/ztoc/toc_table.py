@@ -18,7 +18,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from resources.soci.ztoc.model import FileMetadata, Xattr, ZtocFormatError, check_toc_offsets, from_raw_bytes, raw_bytes
+from resources.soci.ztoc.model import (
+    FileMetadata,
+    Xattr,
+    ZtocFormatError,
+    check_toc_offsets,
+    from_raw_bytes,
+    raw_bytes,
+)
 
 __all__ = ["RECORD", "TocTable", "encoded_string"]
 

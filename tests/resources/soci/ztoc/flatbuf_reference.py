@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import flatbuffers
 
-from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc, ZtocFormatError, from_raw_bytes, raw_bytes
+from resources.soci.ztoc.model import (
+    CompressionAlgorithm,
+    FileMetadata,
+    Ztoc,
+    ZtocFormatError,
+    from_raw_bytes,
+    raw_bytes,
+)
 
 _XATTR_FIELDS = 2
 _FM_NAME, _FM_TYPE, _FM_OFFSET, _FM_SIZE, _FM_LINKNAME, _FM_MODE = 0, 1, 2, 3, 4, 5

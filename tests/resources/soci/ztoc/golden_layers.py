@@ -13,8 +13,22 @@ import random
 import tarfile
 from collections.abc import Callable
 
-from .conftest import TarMember, gzip_member, make_tar, mixed_bytes, sample_tar_members, text_bytes
-from .tar_fixtures import END, gnu_tar_with_long_names, header, mixed_pax_tar, padded, pax_entry
+from .conftest import (
+    TarMember,
+    gzip_member,
+    make_tar,
+    mixed_bytes,
+    sample_tar_members,
+    text_bytes,
+)
+from .tar_fixtures import (
+    END,
+    gnu_tar_with_long_names,
+    header,
+    mixed_pax_tar,
+    padded,
+    pax_entry,
+)
 
 OCI_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_TAR = "application/vnd.oci.image.layer.v1.tar"

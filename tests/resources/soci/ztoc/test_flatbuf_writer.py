@@ -8,7 +8,13 @@ import pytest
 
 from resources.soci.ztoc import flatbuf_writer
 from resources.soci.ztoc.flatbuf import parse_ztoc, serialize_table, serialize_ztoc
-from resources.soci.ztoc.model import CompressionAlgorithm, CompressionInfo, FileMetadata, Xattr, Ztoc
+from resources.soci.ztoc.model import (
+    CompressionAlgorithm,
+    CompressionInfo,
+    FileMetadata,
+    Xattr,
+    Ztoc,
+)
 from resources.soci.ztoc.toc_table import TocTable
 
 from .flatbuf_reference import reference_serialize

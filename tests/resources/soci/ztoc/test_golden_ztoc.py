@@ -19,8 +19,8 @@ from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.flatbuf import parse_ztoc, serialize_ztoc
 
 from .golden_layers import LAYERS, OCI_TAR, gzip_blob
-from .test_toc_go_reference import edge_cases, mutate
 from .tar_fixtures import gnu_tar_with_long_names, mixed_pax_tar
+from .test_toc_go_reference import edge_cases, mutate
 
 RECORD = os.environ.get("ZTOC_GOLDEN_RECORD") == "1"
 

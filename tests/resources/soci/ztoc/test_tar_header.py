@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 
 from resources.soci.ztoc.model import raw_bytes
-from resources.soci.ztoc.tar_header import FastHeaders, TarFormatError, format_go_time_bytes, parse_header
+from resources.soci.ztoc.tar_header import (
+    FastHeaders,
+    TarFormatError,
+    format_go_time_bytes,
+    parse_header,
+)
 
 from .tar_fixtures import base256, header, octal
 
