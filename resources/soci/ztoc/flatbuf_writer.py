@@ -26,8 +26,6 @@ from resources.soci.ztoc.toc_table import RECORD, TocTable
 
 __all__ = ["BackWriter", "encode_ztoc", "write_entries"]
 
-_U32 = struct.Struct("<I")
-_I32 = struct.Struct("<i")
 I8 = struct.Struct("<b")
 I32 = struct.Struct("<i")
 U32 = struct.Struct("<I")
@@ -81,7 +79,7 @@ class BackWriter:
         pos = self.pos - length - 1  # the NUL is already 0
         self.buf[pos : pos + length] = data
         self.pos = pos - 4
-        _U32.pack_into(self.buf, self.pos, length)
+        U32.pack_into(self.buf, self.pos, length)
         return self.cap - self.pos
 
     def byte_vector(self, data: bytes) -> int:
@@ -91,7 +89,7 @@ class BackWriter:
         pos = self.pos - length
         self.buf[pos : pos + length] = data
         self.pos = pos - 4
-        _U32.pack_into(self.buf, self.pos, length)
+        U32.pack_into(self.buf, self.pos, length)
         return self.cap - self.pos
 
     def offset_vector(self, offsets: list[int] | array[int]) -> int:
@@ -106,7 +104,7 @@ class BackWriter:
             at = self.pos + 4 * start
             self.buf[at : at + 4 * len(batch)] = values.tobytes()
         self.pos -= 4
-        _U32.pack_into(self.buf, self.pos, count)
+        U32.pack_into(self.buf, self.pos, count)
         return self.cap - self.pos
 
     def start_object(self, fields: int) -> None:
@@ -120,7 +118,7 @@ class BackWriter:
             self.prep(4, 0)
             value = self.cap - self.pos - target + 4
             self.pos -= 4
-            _U32.pack_into(self.buf, self.pos, value)
+            U32.pack_into(self.buf, self.pos, value)
             self._vtable[slot] = self.cap - self.pos
 
     def scalar_slot(self, slot: int, packer: struct.Struct, value: int, default: int) -> None:
@@ -158,7 +156,7 @@ class BackWriter:
             struct.pack_into(f"<{len(fields) + 2}H", self.buf, self.pos, 2 * (len(fields) + 2), size, *reversed(fields))
             existing = self.cap - self.pos
             self.vtables[vtkey] = existing
-        _I32.pack_into(self.buf, self.cap - obj, existing - obj)
+        I32.pack_into(self.buf, self.cap - obj, existing - obj)
         return obj
 
     def finish(self, root: int) -> bytes:
@@ -167,7 +165,7 @@ class BackWriter:
         self.prep(4, 0)
         value = self.cap - self.pos - root + 4
         self.pos -= 4
-        _U32.pack_into(self.buf, self.pos, value)
+        U32.pack_into(self.buf, self.pos, value)
         if self.cap - self.pos > MAX_BUFFER:
             raise ZtocFormatError(_SIZE_ERROR)
         with memoryview(self.buf) as view:
@@ -237,7 +235,7 @@ _OBJECT_BOUND = [max(_LAYOUTS[2 * mask][0], _LAYOUTS[2 * mask + 1][0]) + 4 for m
 
 def _string_at(strings: bytes | bytearray | memoryview, at: int) -> bytes:
     """The raw bytes of the encoded string whose length prefix is at ``at``."""
-    (length,) = _U32.unpack_from(strings, at)
+    (length,) = U32.unpack_from(strings, at)
     return bytes(strings[at + 4 : at + 4 + length])
 
 

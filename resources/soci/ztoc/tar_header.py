@@ -13,6 +13,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from resources.soci.ztoc.model import from_raw_bytes
 
@@ -280,7 +281,7 @@ _MAGIC_GNU_FULL = _MAGIC_GNU + _VERSION_GNU
 _META_CACHE_LIMIT = 4096
 # typeflag, linkname, mode, uid, gid, mod_time (zTOC text), uname, gname, ustar (else GNU) magic
 HeaderMeta = tuple[int, bytes, int, int, int, bytes, bytes, bytes, bool]
-_MISSING: object = object()
+_MISSING: Any = object()  # a dict.get default that no cached value equals
 
 
 def _cut(block: bytes, start: int, end: int) -> bytes:

@@ -483,7 +483,7 @@ class TarTocBuilder:
             )
         if self._error is not None:
             raise self._error
-        if self._state != _DONE:
+        if self._state != _DONE or size is None:
             size = self._pos  # clean io.EOF in Go: on a block boundary or inside padding
         self._table.finish()
         self._result = TocResult(

@@ -16,7 +16,7 @@ on where the entry ends up in the zTOC.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from resources.soci.ztoc.model import (
     FileMetadata,
@@ -131,7 +131,7 @@ class TocTable:
         return tail  # type: ignore[return-value]
 
     @classmethod
-    def from_entries(cls, entries: list[FileMetadata]) -> TocTable:
+    def from_entries(cls, entries: Sequence[FileMetadata]) -> TocTable:
         """A table holding `FileMetadata` objects (their PAX records sorted bytewise by key)."""
         table = cls()
         duplicate: ZtocFormatError | None = None  # the encoder meets the last entry first: report that one
