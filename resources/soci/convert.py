@@ -505,8 +505,10 @@ class SociConverter:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
             with self.client.stream_blob(src.repository, layer.digest) as chunks:
-                built = self._builder.build(self._with_progress(chunks, layer), layer.media_type, layer=layer.digest)
-                for _ in chunks:  # drain, so the client verifies the blob digest
+                built = self._builder.build(
+                    self._with_progress(chunks, layer), layer.media_type, layer=layer.digest, verified_digest=layer.digest
+                )
+                for _ in chunks:  # drain, so the client verifies the blob digest (the builder does not hash it again)
                     pass
         except (ZtocBuildError, GzipFormatError, TarFormatError, ZtocFormatError, ZlibError, DigestMismatchError) as exc:
             raise LayerIndexError(f"{where}: cannot build its zTOC: {exc}") from exc

@@ -273,7 +273,7 @@ class TocNames:
     """Name lookups in a zTOC's entries, built once (raw names as upstream compares, and cleaned names)."""
 
     def __init__(self, entries: Sequence[FileMetadata]) -> None:
-        self.entries = entries
+        self.entries = list(entries)  # decoded once: a lazy zTOC view decodes a new object per read
         self._raw_first: dict[str, int] = {}
         self._cleaned: dict[str, list[int]] = {}
         for i, e in enumerate(entries):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_SPAN_SIZE
 from resources.oci.media_types import LayerCompression, is_layer_type, layer_compression
-from resources.soci.ztoc.flatbuf import serialize_ztoc
+from resources.soci.ztoc.flatbuf import ZtocEntries, check_ztoc_fields, serialize_table
 from resources.soci.ztoc.gzip_index import GzipFormatError, GzipIndexer
 from resources.soci.ztoc.model import (
     ZTOC_VERSION,
@@ -52,6 +52,8 @@ class BuiltZtoc:
     ``digest``/``size`` describe the zTOC blob (``data``); ``layer_digest`` and
     ``compressed_size`` the layer blob; ``uncompressed_size`` is the tar size soci records (where
     the tar reader stopped) and ``decompressed_size`` every byte the blob inflates to.
+    ``ztoc.entries`` is a view that decodes entries from ``data`` when read (`ZtocEntries`): a
+    layer's TOC is held once, as the zTOC bytes, not also as one object per file.
     """
 
     ztoc: Ztoc
@@ -125,23 +127,32 @@ class ZtocBuilder:
         media_type: str,
         progress: Progress | None = None,
         layer: str = "layer",
+        verified_digest: str | None = None,
     ) -> BuiltZtoc:
-        """Read the whole blob once and return its zTOC; ``layer`` labels error messages."""
+        """Read the whole blob once and return its zTOC; ``layer`` labels error messages.
+
+        ``verified_digest``: the caller checks the blob against this digest while it streams it
+        (as `RegistryClient.stream_blob` does, once fully read), so the builder does not hash the
+        whole blob a second time and reports this digest as ``layer_digest``. Without it, the
+        builder computes ``layer_digest`` itself.
+        """
         algorithm = compression_for_media_type(media_type, layer)
         chunks = _chunks(stream, self.chunk_size)
         try:
             if algorithm == CompressionAlgorithm.GZIP:
-                return self._build_gzip(chunks, media_type, progress)
-            return self._build_uncompressed(chunks, media_type, progress)
+                return self._build_gzip(chunks, media_type, progress, verified_digest)
+            return self._build_uncompressed(chunks, media_type, progress, verified_digest)
         except (GzipFormatError, TarFormatError, ZtocFormatError) as exc:
             raise ZtocBuildError(f"{layer} ({media_type}): {exc}") from exc
 
-    def _build_gzip(self, chunks: Iterator[bytes], media_type: str, progress: Progress | None) -> BuiltZtoc:
+    def _build_gzip(
+        self, chunks: Iterator[bytes], media_type: str, progress: Progress | None, verified_digest: str | None
+    ) -> BuiltZtoc:
         toc = TarTocBuilder()
         processed = 0
         with GzipIndexer(
             self.span_size,
-            blob_digest=True,
+            blob_digest=verified_digest is None,
             digest_in_thread=self.digest_in_thread,
             output_sink=toc.feed,  # the tar parse runs on the worker while inflate runs here
         ) as indexer:
@@ -158,18 +169,19 @@ class ZtocBuilder:
             span_digests=index.span_digests,
             checkpoints=index.checkpoints,
         )
-        assert index.blob_digest is not None
+        layer_digest = verified_digest or index.blob_digest
+        assert layer_digest is not None
         built = self._assemble(
-            toc.finish(), info, index.blob_digest, index.compressed_size, index.uncompressed_size, media_type
+            toc.finish(), info, layer_digest, index.compressed_size, index.uncompressed_size, media_type
         )
         return dataclasses.replace(built, gzip_member_starts=index.member_starts)
 
     def _build_uncompressed(
-        self, chunks: Iterator[bytes], media_type: str, progress: Progress | None
+        self, chunks: Iterator[bytes], media_type: str, progress: Progress | None, verified_digest: str | None
     ) -> BuiltZtoc:
         toc = TarTocBuilder()
         span = self.span_size
-        digester = SpanDigester(whole_blob=True)
+        digester = SpanDigester(whole_blob=verified_digest is None)
         worker = OrderedWorker(threaded=self.digest_in_thread)
         processed = 0
         try:
@@ -185,6 +197,7 @@ class ZtocBuilder:
         finally:
             worker.close()
         digests, layer_digest = digester.finish()
+        layer_digest = verified_digest or layer_digest
         max_span_id = uncompressed_max_span_id(processed, span)
         assert len(digests) == max_span_id + 1 and layer_digest is not None
         info = CompressionInfo(
@@ -204,15 +217,18 @@ class ZtocBuilder:
         decompressed_size: int,
         media_type: str,
     ) -> BuiltZtoc:
-        ztoc = Ztoc(
+        header = Ztoc(
             version=ZTOC_VERSION,
             build_tool_identifier=self.build_tool_identifier,
             compressed_archive_size=compressed_size,
             uncompressed_archive_size=toc.uncompressed_archive_size,
-            entries=toc.entries,
+            entries=[],
             compression=info,
         )
-        data = serialize_ztoc(ztoc)
+        check_ztoc_fields(header)
+        toc.table.check_offsets()
+        data = serialize_table(header, toc.table, release_table=True)  # the TOC's memory goes early
+        ztoc = replace(header, entries=ZtocEntries(data))
         return BuiltZtoc(
             ztoc=ztoc,
             data=data,

@@ -16,8 +16,8 @@ Schema (upstream `ztoc/fbs/ztoc.fbs`, field slots in this order):
     root_type Ztoc;
 
 FlatBuffers bytes depend on the order of builder calls, so `serialize_ztoc` makes the same
-calls as Go's `ztocToFlatbuffer` (spec section 5). The official Python builder then yields
-Go's bytes. Reading uses `FlatTable`, a small bounds-checked accessor, because the Python
+calls as Go's `ztocToFlatbuffer` (spec section 5), through `flatbuf_writer` (the official
+builder's layout rules, without its per-call cost), which then yields Go's bytes. Reading uses `FlatTable`, a small bounds-checked accessor, because the Python
 runtime has no verifier and reads out of range (or from the end, for negative offsets) on
 malformed input.
 """
@@ -25,10 +25,10 @@ malformed input.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Sequence
+from typing import overload
 
-import flatbuffers
-from flatbuffers.builder import BuilderSizeError
-
+from resources.soci.ztoc.flatbuf_writer import encode_ztoc
 from resources.soci.ztoc.model import (
     CompressionAlgorithm,
     CompressionInfo,
@@ -40,8 +40,17 @@ from resources.soci.ztoc.model import (
     from_raw_bytes,
     raw_bytes,
 )
+from resources.soci.ztoc.toc_table import TocTable
 
-__all__ = ["FlatTable", "ZtocFormatError", "parse_ztoc", "serialize_ztoc"]
+__all__ = [
+    "FlatTable",
+    "ZtocEntries",
+    "ZtocFormatError",
+    "check_ztoc_fields",
+    "parse_ztoc",
+    "serialize_table",
+    "serialize_ztoc",
+]
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -71,123 +80,32 @@ def serialize_ztoc(z: Ztoc) -> bytes:
     Refuses (ZtocFormatError, naming the field or entry) what the schema cannot hold and
     TOCs that soci-snapshotter's Unmarshal would reject (`check_toc_offsets`).
     """
-    _check_ztoc(z)
+    check_ztoc_fields(z)
     check_toc_offsets(z.entries)
-    # Go starts from an empty buffer; the bytes do not depend on the initial capacity (the
-    # builder aligns relative to the end), so reserve roughly enough to avoid regrowth copies.
-    try:
-        return _encode(z, flatbuffers.Builder(min(_estimated_size(z), _MAX_INITIAL)))
-    except BuilderSizeError as exc:
-        raise ZtocFormatError(f"zTOC exceeds the 2 GiB FlatBuffers limit: {exc}") from None
+    return serialize_table(z, TocTable.from_entries(z.entries))
 
 
-def _estimated_size(z: Ztoc) -> int:
-    """A slight overestimate of the encoded size."""
-    per_entry = sum(
-        200 + len(e.name) + len(e.linkname) + len(e.uname) + len(e.gname)
-        + sum(40 + len(x.key) + len(x.value) for x in e.xattrs)
-        for e in z.entries
-    )  # fmt: skip
-    return 1024 + per_entry + len(z.compression.checkpoints) + 80 * len(z.compression.span_digests)
+def serialize_table(z: Ztoc, table: TocTable, *, release_table: bool = False) -> bytes:
+    """Encode a zTOC whose entries are ``table`` (``z.entries`` is not read); see `flatbuf_writer`.
 
-
-def _encode(z: Ztoc, b: flatbuffers.Builder) -> bytes:
-    """Make Go's `ztocToFlatbuffer` builder calls, in its order."""
-    version = b.CreateString(raw_bytes(z.version))
-    build_tool = b.CreateString(raw_bytes(z.build_tool_identifier))
-
-    entry_offsets = [0] * len(z.entries)
-    for i in range(len(z.entries) - 1, -1, -1):
-        entry_offsets[i] = _build_file_metadata(b, z.entries[i])
-    metadata = _build_offset_vector(b, entry_offsets)
-    b.StartObject(_TOC_FIELDS)
-    b.PrependUOffsetTRelativeSlot(_TOC_METADATA, metadata, 0)
-    toc = b.EndObject()
-
+    ``release_table`` empties the table once its entries are written (before the final copy).
+    """
     info = z.compression
-    raw_checkpoints = info.checkpoints
-    checkpoints = b.CreateByteVector(
-        raw_checkpoints if isinstance(raw_checkpoints, bytes) else bytes(raw_checkpoints)
+    return encode_ztoc(
+        version=raw_bytes(z.version),
+        build_tool_identifier=raw_bytes(z.build_tool_identifier),
+        compressed_archive_size=z.compressed_archive_size,
+        uncompressed_archive_size=z.uncompressed_archive_size,
+        table=table,
+        algorithm=int(info.algorithm),
+        max_span_id=info.max_span_id,
+        span_digests=[raw_bytes(d) for d in info.span_digests],
+        checkpoints=info.checkpoints if isinstance(info.checkpoints, bytes) else bytes(info.checkpoints),
+        release_table=release_table,
     )
-    digest_offsets = [b.CreateString(raw_bytes(d)) for d in info.span_digests]
-    span_digests = _build_offset_vector(b, digest_offsets)
-    b.StartObject(_CI_FIELDS)
-    b.PrependInt32Slot(_CI_MAX_SPAN_ID, info.max_span_id, 0)
-    b.PrependUOffsetTRelativeSlot(_CI_SPAN_DIGESTS, span_digests, 0)
-    b.PrependUOffsetTRelativeSlot(_CI_CHECKPOINTS, checkpoints, 0)
-    if info.algorithm != CompressionAlgorithm.GZIP:
-        b.PrependInt8Slot(_CI_ALGORITHM, int(info.algorithm), int(CompressionAlgorithm.GZIP))
-    compression_info = b.EndObject()
-
-    b.StartObject(_Z_FIELDS)
-    b.PrependUOffsetTRelativeSlot(_Z_VERSION, version, 0)
-    b.PrependUOffsetTRelativeSlot(_Z_BUILD_TOOL, build_tool, 0)
-    b.PrependUOffsetTRelativeSlot(_Z_TOC, toc, 0)
-    b.PrependInt64Slot(_Z_COMPRESSED, z.compressed_archive_size, 0)
-    b.PrependInt64Slot(_Z_UNCOMPRESSED, z.uncompressed_archive_size, 0)
-    b.PrependUOffsetTRelativeSlot(_Z_COMPRESSION, compression_info, 0)
-    b.Finish(b.EndObject())
-    with memoryview(b.Bytes) as buffer:
-        return bytes(buffer[b.Head() :])
 
 
-def _build_file_metadata(b: flatbuffers.Builder, e: FileMetadata) -> int:
-    """Add one FileMetadata table the way Go's `prepareMetadataOffset` does."""
-    name = b.CreateString(raw_bytes(e.name))
-    type_ = b.CreateString(raw_bytes(e.type))
-    linkname = b.CreateString(raw_bytes(e.linkname))
-    uname = b.CreateString(raw_bytes(e.uname))
-    gname = b.CreateString(raw_bytes(e.gname))
-    mod_time = b.CreateString(raw_bytes(e.mod_time))
-
-    xattr_offsets = []
-    for key, value in _sorted_records(e):
-        key_off = b.CreateString(key)
-        value_off = b.CreateString(value)
-        b.StartObject(_XATTR_FIELDS)
-        b.PrependUOffsetTRelativeSlot(0, key_off, 0)
-        b.PrependUOffsetTRelativeSlot(1, value_off, 0)
-        xattr_offsets.append(b.EndObject())
-    xattrs = _build_offset_vector(b, xattr_offsets)
-
-    b.StartObject(_FM_FIELDS)
-    b.PrependUOffsetTRelativeSlot(_FM_NAME, name, 0)
-    b.PrependUOffsetTRelativeSlot(_FM_TYPE, type_, 0)
-    b.PrependInt64Slot(_FM_OFFSET, e.uncompressed_offset, 0)
-    b.PrependInt64Slot(_FM_SIZE, e.uncompressed_size, 0)
-    b.PrependUOffsetTRelativeSlot(_FM_LINKNAME, linkname, 0)
-    b.PrependInt64Slot(_FM_MODE, e.mode, 0)
-    b.PrependUint32Slot(_FM_UID, e.uid, 0)
-    b.PrependUint32Slot(_FM_GID, e.gid, 0)
-    b.PrependUOffsetTRelativeSlot(_FM_UNAME, uname, 0)
-    b.PrependUOffsetTRelativeSlot(_FM_GNAME, gname, 0)
-    b.PrependUOffsetTRelativeSlot(_FM_MOD_TIME, mod_time, 0)
-    b.PrependInt64Slot(_FM_DEVMAJOR, e.devmajor, 0)
-    b.PrependInt64Slot(_FM_DEVMINOR, e.devminor, 0)
-    b.PrependUOffsetTRelativeSlot(_FM_XATTRS, xattrs, 0)
-    return b.EndObject()
-
-
-def _sorted_records(e: FileMetadata) -> list[tuple[bytes, bytes]]:
-    """PAX records as raw bytes in Go's `sort.Strings` order (bytewise); keys must be unique."""
-    records = sorted((raw_bytes(x.key), raw_bytes(x.value)) for x in e.xattrs)
-    for prev, cur in zip(records, records[1:]):
-        if prev[0] == cur[0]:
-            raise ZtocFormatError(
-                f"entry {e.name!r}: PAX record key {from_raw_bytes(cur[0])!r} appears twice"
-            )
-    return records
-
-
-def _build_offset_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
-    """Write a vector of table/string offsets, first element first (Go's prepend loop)."""
-    b.StartVector(4, len(offsets), 4)
-    for off in reversed(offsets):
-        b.PrependUOffsetTRelative(off)
-    return b.EndVector()
-
-
-def _check_ztoc(z: Ztoc) -> None:
+def check_ztoc_fields(z: Ztoc) -> None:
     """Reject values the schema cannot hold, naming the field (Go would wrap them silently)."""
     _check_range("compressed_archive_size", z.compressed_archive_size, _INT64)
     _check_range("uncompressed_archive_size", z.uncompressed_archive_size, _INT64)
@@ -224,7 +142,7 @@ class FlatTable:
     only assembled when an error is raised.
     """
 
-    __slots__ = ("_buf", "_pos", "_vtable", "_vtable_size", "_parent", "_label")
+    __slots__ = ("_buf", "_label", "_parent", "_pos", "_vtable", "_vtable_size")
 
     def __init__(self, buf: bytes, pos: int, parent: FlatTable | None, label: str) -> None:
         self._buf = buf
@@ -407,3 +325,44 @@ def _parse_file_metadata(t: FlatTable) -> FileMetadata:
             for x in t.tables(_FM_XATTRS, "xattrs")
         ],
     )
+
+
+class ZtocEntries(Sequence[FileMetadata]):
+    """The TOC entries of encoded zTOC bytes, decoded one by one when read (equal to a list of
+    the same `FileMetadata`)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        root = FlatTable.root(data, "ztoc")
+        toc = root.table(_Z_TOC, "toc")
+        if toc is None:
+            raise ZtocFormatError("ztoc: the toc table is missing")
+        self._toc = toc
+        self._positions = toc._element_positions(_TOC_METADATA, "metadata")
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    @overload
+    def __getitem__(self, index: int) -> FileMetadata: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[FileMetadata]: ...
+
+    def __getitem__(self, index: int | slice) -> FileMetadata | list[FileMetadata]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        pos = self._positions[index]
+        return _parse_file_metadata(FlatTable(self._data, pos, self._toc, f"metadata[{index}]"))
+
+    def __iter__(self) -> Iterator[FileMetadata]:
+        for i in range(len(self._positions)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, ZtocEntries)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"ZtocEntries({len(self)} entries)"

@@ -19,7 +19,6 @@ import ctypes
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from resources.soci.ztoc.checkpoints import (
@@ -168,7 +167,7 @@ class _OutputBuffer:
         self._ctypes = (ctypes.c_char * size).from_buffer(self.data)
         self.address = ctypes.addressof(self._ctypes)
         self.view = memoryview(self.data)
-        self.busy: Future[None] | None = None  # last worker call that reads this buffer
+        self.busy: int | None = None  # ticket of the last worker call that reads this buffer
 
 
 class GzipIndexer:

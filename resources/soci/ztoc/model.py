@@ -7,6 +7,7 @@ UTF-8; such bytes are carried as lone surrogates (`errors="surrogateescape"`), s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -73,7 +74,7 @@ class Ztoc:
     build_tool_identifier: str
     compressed_archive_size: int
     uncompressed_archive_size: int
-    entries: list[FileMetadata]
+    entries: Sequence[FileMetadata]  # a list, or `flatbuf.ZtocEntries` decoding them from zTOC bytes
     compression: CompressionInfo
 
 
@@ -87,7 +88,7 @@ def from_raw_bytes(data: bytes) -> str:
     return data.decode(TEXT_ENCODING, TEXT_ERRORS)
 
 
-def check_toc_offsets(entries: list[FileMetadata]) -> None:
+def check_toc_offsets(entries: Sequence[FileMetadata]) -> None:
     """Raise ZtocFormatError where soci-snapshotter's Unmarshal fails with ErrInvalidTOCEntry.
 
     Sorted by offset, each entry's data must start at or after the previous entry's data end

@@ -13,9 +13,9 @@ main thread inflates.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from queue import SimpleQueue
 from typing import Any
 
 Cut = tuple[int, int]  # (in_offset, bits)
@@ -75,41 +75,80 @@ class SpanDigester:
 class OrderedWorker:
     """Runs submitted calls in submission order on one background thread, or inline.
 
-    At most ``MAX_TASKS_IN_FLIGHT`` calls are queued; a call's exception is raised by the
-    ``submit``/``wait``/``drain`` that collects it.
+    At most ``MAX_TASKS_IN_FLIGHT`` calls are queued; a call's exception is raised by the next
+    ``submit``/``wait``/``drain`` (calls queued after a failed one are skipped). ``submit``
+    returns a ticket for ``wait``. A plain thread and a `SimpleQueue` rather than an executor:
+    no `Future` and no wake-up per call unless the caller actually waits (thousands of calls
+    per layer).
     """
 
     def __init__(self, threaded: bool = True) -> None:
-        self._executor = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ztoc-digest") if threaded else None
-        )
-        self._pending: deque[Future[Any]] = deque()
+        self._queue: SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = SimpleQueue()
+        self._done_cond = threading.Condition()
+        self._submitted = 0
+        self._done = 0
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="ztoc-digest", daemon=True)
+            self._thread.start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
+    def _run(self) -> None:
+        """The worker thread: run calls until the sentinel; after a failure, skip the rest."""
+        queue, cond = self._queue, self._done_cond
+        while True:
+            item = queue.get()
+            if item is None:
+                return
+            if self._error is None and not self._stopping:
+                fn, args = item
+                try:
+                    fn(*args)
+                except BaseException as exc:  # noqa: BLE001 - handed to the submitting thread
+                    self._error = exc
+            with cond:
+                self._done += 1
+                cond.notify_all()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> int | None:
         """Queue ``fn(*args)`` (arguments must stay unchanged until it ran); inline mode runs it now."""
-        if self._executor is None:
+        if self._thread is None:
             fn(*args)
             return None
-        future = self._executor.submit(fn, *args)
-        self._pending.append(future)
-        while len(self._pending) > MAX_TASKS_IN_FLIGHT:
-            self._pending.popleft().result()
-        return future
+        self._raise_error()
+        self._submitted += 1
+        self._queue.put((fn, args))
+        if self._submitted - self._done > MAX_TASKS_IN_FLIGHT:
+            self._wait_for(self._submitted - MAX_TASKS_IN_FLIGHT)
+        return self._submitted
 
-    @staticmethod
-    def wait(future: Future[Any] | None) -> None:
-        """Block until a submitted call finished (re-raising its exception)."""
-        if future is not None:
-            future.result()
+    def _wait_for(self, ticket: int) -> None:
+        """Block until call number ``ticket`` ran, then raise a failure of any call so far."""
+        if self._done < ticket:
+            with self._done_cond:
+                while self._done < ticket:
+                    self._done_cond.wait()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def wait(self, ticket: int | None) -> None:
+        """Block until a submitted call finished (re-raising a failure)."""
+        if ticket is not None:
+            self._wait_for(ticket)
 
     def drain(self) -> None:
         """Wait for every queued call."""
-        while self._pending:
-            self._pending.popleft().result()
+        if self._thread is not None:
+            self._wait_for(self._submitted)
 
     def close(self) -> None:
-        """Stop the thread, dropping queued calls (idempotent)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
-        self._pending.clear()
+        """Stop the thread, skipping queued calls (idempotent)."""
+        if self._thread is not None:
+            self._stopping = True
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None

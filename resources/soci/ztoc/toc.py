@@ -38,20 +38,28 @@ layer writers (Go's archive/tar, BuildKit) never produce them.
 
 from __future__ import annotations
 
-import re
-import struct
-from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property
 from typing import BinaryIO
 
-from resources.soci.ztoc.model import FileMetadata, Xattr, from_raw_bytes, raw_bytes
+from resources.soci.ztoc.model import FileMetadata, from_raw_bytes, raw_bytes
+from resources.soci.ztoc.tar_header import (
+    BLOCK_SIZE,
+    FastHeaders,
+    RawHeader,
+    TarFormatError,
+    format_go_time,
+    format_go_time_bytes,
+    parse_go_int,
+    parse_header,
+    parse_pax_time,
+    parse_string,
+)
+from resources.soci.ztoc.toc_table import TocTable
 
 __all__ = ["TarFormatError", "TarTocBuilder", "TocResult", "build_toc", "format_go_time"]
 
-BLOCK_SIZE = 512
 MAX_SPECIAL_FILE_SIZE = 1 << 20  # Go's limit for PAX and GNU long-name payloads
 _ZERO_BLOCK = bytes(BLOCK_SIZE)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _TYPE_NAMES = {
     ord("0"): "reg",
@@ -62,10 +70,12 @@ _TYPE_NAMES = {
     ord("5"): "dir",
     ord("6"): "fifo",
 }
+_TYPE_NAME_BYTES = {flag: name.encode() for flag, name in _TYPE_NAMES.items()}
 _HEADER_ONLY_TYPES = frozenset(ord(c) for c in "123456")
 _TYPE_REG_A = 0
 _TYPE_DIR = ord("5")
 _TYPE_REG = ord("0")
+_FAST_TYPES = frozenset((_TYPE_REG_A, *_TYPE_NAMES))
 _TYPE_PAX = ord("x")
 _TYPE_PAX_GLOBAL = ord("g")
 _TYPE_GNU_LONG_NAME = ord("L")
@@ -81,261 +91,52 @@ _TYPE_DESCRIPTIONS = {
 }
 
 _WHITEOUT_OPAQUE = ".wh..wh..opq"
+_WHITEOUT_OPAQUE_BYTES = _WHITEOUT_OPAQUE.encode()
 _SCHILY_XATTR = "SCHILY.xattr."
 _PAX_SPARSE_OFFSET = "GNU.sparse.offset"
 _PAX_SPARSE_NUMBYTES = "GNU.sparse.numbytes"
 _PAX_SPARSE_MAP = "GNU.sparse.map"
 
-_OCTAL_RE = re.compile(rb"[0-7]+")
-_PLAIN_OCTAL_RE = re.compile(rb"[ \x00]*([0-7]+)[ \x00]*")
-_DECIMAL_RE = re.compile(r"[+-]?[0-9]+")
-_DIGITS_RE = re.compile(r"[0-9]*")
 
-_MAGIC_USTAR = b"ustar\x00"
-_MAGIC_GNU = b"ustar "
-_VERSION_GNU = b" \x00"
-_TRAILER_STAR = b"tar\x00"
-
-
-class TarFormatError(ValueError):
-    """The layer is not a tar stream soci can index; the message names the entry and offset."""
-
-
-@dataclass(frozen=True)
 class TocResult:
-    """What the tar pass yields for one layer."""
+    """What the tar pass yields for one layer: the entries (kept in a `TocTable`), where the
+    reader stopped, and whether no entry has xattrs or an opaque whiteout."""
 
-    entries: list[FileMetadata]
-    uncompressed_archive_size: int
-    disable_xattrs: bool
+    def __init__(
+        self,
+        entries: list[FileMetadata] | None = None,
+        uncompressed_archive_size: int = 0,
+        disable_xattrs: bool = True,
+        *,
+        table: TocTable | None = None,
+    ) -> None:
+        if table is None:
+            table = TocTable.from_entries(entries or [])
+        elif entries is not None:
+            raise ValueError("TocResult takes entries or a table, not both")
+        self.table = table
+        self.uncompressed_archive_size = uncompressed_archive_size
+        self.disable_xattrs = disable_xattrs
 
+    @cached_property
+    def entries(self) -> list[FileMetadata]:
+        """The entries as `FileMetadata` objects (built on first use)."""
+        return list(self.table.entries())
 
-# --------------------------------------------------------------------------- time
-
-
-@lru_cache(maxsize=4096)  # layers repeat mtimes (SOURCE_DATE_EPOCH makes them all equal)
-def format_go_time(seconds: int, nanoseconds: int = 0) -> str:
-    """Go's `time.Unix(seconds, nanoseconds).UTC().MarshalText()`; '' when the year is not 0..9999."""
-    total = seconds * 1_000_000_000 + nanoseconds
-    secs, nanos = divmod(total, 1_000_000_000)
-    days, second_of_day = divmod(secs, 86400)
-    year, month, day = _civil_from_days(days)
-    if not 0 <= year <= 9999:
-        return ""
-    hour, rest = divmod(second_of_day, 3600)
-    minute, second = divmod(rest, 60)
-    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-    if nanos:
-        text += "." + f"{nanos:09d}".rstrip("0")
-    return text + "Z"
-
-
-def _civil_from_days(days: int) -> tuple[int, int, int]:
-    """Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (any sign)."""
-    days += 719468
-    era = days // 146097
-    doe = days - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = mp + 3 if mp < 10 else mp - 9
-    year = yoe + era * 400 + (1 if month <= 2 else 0)
-    return year, month, day
-
-
-def _parse_pax_time(value: str) -> tuple[int, int]:
-    """Go's parsePAXTime: '%d[.%d]' to (seconds, nanoseconds), exact, sign applied to both."""
-    secs_text, _, frac = value.partition(".")
-    secs = _parse_go_int(secs_text)
-    if secs is None:
-        raise ValueError(f"invalid PAX time {value!r}")
-    if not frac:
-        return secs, 0
-    if not _DIGITS_RE.fullmatch(frac):
-        raise ValueError(f"invalid PAX time {value!r}")
-    nanos = int(frac[:9].ljust(9, "0"))
-    if secs_text.startswith("-"):
-        nanos = -nanos
-    return secs, nanos
-
-
-def _parse_go_int(text: str) -> int | None:
-    """strconv.ParseInt(text, 10, 64), or None when Go would fail."""
-    if not _DECIMAL_RE.fullmatch(text):
-        return None
-    value = int(text)
-    return value if _INT64_MIN <= value <= _INT64_MAX else None
-
-
-# --------------------------------------------------------------------------- header fields
-
-
-class _FieldError(Exception):
-    """A numeric header field Go cannot parse."""
-
-
-def _parse_string(field: bytes) -> bytes:
-    """Go's parser.parseString: up to the first NUL."""
-    return field.partition(b"\x00")[0]
-
-
-def _parse_octal(field: bytes) -> int:
-    """Go's parser.parseOctal: trim spaces/NULs, cut at a NUL, then strict octal digits."""
-    plain = _PLAIN_OCTAL_RE.fullmatch(field)  # fast path for the usual "0000644\0"
-    if plain:
-        value = int(plain[1], 8)
-    else:
-        field = field.strip(b" \x00")
-        if not field:
-            return 0
-        digits = _parse_string(field)
-        if not _OCTAL_RE.fullmatch(digits):
-            raise _FieldError(f"invalid octal number {field!r}")
-        value = int(digits, 8)
-    if value >= 2**64:
-        raise _FieldError(f"octal number {field!r} overflows 64 bits")
-    return value - 2**64 if value >= 2**63 else value
-
-
-def _parse_numeric(field: bytes) -> int:
-    """Go's parser.parseNumeric: GNU base-256 when the top bit is set, else octal."""
-    if field and field[0] & 0x80:
-        inverted = 0xFF if field[0] & 0x40 else 0
-        value = 0
-        for i, byte in enumerate(field):
-            byte ^= inverted
-            if i == 0:
-                byte &= 0x7F
-            if value >> 56:
-                raise _FieldError("base-256 number overflows 64 bits")
-            value = (value << 8) | byte
-        if value >> 63:
-            raise _FieldError("base-256 number overflows 64 bits")
-        return ~value if inverted else value
-    return _parse_octal(field)
-
-
-@dataclass
-class _RawHeader:
-    """The fields of one header block, decoded the way Go's readHeader does."""
-
-    typeflag: int
-    name: str
-    linkname: str
-    size: int
-    mode: int
-    uid: int
-    gid: int
-    mtime: int
-    uname: str
-    gname: str
-    devmajor: int
-    devminor: int
-
-
-# name mode uid gid size mtime chksum typeflag linkname magic version uname gname
-# devmajor devminor, then the 155-byte tail (ustar prefix / GNU atime, ctime, ...) and 12 more.
-_HEADER_LAYOUT = struct.Struct("100s8s8s8s12s12s8sB100s6s2s32s32s8s8s155s12s")
-_HIGH_BYTES = bytes(range(0x80, 0x100))
-
-
-def _checksum_matches(block: bytes, stored: int) -> tuple[bool, int, int]:
-    """Whether `stored` equals the unsigned or the signed byte sum (checksum field as spaces)."""
-    field = block[148:156]
-    unsigned = sum(block) - sum(field) + 8 * 0x20
-    if stored == unsigned:
-        return True, unsigned, unsigned
-    high = (BLOCK_SIZE - len(block.translate(None, _HIGH_BYTES))) - (
-        8 - len(field.translate(None, _HIGH_BYTES))
-    )
-    signed = unsigned - 256 * high
-    return stored == signed, unsigned, signed
-
-
-def _parse_header(block: bytes, offset: int) -> _RawHeader:
-    """Decode a non-zero header block; TarFormatError for a bad checksum or number."""
-    (
-        name_field, mode_f, uid_f, gid_f, size_f, mtime_f, checksum_f, typeflag, linkname_f,
-        magic, version, uname_f, gname_f, devmajor_f, devminor_f, tail, _,
-    ) = _HEADER_LAYOUT.unpack(block)  # fmt: skip
-    name = from_raw_bytes(_parse_string(name_field))
-    where = f"tar header at offset {offset} (name field {name!r})"
-    try:
-        stored = _parse_octal(checksum_f)
-    except _FieldError:
-        raise TarFormatError(
-            f"{where}: not a tar header (unreadable checksum field {checksum_f!r})"
-        ) from None
-    ok, unsigned, signed = _checksum_matches(block, stored)
-    if not ok:
-        raise TarFormatError(
-            f"{where}: checksum mismatch (stored {stored}, computed {unsigned} unsigned / "
-            f"{signed} signed)"
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TocResult):
+            return NotImplemented
+        return (self.entries, self.uncompressed_archive_size, self.disable_xattrs) == (
+            other.entries,
+            other.uncompressed_archive_size,
+            other.disable_xattrs,
         )
-    field = "?"
-    try:
-        field = "size"
-        size = _parse_numeric(size_f)
-        field = "mode"
-        mode = _parse_numeric(mode_f)
-        field = "uid"
-        uid = _parse_numeric(uid_f)
-        field = "gid"
-        gid = _parse_numeric(gid_f)
-        field = "mtime"
-        mtime = _parse_numeric(mtime_f)
-        header = _RawHeader(
-            typeflag=typeflag,
-            name=name,
-            linkname=from_raw_bytes(_parse_string(linkname_f)),
-            size=size,
-            mode=mode,
-            uid=uid,
-            gid=gid,
-            mtime=mtime,
-            uname="",
-            gname="",
-            devmajor=0,
-            devminor=0,
+
+    def __repr__(self) -> str:
+        return (
+            f"TocResult({len(self.table)} entries, uncompressed_archive_size={self.uncompressed_archive_size}, "
+            f"disable_xattrs={self.disable_xattrs})"
         )
-        if magic == _MAGIC_USTAR or (magic == _MAGIC_GNU and version == _VERSION_GNU):
-            header.uname = from_raw_bytes(_parse_string(uname_f))
-            header.gname = from_raw_bytes(_parse_string(gname_f))
-            field = "devmajor"
-            header.devmajor = _parse_numeric(devmajor_f)
-            field = "devminor"
-            header.devminor = _parse_numeric(devminor_f)
-            prefix = b""
-            if magic == _MAGIC_USTAR and block[508:512] == _TRAILER_STAR:
-                prefix = _parse_string(block[345:476])
-                field = "atime"
-                _parse_numeric(block[476:488])
-                field = "ctime"
-                _parse_numeric(block[488:500])
-            elif magic == _MAGIC_USTAR:
-                prefix = _parse_string(tail)
-            elif not _gnu_times_parse(block):
-                # Pre-Go1.8 writers put a ustar prefix into a GNU header; Go reads it back.
-                candidate = _parse_string(tail)
-                if candidate.isascii():
-                    prefix = candidate
-            if prefix:
-                header.name = from_raw_bytes(prefix) + "/" + header.name
-    except _FieldError as exc:
-        raise TarFormatError(f"{where}: bad {field} field: {exc}") from None
-    return header
-
-
-def _gnu_times_parse(block: bytes) -> bool:
-    """Whether a GNU header's atime/ctime fields parse (Go only tries non-empty ones)."""
-    for field in (block[345:357], block[357:369]):
-        if field[0] != 0:
-            try:
-                _parse_numeric(field)
-            except _FieldError:
-                return False
-    return True
 
 
 # --------------------------------------------------------------------------- PAX
@@ -349,7 +150,7 @@ def _parse_pax_records(payload: bytes, where: str) -> dict[str, str]:
     while pos < end:
         space = payload.find(b" ", pos)
         length_text = payload[pos:space] if space >= 0 else b""
-        length = _parse_go_int(length_text.decode("latin-1")) if space >= 0 else None
+        length = parse_go_int(length_text.decode("latin-1")) if space >= 0 else None
         if length is None or length < 5 or length > end - pos:
             raise TarFormatError(f"{where}: malformed PAX record {payload[pos:pos + 40]!r}")
         body_end = pos + length  # the record's final byte must be the newline
@@ -394,18 +195,26 @@ def _is_pax_sparse(records: dict[str, str]) -> bool:
 
 # --------------------------------------------------------------------------- builder
 
-_HEADER, _DATA, _PAD, _SPECIAL, _DONE = range(5)
+_HEADER, _SKIP, _SPECIAL, _DONE = range(4)
 
 
 class TarTocBuilder:
-    """Push-style tar parser: `feed()` chunks of the uncompressed layer, then `finish()`."""
+    """Push-style tar parser: `feed()` chunks of the uncompressed layer, then `finish()`.
+
+    Entry data is never looked at: the next header's position is computed from the entry's size
+    and jumped to, within a chunk or across chunks. Header blocks most writers emit are decoded by
+    `FastHeaders` and go straight into the columnar `TocTable`; the rest (PAX, GNU long names,
+    zero blocks, devices, base-256 numbers, errors) take the general path.
+    """
 
     def __init__(self) -> None:
         self._pos = 0  # bytes of the stream fed so far
         self._state = _HEADER
         self._block = bytearray()
-        self._remaining = 0  # bytes left in the current _DATA / _PAD / _SPECIAL run
-        self._pad_after = 0  # padding that follows the current _DATA / _SPECIAL run
+        self._skip_to = 0  # _SKIP: stream offset of the next header block
+        self._data_end = 0  # _SKIP: stream offset where the entry's data ends (padding follows)
+        self._remaining = 0  # bytes left in the current _SPECIAL payload
+        self._pad_after = 0  # padding that follows the current _SPECIAL payload
         self._special = bytearray()
         self._special_type = 0
         self._special_where = ""
@@ -413,12 +222,21 @@ class TarTocBuilder:
         self._pax: dict[str, str] | None = None
         self._long_name = ""
         self._long_link = ""
-        self._entries: list[FileMetadata] = []
-        self._current = "the start of the archive"  # last entry, for error messages
+        self._table = TocTable()
+        self._fast = FastHeaders()
+        self._last: str | tuple[bytes, int] = "the start of the archive"  # for error messages
         self._end: int | None = None
         self._saw_xattr_or_opaque = False
         self._error: TarFormatError | None = None
         self._result: TocResult | None = None
+
+    @property
+    def _current(self) -> str:
+        """The last entry, as error messages name it."""
+        last = self._last
+        if isinstance(last, str):
+            return last
+        return f"tar entry {from_raw_bytes(last[0])!r} (header at offset {last[1]})"
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Consume the next chunk of the uncompressed tar stream (any length)."""
@@ -442,21 +260,24 @@ class TarTocBuilder:
         i = 0
         while i < n:
             state = self._state
-            if state == _DATA or state == _PAD:
-                take = min(self._remaining, n - i)
-                i += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    if state == _DATA:
-                        self._enter_skip(0, self._pad_after)
-                    else:
-                        self._state = _HEADER
+            if state == _SKIP:
+                target = self._skip_to - base
+                if target > n:
+                    break
+                i = target
+                self._state = _HEADER
             elif state == _HEADER:
-                if not self._block and n - i >= BLOCK_SIZE:
-                    block = bytes(view[i : i + BLOCK_SIZE])
-                    i += BLOCK_SIZE
-                    self._pos = base + i
-                    self._on_block(block, base + i)
+                if not self._block:
+                    while n - i >= BLOCK_SIZE:  # whole header blocks in this chunk
+                        block = bytes(view[i : i + BLOCK_SIZE])
+                        i += BLOCK_SIZE
+                        self._pos = base + i
+                        self._on_header_block(block, base + i)
+                        if self._state != _HEADER:
+                            break
+                    else:
+                        self._block += view[i:]
+                        i = n
                 else:
                     need = BLOCK_SIZE - len(self._block)
                     chunk = view[i : i + need]
@@ -466,7 +287,7 @@ class TarTocBuilder:
                         block = bytes(self._block)
                         self._block.clear()
                         self._pos = base + i
-                        self._on_block(block, base + i)
+                        self._on_header_block(block, base + i)
             elif state == _SPECIAL:
                 take = min(self._remaining, n - i)
                 self._special += view[i : i + take]
@@ -476,17 +297,36 @@ class TarTocBuilder:
                     self._pos = base + i
                     self._on_special_payload()
             else:  # _DONE: Go stops reading at end-of-archive; the rest is not counted.
-                i = n
+                break
         self._pos = base + n
 
     def _enter_skip(self, data: int, pad: int) -> None:
         """Skip `data` bytes of entry data then `pad` bytes of block padding."""
-        if data > 0:
-            self._state, self._remaining, self._pad_after = _DATA, data, pad
-        elif pad > 0:
-            self._state, self._remaining, self._pad_after = _PAD, pad, 0
+        if data + pad > 0:
+            self._state = _SKIP
+            self._data_end = self._pos + data
+            self._skip_to = self._data_end + pad
         else:
-            self._state, self._remaining, self._pad_after = _HEADER, 0, 0
+            self._state = _HEADER
+
+    def _on_header_block(self, block: bytes, end: int) -> None:
+        """A block at a header position: the common case here, anything else in `_on_block`."""
+        if block[0] and not self._zero_blocks and self._pax is None and not self._long_name and not self._long_link:
+            decoded = self._fast.decode(block)
+            if decoded is not None and decoded[2][0] in _FAST_TYPES:
+                name, size, (flag, linkname, mode, uid, gid, mod_time, uname, gname, _) = decoded
+                if flag == _TYPE_REG_A:
+                    flag = _TYPE_DIR if name.endswith(b"/") else _TYPE_REG
+                if name.endswith(_WHITEOUT_OPAQUE_BYTES):
+                    self._saw_xattr_or_opaque = True
+                self._table.append(
+                    name, _TYPE_NAME_BYTES[flag], end, size, linkname, mode, uid, gid, uname, gname, mod_time, 0, 0
+                )
+                self._last = (name, end - BLOCK_SIZE)
+                data = 0 if flag in _HEADER_ONLY_TYPES else size
+                self._enter_skip(data, -data % BLOCK_SIZE)
+                return
+        self._on_block(block, end)
 
     def _on_block(self, block: bytes, end: int) -> None:
         """Handle one complete header-position block ending at stream offset `end`."""
@@ -503,7 +343,7 @@ class TarTocBuilder:
                 f"invalid tar header at offset {offset}: a zero block is followed by a "
                 f"non-zero block (after {self._current})"
             )
-        header = _parse_header(block, offset)
+        header = parse_header(block, offset)
         where = f"tar entry {header.name!r} (header at offset {offset})"
         if header.size < 0 and header.typeflag not in _HEADER_ONLY_TYPES:
             raise TarFormatError(f"{where}: negative size {header.size}")
@@ -534,12 +374,12 @@ class TarTocBuilder:
         if self._special_type == _TYPE_PAX:
             self._pax = _parse_pax_records(payload, self._special_where)
         elif self._special_type == _TYPE_GNU_LONG_NAME:
-            self._long_name = from_raw_bytes(_parse_string(payload))
+            self._long_name = from_raw_bytes(parse_string(payload))
         else:
-            self._long_link = from_raw_bytes(_parse_string(payload))
+            self._long_link = from_raw_bytes(parse_string(payload))
         self._enter_skip(0, self._pad_after)
 
-    def _emit(self, header: _RawHeader, end: int, where: str) -> None:
+    def _emit(self, header: RawHeader, end: int, where: str) -> None:
         """Merge pending PAX / GNU records into the header and append the TOC entry."""
         records = self._pax or {}
         name, linkname, size = header.name, header.linkname, header.size
@@ -558,7 +398,7 @@ class TarTocBuilder:
                 elif key == "gname":
                     gname = value
                 elif key in ("uid", "gid", "size"):
-                    number = _parse_go_int(value)
+                    number = parse_go_int(value)
                     if number is None:
                         raise ValueError(f"invalid number {value!r}")
                     if key == "uid":
@@ -568,9 +408,9 @@ class TarTocBuilder:
                     else:
                         size = number
                 elif key == "mtime":
-                    mtime = _parse_pax_time(value)
+                    mtime = parse_pax_time(value)
                 elif key in ("atime", "ctime"):
-                    _parse_pax_time(value)
+                    parse_pax_time(value)
             except ValueError as exc:
                 raise TarFormatError(f"{where}: bad PAX record {key!r}: {exc}") from None
         if self._long_name:
@@ -584,8 +424,7 @@ class TarTocBuilder:
         data_size = 0 if flag in _HEADER_ONLY_TYPES else size
         if data_size < 0:
             raise TarFormatError(f"{where}: negative size {size}")
-        type_name = _TYPE_NAMES.get(flag)
-        if type_name is None:
+        if flag not in _TYPE_NAMES:
             raise self._unsupported(flag, where)
         if _is_pax_sparse(records):
             raise TarFormatError(
@@ -597,25 +436,13 @@ class TarTocBuilder:
             name.endswith(_WHITEOUT_OPAQUE) or any(k.startswith(_SCHILY_XATTR) for k in keys)
         ):
             self._saw_xattr_or_opaque = True
-        self._entries.append(
-            FileMetadata(
-                name=name,
-                type=type_name,
-                uncompressed_offset=end,
-                uncompressed_size=size,
-                linkname=linkname,
-                mode=header.mode,
-                uid=uid & 0xFFFFFFFF,
-                gid=gid & 0xFFFFFFFF,
-                uname=uname,
-                gname=gname,
-                mod_time=format_go_time(*mtime),
-                devmajor=header.devmajor,
-                devminor=header.devminor,
-                xattrs=[Xattr(key=k, value=records[k]) for k in keys],
-            )
-        )
-        self._current = where
+        self._table.append(
+            raw_bytes(name), _TYPE_NAME_BYTES[flag], end, size, raw_bytes(linkname), header.mode,
+            uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, raw_bytes(uname), raw_bytes(gname),
+            format_go_time_bytes(*mtime), header.devmajor, header.devminor,
+            [(raw_bytes(k), raw_bytes(records[k])) for k in keys],
+        )  # fmt: skip
+        self._last = where
         self._pax = None
         self._long_name = ""
         self._long_link = ""
@@ -644,10 +471,10 @@ class TarTocBuilder:
                 f"tar stream ends inside a header block at offset {self._pos - len(self._block)} "
                 f"({len(self._block)} of {BLOCK_SIZE} bytes, after {self._current})"
             )
-        elif self._state == _DATA:
+        elif self._state == _SKIP and self._pos < self._data_end:
             self._error = TarFormatError(
                 f"tar stream ends inside the data of {self._current}: "
-                f"{self._remaining} bytes missing at offset {self._pos}"
+                f"{self._data_end - self._pos} bytes missing at offset {self._pos}"
             )
         elif self._state == _SPECIAL:
             self._error = TarFormatError(
@@ -656,10 +483,11 @@ class TarTocBuilder:
             )
         if self._error is not None:
             raise self._error
-        if self._state != _DONE:
+        if self._state != _DONE or size is None:
             size = self._pos  # clean io.EOF in Go: on a block boundary or inside padding
+        self._table.finish()
         self._result = TocResult(
-            entries=self._entries,
+            table=self._table,
             uncompressed_archive_size=size,
             disable_xattrs=not self._saw_xattr_or_opaque,
         )

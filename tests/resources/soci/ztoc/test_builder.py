@@ -220,3 +220,15 @@ def test_memory_stays_bounded_on_a_large_layer(tmp_path: Path) -> None:
     # checkpoint blob and its FlatBuffers serialization (~4-5 copies of the checkpoints).
     assert peak < 3 * MIB + 6 * checkpoints, (peak, checkpoints)
     assert peak < built.decompressed_size / 5
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_verified_digest_skips_the_whole_blob_hash_and_changes_no_byte(sample_tar: bytes, gzipped: bool) -> None:
+    """A caller that verifies the blob itself (the registry client) gets the same zTOC."""
+    blob = gzip.compress(sample_tar, 6, mtime=0) if gzipped else sample_tar
+    media_type = OCI_GZIP if gzipped else OCI_TAR
+    own = ZtocBuilder(span_size=256 * KIB).build(io.BytesIO(blob), media_type)
+    told = ZtocBuilder(span_size=256 * KIB).build(io.BytesIO(blob), media_type, verified_digest="sha256:" + "ab" * 32)
+    assert told.data == own.data
+    assert own.layer_digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert told.layer_digest == "sha256:" + "ab" * 32  # taken as given: not recomputed

@@ -426,7 +426,7 @@ def test_serialize_and_parse_reject_overlapping_entries() -> None:
 @pytest.mark.parametrize("make", [golden_ztoc, rich_ztoc])
 def test_builder_initial_capacity_does_not_change_the_bytes(make) -> None:
     """Go starts from NewBuilder(0); serialize_ztoc pre-sizes its buffer. Same bytes."""
-    from resources.soci.ztoc.flatbuf import _encode
+    from .flatbuf_reference import _encode
 
     z = make()
     expected = _encode(z, flatbuffers.Builder(0))
