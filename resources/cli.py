@@ -17,6 +17,7 @@ stderr, no traceback).
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import argparse
 import collections
 import json
@@ -45,23 +46,12 @@ PASSWORD_ENV = "STREAMABLE_REGISTRY_PASSWORD"
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2
 
 
-class CliError(Exception):
+class CliError(StreamableError):
     """An expected error: printed as one line, exit code 2."""
 
 
-EXPECTED_ERRORS = (
-    CliError,
-    SociConvertError,
-    SociIndexError,
-    RegistryError,
-    DockerConfigError,
-    PlatformError,
-    ZtocBuildError,
-    ZtocFormatError,
-    LazyReadError,
-    ValueError,
-    OSError,
-)
+EXPECTED_ERRORS = (StreamableError, ValueError, OSError)
+"""What main() prints as one line with exit code 2 (every error of ours, bad values, files and sockets)."""
 
 
 # ---- progress ----------------------------------------------------------------------------------

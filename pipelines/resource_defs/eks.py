@@ -9,6 +9,7 @@ Secrets (registry password, AWS keys) are meant to be passed as dg.EnvVar and ar
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import json
 import os
 from datetime import timedelta
@@ -39,7 +40,7 @@ from resources.k8s.client import api_client
 from resources.registry import RegistryClient
 
 
-class MissingSettingError(ValueError):
+class MissingSettingError(StreamableError, ValueError):
     """A required setting is not configured; the message names it and where to set it."""
 
 

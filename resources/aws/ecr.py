@@ -13,6 +13,7 @@ to tags you really want gone; `<tag>-soci` tags age together with the `<tag>` th
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import base64
 import binascii
 import json
@@ -35,7 +36,7 @@ _EXCLUSION_RE = re.compile(r"^[0-9a-zA-Z._*-]{1,128}$")
 _REPO_RE = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
-class EcrError(RuntimeError):
+class EcrError(StreamableError, RuntimeError):
     """An ECR call failed or a setting is invalid; names the repository and operation, never a token."""
 
     def __init__(self, message: str, *, repository: str | None = None, code: str | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,7 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-class MalformedEventError(ValueError):
+class MalformedEventError(StreamableError, ValueError):
     """A queue message is not a well-formed ECR image push event; the message says which field is wrong."""
 
 

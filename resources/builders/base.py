@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ class PruneResult:
     freed_bytes: int
 
 
-class BuildError(RuntimeError):
+class BuildError(StreamableError, RuntimeError):
     """A build failed; carries the target, the failing step and its output."""
 
     def __init__(self, target: str, message: str, *, step: str | None = None, output: str = "") -> None:

@@ -6,6 +6,7 @@ credentials only through a temporary DOCKER_CONFIG in the subprocess env; TLS ma
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import json
 import os
 import re
@@ -43,7 +44,7 @@ class BuilderUnavailableError(BuildError):
         super().__init__(target, f"builder {builder} is unavailable: {message}", step=None, output=output)
 
 
-class BuildctlError(RuntimeError):
+class BuildctlError(StreamableError, RuntimeError):
     """A non-build buildctl call (du, prune) failed; names the builder and carries buildctl's last lines."""
 
 

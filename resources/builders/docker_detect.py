@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import subprocess
 CANDIDATES = ("/usr/bin/docker", "/usr/local/bin/docker", "docker")
 
 
-class NoBuildKitDockerError(RuntimeError):
+class NoBuildKitDockerError(StreamableError, RuntimeError):
     """No Docker CLI on this machine can run BuildKit builds."""
 
 

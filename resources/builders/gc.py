@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ from resources.builders.base import ImageBuilder, LogFn, PruneResult
 _SIZE_KEYS = ("keepbytes", "reservedspace", "maxusedspace", "minfreespace")
 
 
-class GcConfigError(ValueError):
+class GcConfigError(StreamableError, ValueError):
     """A GC policy file cannot be read; the message names the file and the field."""
 
 

@@ -18,6 +18,7 @@ A build that started and then failed is a real build failure and is never retrie
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import hashlib
 import socket
 from collections.abc import Iterable, Sequence
@@ -160,7 +161,7 @@ class RoutedBuildResult(BuildResult):
     """`name: reason` for every higher-ranked builder that was passed over."""
 
 
-class PruneError(RuntimeError):
+class PruneError(StreamableError, RuntimeError):
     """Some builders could not be pruned; `.results` holds the ones that were, `.failures` name the others."""
 
     def __init__(self, results: list[PruneResult], failures: dict[str, str]) -> None:

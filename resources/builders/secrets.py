@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 
-class BuildSecretError(RuntimeError):
+class BuildSecretError(StreamableError, RuntimeError):
     """A build secret's environment variable is missing; names the target, the secret id and the variable."""
 
 

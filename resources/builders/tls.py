@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import base64
 import binascii
 import json
@@ -23,7 +24,7 @@ from resources.k8s.client import api_error
 SECRET_KEY_SETS = (("ca.pem", "cert.pem", "key.pem"), ("ca.crt", "tls.crt", "tls.key"))
 
 
-class TlsError(RuntimeError):
+class TlsError(StreamableError, RuntimeError):
     """TLS material is missing or unreadable; names the file or secret and key, never the content."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import fcntl
 import hashlib
 import os
@@ -16,7 +17,7 @@ from resources.git.remote import GitCredentials, GitRemoteError, GitRunner, reda
 from resources.release.targets import GitSource, Source
 
 
-class GitCheckoutError(RuntimeError):
+class GitCheckoutError(StreamableError, RuntimeError):
     """A git operation for a target's source failed; names the repository and the ref."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import fcntl
 import hashlib
 import json
@@ -33,7 +34,7 @@ esac
 """
 
 
-class GitRemoteError(RuntimeError):
+class GitRemoteError(StreamableError, RuntimeError):
     """A git operation against one remote failed; the message names the remote (credentials redacted)."""
 
 

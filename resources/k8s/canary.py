@@ -9,6 +9,7 @@ code and node. The pod is always deleted: on success, on image pull failure and 
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import math
 import re
 import time
@@ -48,7 +49,7 @@ _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-class CanaryError(RuntimeError):
+class CanaryError(StreamableError, RuntimeError):
     """The canary pod could not pull or start the image, or did not finish in time; names image, pod and node."""
 
 

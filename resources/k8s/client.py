@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import json
 import os
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from kubernetes.config.config_exception import ConfigException
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
-class KubernetesError(RuntimeError):
+class KubernetesError(StreamableError, RuntimeError):
     """A Kubernetes API call or client setup failed; names the object and what was tried, never a token."""
 
 

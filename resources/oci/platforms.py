@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import platform as _host
 from collections.abc import Iterable
 
 from resources.oci.manifest import Platform
 
 
-class PlatformError(ValueError):
+class PlatformError(StreamableError, ValueError):
     """A platform string that cannot be parsed."""
 
 

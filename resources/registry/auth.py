@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import base64
 import re
 import threading
@@ -51,7 +52,7 @@ def parse_www_authenticate(header: str) -> list[Challenge]:
     return challenges
 
 
-class TokenRequestError(Exception):
+class TokenRequestError(StreamableError):
     """The token server refused or failed; `status` is its HTTP status (None for a connection error)."""
 
     def __init__(self, message: str, *, status: int | None, retryable: bool) -> None:

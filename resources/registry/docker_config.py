@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import base64
 import binascii
 import json
@@ -20,7 +21,7 @@ _DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 HELPER_TIMEOUT_SECONDS = 30.0
 
 
-class DockerConfigError(ValueError):
+class DockerConfigError(StreamableError, ValueError):
     """The Docker config file is unreadable or has an invalid entry; the message names the file and registry, never a secret."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import json
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ from resources.registry import RegistryClient
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
-class PromotionError(RuntimeError):
+class PromotionError(StreamableError, RuntimeError):
     """A release tag could not be moved; names the repository, tag and missing content."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import os
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9]+(?:(?:[._]|__|-+)[a-z
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 
 
-class TargetsFileError(ValueError):
+class TargetsFileError(StreamableError, ValueError):
     """The targets file is missing or invalid; the message names the file, target and field."""
 
 

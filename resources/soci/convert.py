@@ -12,6 +12,7 @@ any selected platform gets a zTOC, nothing at all is pushed (EmptySociIndexError
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,7 +52,7 @@ LayerProgress = Callable[[str, int, int], None]
 """Called as bytes of a layer are read: (layer digest, bytes read so far, layer size)."""
 
 
-class SociConvertError(RuntimeError):
+class SociConvertError(StreamableError, RuntimeError):
     """The image cannot be converted; the message names the image (and layer) and nothing was tagged."""
 
 

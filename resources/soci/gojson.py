@@ -23,6 +23,7 @@ merges a repeated object into the struct or map already decoded, like Go.
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import base64
 import dataclasses
 import json
@@ -41,7 +42,7 @@ _OMITEMPTY = "go_json_omitempty"
 _MISSING: Any = dataclasses.MISSING
 
 
-class GoJSONError(ValueError):
+class GoJSONError(StreamableError, ValueError):
     """A value that Go's encoding/json would refuse to encode or decode."""
 
 

@@ -6,6 +6,7 @@ Everything here is pure: in-memory OCI documents in, OCI documents out (spec sec
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from resources.soci.gojson import GoJSONError
 from resources.oci.manifest import Descriptor, Encoded, ImageIndex, Manifest, Platform, parse_manifest, sha256_digest
 
 
-class SociIndexError(ValueError):
+class SociIndexError(StreamableError, ValueError):
     """A document that is not a usable SOCI index (message names it)."""
 
 

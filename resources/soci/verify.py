@@ -20,6 +20,7 @@ what failed, naming the platform, layer, zTOC or file.
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import gzip
 import hashlib
 import json
@@ -46,7 +47,7 @@ READ_PIECE = 8 << 20
 MAX_SYMLINK_HOPS = 16
 
 
-class VerifyFailure(Exception):
+class VerifyFailure(StreamableError):
     """One check failed; the message is the report's `failure`."""
 
 

@@ -7,6 +7,7 @@ inflate buffer, the checkpoints (one 32 KiB window per span) and the TOC, never 
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ READ_CHUNK = 1 << 20
 Progress = Callable[[int], None]
 
 
-class ZtocBuildError(Exception):
+class ZtocBuildError(StreamableError):
     """A layer blob could not be indexed (the message names the layer and what is wrong)."""
 
 

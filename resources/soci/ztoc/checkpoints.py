@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import struct
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ RECORD_HEADER = struct.Struct("<qqB")  # int64 in, int64 out, uint8 bits
 RECORD_SIZE = RECORD_HEADER.size + WINDOW_SIZE  # 32785
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(StreamableError, ValueError):
     """A checkpoint blob does not have the spec section 7 layout."""
 
 

@@ -15,6 +15,7 @@ reader fails with "gzip: invalid header" on it, so such a layer would not unpack
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import ctypes
 import struct
 import zlib
@@ -66,7 +67,7 @@ OUTPUT_BUFFERS = 3
 _HEADER, _DEFLATE, _TRAILER, _MEMBER_END = range(4)
 
 
-class GzipFormatError(ValueError):
+class GzipFormatError(StreamableError, ValueError):
     """The blob is not a valid (multi-member) gzip stream; ``offset`` is the compressed offset."""
 
     def __init__(self, message: str, offset: int) -> None:

@@ -8,6 +8,7 @@ dictionary). Used to verify a freshly built index against the pushed blob.
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import ctypes
 import hashlib
 import posixpath
@@ -33,7 +34,7 @@ Fetch = Callable[[int, int], bytes]
 _OUTPUT_CHUNK = 1 << 18
 
 
-class LazyReadError(Exception):
+class LazyReadError(StreamableError):
     """A lazy read failed: bad range, missing entry, short fetch or corrupt data."""
 
 

@@ -7,6 +7,7 @@ UTF-8; such bytes are carried as lone surrogates (`errors="surrogateescape"`), s
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -16,7 +17,7 @@ TEXT_ENCODING = "utf-8"
 TEXT_ERRORS = "surrogateescape"
 
 
-class ZtocFormatError(ValueError):
+class ZtocFormatError(StreamableError, ValueError):
     """A zTOC (or a TarZinfo inside it) is malformed or cannot be encoded."""
 
 

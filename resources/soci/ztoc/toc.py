@@ -38,6 +38,7 @@ layer writers (Go's archive/tar, BuildKit) never produce them.
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import re
 import struct
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ _VERSION_GNU = b" \x00"
 _TRAILER_STAR = b"tar\x00"
 
 
-class TarFormatError(ValueError):
+class TarFormatError(StreamableError, ValueError):
     """The layer is not a tar stream soci can index; the message names the entry and offset."""
 
 
@@ -171,7 +172,7 @@ def _parse_go_int(text: str) -> int | None:
 # --------------------------------------------------------------------------- header fields
 
 
-class _FieldError(Exception):
+class _FieldError(StreamableError):
     """A numeric header field Go cannot parse."""
 
 

@@ -7,6 +7,7 @@ three are needed to place and resume SOCI checkpoints exactly like soci-snapshot
 
 from __future__ import annotations
 
+from resources.errors import StreamableError
 import ctypes
 import ctypes.util
 import functools
@@ -45,7 +46,7 @@ _RETURN_NAMES = {
 }
 
 
-class ZlibError(Exception):
+class ZlibError(StreamableError):
     """A zlib call returned an error code; ``code`` is the zlib return value."""
 
     def __init__(self, message: str, code: int) -> None:

@@ -1,0 +1,5 @@
+"""The one base class of every error streamable raises on purpose."""
+
+
+class StreamableError(Exception):
+    """Base of every error streamable raises on purpose."""
