@@ -13,7 +13,6 @@ Target: every tick < 5 s for 50 remotes (Dagster ticks time out at 60 s).
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,19 +23,14 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.automation import GitRemotesResource, git_push_sensor  # noqa: E402
+from pipelines.resource_defs.git import GitRemotesResource  # noqa: E402
+from pipelines.git_push.sensors import git_push_sensor  # noqa: E402
 from pipelines.resource_defs.base import TargetsResource  # noqa: E402
-
-ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x",
-       "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], env=ENV, check=True, capture_output=True)
-
+from tests.support.git import GIT_ENV, git  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 def make_repo(path: Path, n: int) -> None:
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], env=ENV, check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], env=GIT_ENV, check=True)
     for d in ("svc", "docs"):
         (path / d).mkdir()
         (path / d / "file.txt").write_text(f"{n}\n")
@@ -46,12 +40,6 @@ def make_repo(path: Path, n: int) -> None:
     git(path, "commit", "-qm", "initial")
     git(path, "branch", "release")
     git(path, "tag", "-a", "-m", "v1", "v1.0.0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:

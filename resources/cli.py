@@ -29,18 +29,15 @@ from pathlib import Path
 from typing import TextIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
-from resources.registry.docker_config import DockerConfigError
 from resources.oci.refs import ImageRef
-from resources.registry import RegistryClient, RegistryError
+from resources.registry import RegistryClient
 from resources.oci import media_types as mt
-from resources.soci.convert import SociConverter, SociConvertError
-from resources.soci.index import SociIndexError
-from resources.oci.platforms import PlatformError
+from resources.soci.convert import SociConverter
 from resources.soci.verify import locate_soci_indexes, verify_image
-from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
+from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
-from resources.soci.ztoc.model import Ztoc, ZtocFormatError
+from resources.soci.ztoc.model import Ztoc
 
 PASSWORD_ENV = "STREAMABLE_REGISTRY_PASSWORD"
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2

@@ -13,6 +13,7 @@ to tags you really want gone; `<tag>-soci` tags age together with the `<tag>` th
 
 from __future__ import annotations
 
+from resources.log import LogFn
 from resources.errors import StreamableError
 import base64
 import binascii
@@ -29,7 +30,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from resources.builders.docker_auth import RegistryCredential
 from resources.defaults import SOCI_TAG_SUFFIX
 
-LogFn = Callable[[str], None]
 TagMutability = Literal["MUTABLE", "IMMUTABLE", "MUTABLE_WITH_EXCLUSION", "IMMUTABLE_WITH_EXCLUSION"]
 TOKEN_LIFETIME = timedelta(hours=12)
 _EXCLUSION_RE = re.compile(r"^[0-9a-zA-Z._*-]{1,128}$")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from resources.log import LogFn
 from resources.errors import StreamableError
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-LogFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ code and node. The pod is always deleted: on success, on image pull failure and 
 
 from __future__ import annotations
 
+from resources.log import LogFn
 from resources.errors import StreamableError
 import math
 import re
@@ -30,7 +31,6 @@ from resources.defaults import (
 )
 from resources.k8s.client import api_error
 
-LogFn = Callable[[str], None]
 CONTAINER = "canary"
 PULL_FAILURE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
                                   "RegistryUnavailable"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from resources.errors import StreamableError
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +88,6 @@ def label_selector(selector: Any) -> str:
     if not parts:
         raise KubernetesError("label selector is empty; refusing to select every pod in the namespace")
     return ",".join(parts)
-
-
-def match_labels_selector(labels: Mapping[str, str]) -> str:
-    """A `labelSelector` query string for exact label matches."""
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def pod_readiness(pod: Any) -> tuple[bool, str]:

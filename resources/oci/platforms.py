@@ -61,11 +61,6 @@ def parse(spec: str) -> Platform:
     return normalize(Platform(os=parts[0], architecture=parts[1], variant=variant))
 
 
-def format_platform(p: Platform) -> str:
-    """`os/arch[/variant]`."""
-    return str(p)
-
-
 def matches(wanted: Platform, candidate: Platform) -> bool:
     """containerd OnlyStrict match: same normalized os, architecture and variant."""
     a, b = normalize(wanted), normalize(candidate)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from resources.errors import StreamableError
-import json
 from dataclasses import dataclass
 
 from resources.registry import RegistryClient
@@ -87,7 +86,3 @@ def layer_rows(summary: dict) -> list[dict]:
     if "manifests" in summary:
         return [dict(row, platform=m.get("platform", "")) for m in summary["manifests"] for row in layer_rows(m)]
     return [dict(layer) for layer in summary.get("layers", [])]
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

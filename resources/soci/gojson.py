@@ -2,7 +2,7 @@
 
 soci-snapshotter decodes a fetched SOCI index into Go structs, re-encodes it with
 `json.Marshal` and checks the digest of the result, so every manifest we write must be
-exactly what Go would write for the same value (spec section 4). The rules below follow
+exactly what Go would write for the same value (docs/soci-format.md section 4). The rules below follow
 Go 1.22+ `encoding/json` (encode.go `appendString`, `isEmptyValue`, map key sorting; decode.go
 field matching and UTF-8 coercion):
 

@@ -1,6 +1,6 @@
 """SOCI index manifests (v1 and v2) and the v2 "SOCI-enabled" image index, as plain values.
 
-Everything here is pure: in-memory OCI documents in, OCI documents out (spec sections 2 and 4).
+Everything here is pure: in-memory OCI documents in, OCI documents out (docs/soci-format.md sections 2 and 4).
 `convert.py` does the registry I/O around it.
 """
 
@@ -23,7 +23,7 @@ class SociIndexError(StreamableError, ValueError):
 
 
 class SociVersion(str, Enum):
-    """Which SOCI index flavour to build (spec section 1)."""
+    """Which SOCI index flavour to build (docs/soci-format.md section 1)."""
 
     V1 = "v1"
     V2 = "v2"
@@ -140,7 +140,7 @@ def parse_soci_index(data: bytes, *, name: str) -> SociIndex:
 
 
 # ---------------------------------------------------------------------------------------------
-# v2: rewritten image manifests and the SOCI-enabled image index (spec section 4)
+# v2: rewritten image manifests and the SOCI-enabled image index (docs/soci-format.md section 4)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """Verify that an image in a registry would lazy-load on a soci-snapshotter node.
 
-The checks follow what a node does (issue 2 item 6), then go further:
+The checks follow what a node does (docs/soci-format.md sections 1-4), then go further:
 
 1. resolve the reference; for each platform manifest find its SOCI index through the manifest
    annotation `com.amazon.soci.index-digest` (v2) or the referrers of the manifest (v1);

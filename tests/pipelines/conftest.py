@@ -10,7 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import DockerEngine, RunningRegistry
+from tests.support.docker import DockerEngine
+from tests.support.registry import RunningRegistry
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x",
            "PATH": "/usr/bin:/bin"}
@@ -63,7 +64,8 @@ class Project:
 
     def resources(self, engine: DockerEngine) -> dict:
         from pipelines.resource_defs.base import (  # noqa: PLC0415
-            CanaryBase, LocalBuilderResource, RegistryResource, TargetsResource, WorkspaceResource)
+            CanaryBase, RegistryResource, TargetsResource, WorkspaceResource)
+        from pipelines.resource_defs.local import LocalBuilderResource  # noqa: PLC0415
 
         return {
             "targets": TargetsResource(path=str(self.targets_file)),

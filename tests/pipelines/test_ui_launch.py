@@ -13,7 +13,8 @@ import httpx
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from tests.conftest import DockerEngine, free_port
+from tests.support.docker import DockerEngine
+from tests.support.net import free_port
 from tests.pipelines.conftest import Project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +90,8 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
     sha = project.commit({"svc/app/ui.txt": "from the UI\n"})
     run_id = client.submit_job_execution(
         "build_and_release",
-        run_config={"ops": {"image": {"config": {"commit": sha, "ref": "refs/heads/main", "build_args": {"MSG": NASTY_ARG}}}}},
+        run_config={"ops": {"image": {"config": {"commit": sha, "ref": "refs/heads/main", "build_args": {"MSG": NASTY_ARG},
+                                                  "extra_tags": ["ui-try"]}}}},
         tags={"dagster/partition": "svc"},
     )
     deadline = time.monotonic() + 420
@@ -109,4 +111,7 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
     assert set(mats) == {"image", "soci_index", "release"}
     assert mats["image"]["commit"] == sha
     assert mats["soci_index"]["image_index_digest"].startswith("sha256:")
-    assert f"sha-{sha[:7]}" in mats["release"]["released_refs"]
+    # build args other than targets.yaml's: only the explicit extra tag moves, and the run says so
+    assert mats["release"]["released_refs"].endswith("/team/svc:ui-try")
+    assert f"sha-{sha[:7]}" in mats["release"]["tags_not_moved"] and "MSG" in mats["release"]["release_rule"] + \
+        mats["image"]["build_args_overridden"]

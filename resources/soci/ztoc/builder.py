@@ -68,7 +68,7 @@ class BuiltZtoc:
 
 
 def compression_for_media_type(media_type: str, layer: str = "layer") -> CompressionAlgorithm:
-    """The zTOC algorithm for a layer media type, or UnsupportedLayerError (spec section 3)."""
+    """The zTOC algorithm for a layer media type, or UnsupportedLayerError (docs/soci-format.md section 3)."""
     if not is_layer_type(media_type):
         raise UnsupportedLayerError(f"{layer}: {media_type!r} is not a layer media type", media_type)
     kind = layer_compression(media_type)

@@ -1,4 +1,4 @@
-"""The gzip checkpoint blob of a zTOC (spec section 7): layout, parsing and span arithmetic."""
+"""The gzip checkpoint blob of a zTOC (docs/soci-format.md section 7): layout, parsing and span arithmetic."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ RECORD_SIZE = RECORD_HEADER.size + WINDOW_SIZE  # 32785
 
 
 class CheckpointFormatError(StreamableError, ValueError):
-    """A checkpoint blob does not have the spec section 7 layout."""
+    """A checkpoint blob does not have the layout of docs/soci-format.md section 7."""
 
 
 @dataclass(frozen=True)

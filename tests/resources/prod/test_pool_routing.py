@@ -11,7 +11,7 @@ import pytest
 from resources.builders.base import BuildError, BuildRequest
 from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints, rendezvous_order
 from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, BUILDER_STATEFULSET
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 NS = BUILDER_NAMESPACE
 LABELS = {"app": BUILDER_APP_LABEL}

@@ -1,0 +1,80 @@
+"""The GC job: prune every builder's cache, with disk usage before/after and freed bytes as metadata."""
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from pipelines.metadata import sized, table
+from pipelines.resource_defs.base import BuilderResource
+from resources.builders.gc import check_gc_files, prune_builders
+
+REPO_POLICY_FILE = Path(__file__).resolve().parents[2] / "deploy/builder/etc/buildkit/buildkitd.toml"
+
+
+def repository_policy_files() -> list[str]:
+    """The repository's own buildkitd.toml, the GC policy that is deployed by default."""
+    return [str(REPO_POLICY_FILE)] if REPO_POLICY_FILE.exists() else []
+
+
+class BuilderGcConfig(dg.Config):
+    """Prune limits (BuildKit `prune` semantics) and the GC policy files to check."""
+
+    keep_storage_bytes: int | None = Field(default=None, description="keep this much cache (most recently used)")
+    keep_duration_s: int | None = Field(default=7 * 24 * 3600, description="keep cache used within this many seconds")
+    free_storage_bytes: int | None = Field(default=None, description="prune until this much disk is free (buildctl)")
+    policy_files: list[str] = Field(default_factory=repository_policy_files,
+                                    description="buildkitd.toml / daemon.json files whose GC policy is checked "
+                                                "(default: STREAMABLE_GC_POLICY_FILES, else the repository's)")
+
+
+@dg.op(description="Prune every builder's cache; disk usage before/after and freed bytes as metadata.")
+def builder_cache_gc(context: dg.OpExecutionContext, config: BuilderGcConfig,
+                     builder: BuilderResource) -> dg.Output[dict]:
+    """One builder's failure is reported after the others were pruned."""
+    warnings = check_gc_files(config.policy_files)
+    for warning in warnings:
+        context.log.warning(warning)
+    report = prune_builders(builder.get_builder(), keep_storage_bytes=config.keep_storage_bytes,
+                            keep_duration_s=config.keep_duration_s, free_storage_bytes=config.free_storage_bytes,
+                            log=context.log.info)
+    rows = [{"builder": r.builder, "before": sized(r.bytes_before), "after": sized(r.bytes_after),
+             "freed": sized(r.freed_bytes), "freed_bytes": r.freed_bytes} for r in report.results]
+    rows += [{"builder": name, "error": why} for name, why in sorted(report.failures.items())]
+    totals: dict[str, int] = {
+        "freed_bytes": report.freed_bytes,
+        "bytes_before": sum(r.bytes_before for r in report.results),
+        "bytes_after": sum(r.bytes_after for r in report.results),
+        "builders_pruned": len(report.results),
+        "builders_failed": len(report.failures),
+        "policy_warnings": len(warnings),
+    }
+    md: dict = {
+        **totals,
+        "freed": sized(report.freed_bytes),
+        "builders": table(rows, [("builder", str, ""), ("before", str, "cache size before"),
+                                 ("after", str, "cache size after"), ("freed", str, ""),
+                                 ("freed_bytes", int, "exact"), ("error", str, "why the prune failed")]),
+    }
+    if warnings:
+        md["policy_warning_text"] = dg.MetadataValue.md("\n\n".join(f"- {w}" for w in warnings))
+    value = {"results": [r.__dict__ for r in report.results], "failures": report.failures}
+    if report.failures:
+        raise dg.Failure(description="prune failed on " + "; ".join(f"{k}: {v}" for k, v in report.failures.items()),
+                         metadata=totals)
+    return dg.Output(value, metadata=md)
+
+
+def make_gc_job(policy_files: list[str] | None = None) -> dg.JobDefinition:
+    """The GC job; `policy_files` (STREAMABLE_GC_POLICY_FILES) become its default config when given."""
+    config = None if policy_files is None else {"ops": {"builder_cache_gc": {"config": {"policy_files": policy_files}}}}
+
+    @dg.job(name="builder_cache_gc_job", description="Prune the build cache of every builder.", config=config)
+    def builder_cache_gc_job() -> None:
+        """One op: prune every builder."""
+        builder_cache_gc()
+
+    return builder_cache_gc_job
+
+
+builder_cache_gc_job = make_gc_job()
