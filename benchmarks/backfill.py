@@ -23,17 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from resources.release.backfill import BackfillSettings  # noqa: E402
-from resources.release.catalog import OciCatalog  # noqa: E402
-from resources.release.batch import run_backfill  # noqa: E402
-from resources.oci.refs import ImageRef  # noqa: E402
-from resources.registry import RegistryClient  # noqa: E402
-from resources.oci import media_types as mt  # noqa: E402
-from resources.soci.verify import verify_image  # noqa: E402
-from tests.support.registry import start_registry  # noqa: E402
+from resources.oci import media_types as mt
+from resources.oci.refs import ImageRef
+from resources.registry import RegistryClient
+from resources.release.backfill import BackfillSettings
+from resources.release.batch import run_backfill
+from resources.release.catalog import OciCatalog
+from resources.soci.verify import verify_image
+from tests.support.registry import start_registry
 
 
 def layer(files: dict[str, bytes]) -> tuple[bytes, str]:
@@ -111,7 +110,8 @@ def main() -> None:
             for p in procs:
                 p.stop()
     ratio = tn / t1
-    print(f"base layer {len(base[0]) / 2**20:.0f} MiB gzip, images with their own 1 MiB layer, verify sample {args.verify_sample}")
+    print(f"base layer {len(base[0]) / 2**20:.0f} MiB gzip, images with their own 1 MiB layer, "
+          f"verify sample {args.verify_sample}")
     print(f"time(1)  = {t1:6.2f} s  ({n1} image, {built1} layer(s) decompressed)")
     print(f"time({args.images}) = {tn:6.2f} s  ({nn} images, {builtn} layer(s) decompressed)")
     print(f"time({args.images}) / time(1) = {ratio:.2f} (target <= 1.5): {'OK' if ratio <= 1.5 else 'MISSED'}")

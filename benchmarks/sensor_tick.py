@@ -23,11 +23,12 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.resource_defs.git import GitRemotesResource  # noqa: E402
-from pipelines.git_push.sensors import git_push_sensor  # noqa: E402
-from pipelines.resource_defs.base import TargetsResource  # noqa: E402
-from tests.support.git import GIT_ENV, git  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
+from pipelines.git_push.sensors import git_push_sensor
+from pipelines.resource_defs.base import TargetsResource
+from pipelines.resource_defs.git import GitRemotesResource
+from tests.support.git import GIT_ENV, git
+from tests.support.net import free_port
+
 
 def make_repo(path: Path, n: int) -> None:
     subprocess.run(["git", "init", "-q", "-b", "main", str(path)], env=GIT_ENV, check=True)
@@ -78,7 +79,8 @@ def main() -> None:
                 def tick() -> tuple[float, int]:
                     nonlocal cursor
                     started = time.perf_counter()
-                    result = git_push_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+                    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+                    result = git_push_sensor(ctx)
                     elapsed = time.perf_counter() - started
                     cursor = result.cursor
                     return elapsed, len(result.run_requests or [])

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resources.soci.ztoc.builder import ZtocBuilder  # noqa: E402
+from resources.soci.ztoc.builder import ZtocBuilder
 
 CHUNK = 1 << 20
 MIB = 1 << 20

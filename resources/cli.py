@@ -17,7 +17,6 @@ stderr, no traceback).
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import argparse
 import collections
 import json
@@ -29,9 +28,10 @@ from pathlib import Path
 from typing import TextIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
+from resources.errors import StreamableError
+from resources.oci import media_types as mt
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
-from resources.oci import media_types as mt
 from resources.soci.convert import SociConverter
 from resources.soci.verify import locate_soci_indexes, verify_image
 from resources.soci.ztoc.builder import ZtocBuilder
@@ -80,6 +80,15 @@ class Progress:
         return lambda done: self.layer(label, done, total)
 
 
+def _line_writer(stream: TextIO) -> Callable[[str], None]:
+    """A log function that writes each message as a line to `stream`."""
+
+    def write(msg: str) -> None:
+        stream.write(msg + "\n")
+
+    return write
+
+
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -90,7 +99,9 @@ def _mib(n: int) -> str:
 def _client(args: argparse.Namespace, registry: str) -> RegistryClient:
     password = os.environ.get(PASSWORD_ENV)
     if args.username and password is None:
-        raise CliError(f"--username given but {PASSWORD_ENV} is not set (the password is read only from the environment)")
+        raise CliError(
+            f"--username given but {PASSWORD_ENV} is not set (the password is read only from the environment)"
+        )
     if password is not None and not args.username:
         raise CliError(f"{PASSWORD_ENV} is set but --username is not")
     return RegistryClient(
@@ -141,7 +152,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             platforms=args.platform or None,
             all_platforms=args.all_platforms,
             progress=progress.layer,
-            log_fn=(lambda msg: err.write(msg + "\n")) if args.verbose else (lambda _msg: None),
+            log_fn=_line_writer(err) if args.verbose else (lambda _msg: None),
         )
         result = converter.convert(src, dst)
     out.write(result.to_json() + "\n")
@@ -233,7 +244,9 @@ def _non_negative(text: str) -> int:
 
 
 def _registry_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plain-http", action="store_true", help="talk HTTP instead of HTTPS (loopback registries use HTTP anyway)")
+    p.add_argument(
+        "--plain-http", action="store_true", help="talk HTTP instead of HTTPS (loopback registries use HTTP anyway)"
+    )
     p.add_argument("--username", help=f"registry user; the password is read from ${PASSWORD_ENV}")
     p.add_argument("--docker-config", help="Docker config.json to read credentials from")
     p.add_argument("--retries", type=_non_negative, default=5, help="retries on connection errors, 429 and 5xx")
@@ -247,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = soci.add_parser("ztoc", help="write the zTOC of a local layer blob")
     p.add_argument("layer_file")
-    p.add_argument("--media-type", required=True, help="layer mediaType, e.g. application/vnd.oci.image.layer.v1.tar+gzip")
+    p.add_argument(
+        "--media-type", required=True, help="layer mediaType, e.g. application/vnd.oci.image.layer.v1.tar+gzip"
+    )
     p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE)
     p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER)
     p.add_argument("-o", "--output", required=True)
@@ -268,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = soci.add_parser("verify", help="check that an image would lazy-load (exit 1 when not)")
     p.add_argument("ref")
-    p.add_argument("--sample", type=_non_negative, default=8, help="files to lazily read per platform (at least the largest)")
+    p.add_argument(
+        "--sample", type=_non_negative, default=8, help="files to lazily read per platform (at least the largest)"
+    )
     p.add_argument("--file", action="append", help="a path that must be present and is always read (repeatable)")
     p.add_argument("--platform", help="verify only this platform")
     p.add_argument("--seed", type=int, default=0)

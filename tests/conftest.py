@@ -1,4 +1,4 @@
-"""Shared fixtures: the real local stack (dockerd + registry) and registries started per test (helpers: tests/support/)."""
+"""Shared fixtures: the real local stack (dockerd + registry), registries per test; helpers in tests/support/."""
 
 from __future__ import annotations
 
@@ -50,11 +50,14 @@ def stack_registry() -> str:
 @pytest.fixture(scope="session")
 def docker_engine() -> DockerEngine:
     """The stack's dockerd; fails (not skips) when it is not running."""
-    from resources.builders.docker_detect import find_buildkit_docker  # noqa: PLC0415
+    from resources.builders.docker_detect import find_buildkit_docker
 
     docker_bin = find_buildkit_docker()
     eng = DockerEngine(docker_bin=docker_bin, host=STACK_DOCKER_HOST)
     res = eng.run("version", "--format", "{{.Server.Version}}", check=False)
     if res.returncode != 0:
-        pytest.fail(f"local stack dockerd at {STACK_DOCKER_HOST} is not running: {res.stderr.strip()}; run `bash scripts/stack.sh up`")
+        pytest.fail(
+            f"local stack dockerd at {STACK_DOCKER_HOST} is not running: {res.stderr.strip()}; "
+            "run `bash scripts/stack.sh up`"
+        )
     return eng

@@ -8,7 +8,8 @@ from pipelines.resource_defs.base import RegistryResource
 from resources import defaults
 from resources.release.backfill import ImageStatus, index_image
 
-REGISTRY_IMAGES = dg.DynamicPartitionsDefinition(name="registry_images")
+REGISTRY_IMAGES_NAME = "registry_images"
+REGISTRY_IMAGES = dg.DynamicPartitionsDefinition(name=REGISTRY_IMAGES_NAME)
 BACKFILL_ASSET = dg.AssetKey("soci_index_backfill")
 BACKFILL_GROUP = "soci_backfill"
 IMAGE_TAG = "streamable/image"

@@ -1,9 +1,11 @@
 """Backfill jobs: one image per run (sensors, retries), or the whole registry in one run (on demand)."""
 
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
-from pipelines.backfill.assets import BACKFILL_ASSET, REGISTRY_IMAGES, soci_index_backfill
+from pipelines.backfill.assets import BACKFILL_ASSET, REGISTRY_IMAGES_NAME, soci_index_backfill
 from pipelines.metadata import backfill_record_metadata, counts_table
 from pipelines.resource_defs.backfill import SociBackfillResource
 from pipelines.resource_defs.base import RegistryResource
@@ -34,7 +36,7 @@ def soci_backfill_all(context: dg.OpExecutionContext, config: BackfillNowConfig,
     def planned(scan: ScanResult, todo: list[ScannedImage]) -> None:
         for err in scan.errors:
             context.log.warning(err)
-        instance.add_dynamic_partitions(REGISTRY_IMAGES.name, [i.key for i in todo])
+        instance.add_dynamic_partitions(REGISTRY_IMAGES_NAME, [i.key for i in todo])
         context.log.info(f"{len(scan.images)} image(s) match, {len(scan.pending)} lack a SOCI index, "
                          f"{len(todo)} to do")
 
@@ -52,8 +54,8 @@ def soci_backfill_all(context: dg.OpExecutionContext, config: BackfillNowConfig,
                               max_images=config.max_images, on_planned=planned, on_record=finished)
     counts = report.by_status()
     summary = {"images": len(report.records), "layers_built": report.layers_built, **counts}
-    metadata = {"dagster/row_count": len(report.records), "layers_built": report.layers_built,
-                "outcomes": counts_table(counts)}
+    metadata: dict[str, Any] = {"dagster/row_count": len(report.records), "layers_built": report.layers_built,
+                                "outcomes": counts_table(counts)}
     failed = [r for r in report.records if r.status is ImageStatus.FAILED]
     if failed:
         raise dg.Failure(description=f"{len(failed)} image(s) failed (retried by the nightly schedule): "

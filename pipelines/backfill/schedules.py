@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.backfill.assets import BACKFILL_ASSET, REGISTRY_IMAGES
+from pipelines.backfill.assets import BACKFILL_ASSET, REGISTRY_IMAGES_NAME
 from pipelines.backfill.jobs import soci_index_image_job
 from pipelines.resource_defs.backfill import SociBackfillResource
 
@@ -13,7 +13,7 @@ IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.Dags
 
 def retryable_keys(instance: dg.DagsterInstance, limit: int) -> list[str]:
     """Partitions never materialized (their runs failed or never ran) and with no run in flight."""
-    keys = instance.get_dynamic_partitions(REGISTRY_IMAGES.name)
+    keys = instance.get_dynamic_partitions(REGISTRY_IMAGES_NAME)
     done = instance.get_materialized_partitions(BACKFILL_ASSET)
     in_flight = {r.tags.get("dagster/partition") for r in instance.get_runs(
         dg.RunsFilter(job_name=soci_index_image_job.name, statuses=IN_PROGRESS))}

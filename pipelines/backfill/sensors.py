@@ -5,7 +5,7 @@ import time
 
 import dagster as dg
 
-from pipelines.backfill.assets import REGISTRY_IMAGES, image_run
+from pipelines.backfill.assets import REGISTRY_IMAGES, REGISTRY_IMAGES_NAME, image_run
 from pipelines.backfill.jobs import soci_index_image_job
 from pipelines.resource_defs.backfill import SociBackfillResource
 from pipelines.resource_defs.base import RegistryResource
@@ -30,7 +30,7 @@ def registry_image_scan_sensor(context: dg.SensorEvaluationContext, registry: Re
                              resume_after=state.get("resume_after"))
     for err in scan.errors:
         context.log.warning(err)
-    known = set(context.instance.get_dynamic_partitions(REGISTRY_IMAGES.name))
+    known = set(context.instance.get_dynamic_partitions(REGISTRY_IMAGES_NAME))
     new = [i for i in scan.pending if i.key not in known][: soci_backfill.max_runs_per_tick]
     runs = [image_run(i.key, i.ref, i.digest, "registry-scan", f"scan:{i.key}") for i in new]
     progress = "pass complete" if scan.complete else f"resuming after {scan.resume_after}"

@@ -1,6 +1,7 @@
 """The GC job: prune every builder's cache, with disk usage before/after and freed bytes as metadata."""
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -67,9 +68,11 @@ def builder_cache_gc(context: dg.OpExecutionContext, config: BuilderGcConfig,
 
 def make_gc_job(policy_files: list[str] | None = None) -> dg.JobDefinition:
     """The GC job; `policy_files` (STREAMABLE_GC_POLICY_FILES) become its default config when given."""
-    config = None if policy_files is None else {"ops": {"builder_cache_gc": {"config": {"policy_files": policy_files}}}}
+    defaults: dict[str, Any] = {}
+    if policy_files is not None:
+        defaults["config"] = {"ops": {"builder_cache_gc": {"config": {"policy_files": policy_files}}}}
 
-    @dg.job(name="builder_cache_gc_job", description="Prune the build cache of every builder.", config=config)
+    @dg.job(name="builder_cache_gc_job", description="Prune the build cache of every builder.", **defaults)
     def builder_cache_gc_job() -> None:
         """One op: prune every builder."""
         builder_cache_gc()

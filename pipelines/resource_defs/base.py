@@ -8,9 +8,10 @@ import dagster as dg
 from pydantic import Field
 
 from resources.builders.base import ImageBuilder
-from resources.git.remote import GitCredentials
+from resources.git.runner import GitCredentials
 from resources.registry import RegistryClient
 from resources.release.targets import TargetsConfig, load_targets
+
 
 class TargetsResource(dg.ConfigurableResource):
     """The targets file (what to build); path defaults to $STREAMABLE_TARGETS or ./targets.yaml."""
@@ -65,7 +66,7 @@ class CanaryBase(dg.ConfigurableResource):
     """Canary verification on a cluster; this base means "no cluster configured" (STREAMABLE_ENV=local)."""
 
     def run_canary(self, image_ref: str, *, command: list[str], args: list[str], timeout_s: int) -> dict:
-        """Start a pod for the image on a SOCI node; `canary_*` metadata about how it started. Raises when it did not."""
+        """Start a pod for the image on a SOCI node; `canary_*` metadata on how it started. Raises when it did not."""
         raise RuntimeError(
             f"canary verification of {image_ref} is enabled for this target, but no cluster is configured "
             "(STREAMABLE_ENV=local); disable verify.canary or run with STREAMABLE_ENV=eks"

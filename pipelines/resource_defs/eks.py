@@ -12,21 +12,20 @@ from __future__ import annotations
 import json
 import os
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal, cast
 
 import boto3
-import dagster as dg
 from dagster_aws.s3 import S3PickleIOManager, S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
 from kubernetes import client as k8s_client
 from pydantic import Field, PrivateAttr
 
-from resources.builders.docker_auth import CredentialsProvider, RegistryCredential
 from pipelines.resource_defs.base import BuilderResource, CanaryBase, RegistryResource, secret_env
 from pipelines.settings import SettingError, Settings, load_settings
+from resources.aws.ecr import EcrRegistry, RepositorySettings, TagMutability
+from resources.builders.docker_auth import CredentialsProvider, RegistryCredential
 from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints
 from resources.builders.tls import TlsFromFiles, TlsFromSecret, TlsSource
-from resources.k8s.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS, CanaryVerifier
 from resources.defaults import (
     BUILDER_CLIENT_TLS_SECRET,
     BUILDER_NAMESPACE,
@@ -35,7 +34,7 @@ from resources.defaults import (
     BUILDER_TLS_SERVER_NAME,
     CANARY_NAMESPACE,
 )
-from resources.aws.ecr import EcrRegistry, RepositorySettings, TagMutability
+from resources.k8s.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS, CanaryVerifier
 from resources.k8s.client import api_client
 from resources.registry import RegistryClient
 
@@ -57,11 +56,13 @@ class EcrResource(ResourceWithBoto3Configuration):
     encryption: str = Field(default="AES256", description="AES256 | KMS")
     kms_key: str | None = None
     lifecycle_policy_json: str | None = Field(default=None, description="ECR lifecycle policy; None leaves it alone")
-    allow_untagged_expiry: bool = Field(default=False, description="permit untagged/any rules (they can delete SOCI indexes)")
+    allow_untagged_expiry: bool = Field(
+        default=False, description="permit untagged/any rules (they can delete SOCI indexes)"
+    )
 
     _registry: EcrRegistry | None = PrivateAttr(default=None)
 
-    def ecr_client(self):  # noqa: ANN201 - boto3 client type is generated
+    def ecr_client(self):
         """A boto3 ECR client from the dagster-aws fields."""
         session = boto3.session.Session(profile_name=self.profile_name)
         return session.client(
@@ -88,11 +89,11 @@ class EcrResource(ResourceWithBoto3Configuration):
     def repository_settings(self) -> RepositorySettings:
         """The repository settings this resource applies in ensure_repository."""
         policy = json.loads(self.lifecycle_policy_json) if self.lifecycle_policy_json else None
-        mutability: TagMutability = self.tag_mutability  # type: ignore[assignment] - validated by RepositorySettings
+        mutability = cast(TagMutability, self.tag_mutability)  # validated by RepositorySettings
         return RepositorySettings(
             scan_on_push=self.scan_on_push, tag_mutability=mutability,
             mutability_exclusions=tuple(self.mutability_exclusions),
-            encryption=self.encryption,  # type: ignore[arg-type]
+            encryption=cast(Literal["AES256", "KMS"], self.encryption),
             kms_key=self.kms_key, lifecycle_policy=policy, allow_untagged_expiry=self.allow_untagged_expiry,
         )
 
@@ -106,7 +107,9 @@ class BuilderPoolResource(BuilderResource):
     statefulset: str = BUILDER_STATEFULSET
     service: str | None = Field(default=None, description="headless service; default: the StatefulSet's serviceName")
     port: int = BUILDER_PORT
-    kubeconfig: str | None = Field(default=None, description="kubeconfig path; default: in-cluster, then ~/.kube/config")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig path; default: in-cluster, then ~/.kube/config"
+    )
     kube_context: str | None = None
     tls: Literal["secret", "files", "none"] = "secret"
     tls_secret: str = BUILDER_CLIENT_TLS_SECRET
@@ -153,6 +156,7 @@ class BuilderPoolResource(BuilderResource):
     def get_pool(self) -> BuilderPool:
         """The BuilderPool described by this configuration."""
         core = None
+        source: StaticEndpoints | StatefulSetEndpoints
         if self.discovery == "static":
             if not self.static_addrs:
                 raise _missing("BuilderPoolResource.static_addrs",
@@ -231,7 +235,7 @@ class EcrRegistryResource(RegistryResource):
         return choice.tag, (choice.message if choice.suffixed else None), choice.suffixed
 
 
-def eks_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+def eks_resources(settings: Settings | None = None) -> dict[str, Any]:
     """`builder`, `ecr`, `canary`, `registry` and `io_manager` from the settings; SettingError names a gap.
 
     Required: STREAMABLE_ECR_REGION (or AWS_REGION) and STREAMABLE_IO_BUCKET (S3 bucket for step outputs). With
@@ -257,12 +261,12 @@ def eks_resources(settings: Settings | None = None) -> dict[str, dg.Configurable
         for field in ("builder_tls_ca", "builder_tls_cert", "builder_tls_key"):
             s.require(field, "STREAMABLE_BUILDER_TLS=files needs CA, cert and key paths")
     builder = BuilderPoolResource(
-        discovery=s.builder_discovery,  # type: ignore[arg-type] - validated by Settings
+        discovery=cast(Literal["statefulset", "static"], s.builder_discovery),  # validated by Settings
         static_addrs=s.builder_addr_list,
         namespace=s.builder_namespace or BUILDER_NAMESPACE,
         statefulset=s.builder_statefulset or BUILDER_STATEFULSET,
         kubeconfig=s.kubeconfig,
-        tls=s.builder_tls,  # type: ignore[arg-type] - validated by Settings
+        tls=cast(Literal["secret", "files", "none"], s.builder_tls),  # validated by Settings
         tls_ca_file=s.builder_tls_ca, tls_cert_file=s.builder_tls_cert, tls_key_file=s.builder_tls_key,
         buildctl_bin=s.buildctl,
         max_parallel_per_builder=s.builder_max_parallel,

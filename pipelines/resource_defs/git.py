@@ -7,13 +7,17 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from resources.git.remote import SEMVER_TAG_PATTERN, GitCredentials, GitPushPoller, GitRunner, RemoteClones, WatchRules
+from resources.git.cache import CloneCache
+from resources.git.runner import GitCredentials, GitRunner
+from resources.git.watch import SEMVER_TAG_PATTERN, GitPushPoller, WatchRules
 
 
 class GitRemotesResource(dg.ConfigurableResource):
     """How the git push sensor reaches the targets' remotes; the password comes from a dg.EnvVar."""
 
-    cache_dir: str = Field(default=".streamable/git-watch", description="where cached partial clones (one per remote) live")
+    cache_dir: str = Field(
+        default=".streamable/git-watch", description="where cached partial clones (one per remote) live"
+    )
     username: str | None = Field(default=None, description="HTTPS user for private remotes")
     password: str | None = Field(default=None, repr=False, description="HTTPS password or token; pass as dg.EnvVar")
     max_parallel: int = Field(default=8, ge=1, description="remotes polled at the same time")
@@ -30,5 +34,5 @@ class GitRemotesResource(dg.ConfigurableResource):
         root = Path(self.cache_dir)
         runner = GitRunner(credentials=creds, askpass_dir=root, timeout_s=self.timeout_s)
         rules = WatchRules(branches=tuple(self.branches), tag_pattern=self.tag_pattern)
-        return GitPushPoller(RemoteClones(root, runner), rules=rules, max_parallel=self.max_parallel,
+        return GitPushPoller(CloneCache(root, runner), rules=rules, max_parallel=self.max_parallel,
                              fetch_timeout_s=self.fetch_timeout_s)

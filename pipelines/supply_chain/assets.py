@@ -162,7 +162,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         md: dict = {
             "image_index_digest": value.image_index_digest,
             "soci_indexes": table([{"platform": p.platform, "manifest": short_digest(p.manifest_digest),
-                                    "soci_index": short_digest(p.soci_index_digest)} for p in value.platforms],
+                                    "soci_index": short_digest(p.soci_index_digest) or None} for p in value.platforms],
                                   [("platform", str, ""), ("manifest", str, "image manifest"),
                                    ("soci_index", str, "SOCI index manifest")]),
             "ztocs": table(ztocs, [("platform", str, ""), ("layer", str, "layer digest"), ("layer_size", str, ""),

@@ -40,18 +40,38 @@ def build_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefi
             **canary_meta,  # already named canary_* (CanaryResult.metadata)
             "verified_digest": digest,
             "files_checked": dg.MetadataValue.text(str(report.files_checked)),
-            "bytes": table([
-                {"what": "fetched by the lazy reads", "bytes": report.lazy_bytes_fetched,
-                 "size": sized(report.lazy_bytes_fetched)},
-                {"what": "layers those reads touched", "bytes": report.lazy_layer_bytes,
-                 "size": sized(report.lazy_layer_bytes)},
-                {"what": "all image layers", "bytes": report.image_layer_bytes, "size": sized(report.image_layer_bytes)},
-            ], [("what", str, ""), ("bytes", int, "exact"), ("size", str, "")]),
-            "files": table([{**f, "size_h": sized(int(f["size"])) if f.get("size") is not None else None}
-                            for f in files],
-                           [("platform", str, ""), ("name", str, "file read"), ("size_h", str, "file size"),
-                            ("why", str, "why it was picked"), ("spans_fetched", int, ""),
-                            ("bytes_fetched", int, ""), ("lazy", bool, "read through zTOC checkpoints")]),
+            "bytes": table(
+                [
+                    {
+                        "what": "fetched by the lazy reads",
+                        "bytes": report.lazy_bytes_fetched,
+                        "size": sized(report.lazy_bytes_fetched),
+                    },
+                    {
+                        "what": "layers those reads touched",
+                        "bytes": report.lazy_layer_bytes,
+                        "size": sized(report.lazy_layer_bytes),
+                    },
+                    {
+                        "what": "all image layers",
+                        "bytes": report.image_layer_bytes,
+                        "size": sized(report.image_layer_bytes),
+                    },
+                ],
+                [("what", str, ""), ("bytes", int, "exact"), ("size", str, "")],
+            ),
+            "files": table(
+                [{**f, "size_h": sized(int(f["size"])) if f.get("size") is not None else None} for f in files],
+                [
+                    ("platform", str, ""),
+                    ("name", str, "file read"),
+                    ("size_h", str, "file size"),
+                    ("why", str, "why it was picked"),
+                    ("spans_fetched", int, ""),
+                    ("bytes_fetched", int, ""),
+                    ("lazy", bool, "read through zTOC checkpoints"),
+                ],
+            ),
             "image": dg.MetadataValue.text(f"{ref.registry}/{ref.repository}@{short_digest(digest)}"),
         }
         if reason:

@@ -30,7 +30,8 @@ class PlatformIndex:
 
     platform: str
     manifest_digest: str
-    soci_index_digest: str
+    soci_index_digest: str | None
+    """None when no layer of this platform could be indexed."""
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from resources.log import LogFn
-from resources.errors import StreamableError
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from resources.errors import StreamableError
+from resources.log import LogFn
 
 
 @dataclass(frozen=True)

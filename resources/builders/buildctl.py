@@ -6,7 +6,6 @@ credentials only through a temporary DOCKER_CONFIG in the subprocess env; TLS ma
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from resources.builders.base import BuildError, BuildRequest, BuildResult, LogFn
 from resources.builders.docker_auth import CredentialsProvider, RegistryCredential, temporary_docker_config
 from resources.builders.progress import ProgressParser
 from resources.builders.tls import TlsError, TlsFiles, TlsSource
+from resources.errors import StreamableError
 
 # buildctl's own messages when it cannot reach the daemon (gRPC dial errors, DNS, TLS handshake to a dead pod).
 CONNECTION_ERROR_RE = re.compile(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import os
 import shutil
 import subprocess
+
+from resources.errors import StreamableError
 
 CANDIDATES = ("/usr/bin/docker", "/usr/local/bin/docker", "docker")
 

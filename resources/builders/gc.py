@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from resources.builders.base import ImageBuilder, LogFn, PruneResult
+from resources.errors import StreamableError
 
 _SIZE_KEYS = ("keepbytes", "reservedspace", "maxusedspace", "minfreespace")
 

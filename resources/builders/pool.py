@@ -18,7 +18,6 @@ A build that started and then failed is a real build failure and is never retrie
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import hashlib
 import socket
 from collections.abc import Iterable, Sequence
@@ -34,6 +33,7 @@ from resources.builders.buildctl import BuildctlBuilder, BuilderUnavailableError
 from resources.builders.docker_auth import CredentialsProvider
 from resources.builders.tls import TlsSource
 from resources.defaults import BUILDER_NAMESPACE, BUILDER_PORT, BUILDER_STATEFULSET
+from resources.errors import StreamableError
 from resources.k8s.client import KubernetesError, api_error, label_selector, pod_readiness
 
 

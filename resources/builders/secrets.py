@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from resources.errors import StreamableError
 
 
 class BuildSecretError(StreamableError, RuntimeError):

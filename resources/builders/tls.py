@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import base64
 import binascii
 import json
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from resources.defaults import BUILDER_CLIENT_TLS_SECRET, BUILDER_NAMESPACE, BUILDER_TLS_SERVER_NAME
+from resources.errors import StreamableError
 from resources.k8s.client import api_error
 
 # Key names in the secret, tried in order: moby/buildkit examples/kubernetes/create-certs.sh, then kubernetes.io/tls.

@@ -9,8 +9,6 @@ code and node. The pod is always deleted: on success, on image pull failure and 
 
 from __future__ import annotations
 
-from resources.log import LogFn
-from resources.errors import StreamableError
 import math
 import re
 import time
@@ -29,7 +27,9 @@ from resources.defaults import (
     SOCI_NODE_TAINT_KEY,
     SOCI_NODE_TAINT_VALUE,
 )
+from resources.errors import StreamableError
 from resources.k8s.client import api_error
+from resources.log import LogFn
 
 CONTAINER = "canary"
 PULL_FAILURE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
@@ -218,10 +218,15 @@ class CanaryVerifier:
         say(f"canary {where}: image {image_ref} on nodes {dict(self.node_selector)}")
         try:
             try:
-                self.core_api.create_namespaced_pod(self.namespace, self.pod_manifest(name, image_ref, command, args, timeout_s))
+                self.core_api.create_namespaced_pod(
+                    self.namespace, self.pod_manifest(name, image_ref, command, args, timeout_s)
+                )
             except ApiException as exc:
-                hint = (f" (does namespace {self.namespace} exist? it is created by deploy/k8s)"
-                        if exc.status == 404 else "")
+                hint = (
+                    f" (does namespace {self.namespace} exist? it is created by deploy/k8s)"
+                    if exc.status == 404
+                    else ""
+                )
                 raise CanaryError(f"canary for {image_ref}: {api_error(exc, 'create ' + where)}{hint}") from None
             result = self._wait(name, where, image_ref, started, timeout_s, say)
         except BaseException:
@@ -247,7 +252,9 @@ class CanaryVerifier:
                 return self._finish(name, where, image_ref, node, detail, started, time_to_running, deadline)
             if kind == "waiting" and detail.reason in PULL_FAILURE_REASONS | START_FAILURE_REASONS:
                 events = self._event_messages(name)
-                failed = [e for e in events if e.startswith(("Failed:", "BackOff:", "InspectFailed:", "ErrImageNeverPull:"))]
+                failed = [
+                    e for e in events if e.startswith(("Failed:", "BackOff:", "InspectFailed:", "ErrImageNeverPull:"))
+                ]
                 what = "pulled" if detail.reason in PULL_FAILURE_REASONS else "started"
                 raise CanaryError(
                     f"canary {where}: image {image_ref} could not be {what} on node {node or '?'}: "

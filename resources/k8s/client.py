@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,8 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+
+from resources.errors import StreamableError
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 

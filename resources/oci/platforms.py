@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import platform as _host
 from collections.abc import Iterable
 
+from resources.errors import StreamableError
 from resources.oci.manifest import Platform
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import base64
 import re
 import threading
@@ -12,8 +11,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from resources.registry.docker_config import Credentials
+from resources.errors import StreamableError
 from resources.oci.refs import is_loopback_host
+from resources.registry.docker_config import Credentials
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token server does not say (distribution's token spec default)
 TOKEN_CLIENT_ID = "streamable"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import email.utils
 import hashlib
 import io
@@ -21,7 +20,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from resources.registry.docker_config import Credentials, load_credentials
+from resources.errors import StreamableError
 from resources.oci.refs import (
     compute_digest,
     digest_algorithm,
@@ -33,6 +32,7 @@ from resources.oci.refs import (
     validate_repository,
 )
 from resources.registry.auth import Authenticator, TokenRequestError
+from resources.registry.docker_config import Credentials, load_credentials
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import base64
 import binascii
 import json
@@ -13,6 +12,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from resources.errors import StreamableError
 
 log = logging.getLogger(__name__)
 

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
-from resources.log import LogFn
-from resources.defaults import SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE, SOCI_TAG_SUFFIX
 from resources.aws.push_events import ImageFilter
+from resources.defaults import SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE, SOCI_TAG_SUFFIX
+from resources.log import LogFn
+from resources.oci import media_types as mt
+from resources.oci import platforms as plat
+from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import Manifest as RegistryManifest
 from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError
-from resources.soci import gojson
-from resources.oci import media_types as mt
-from resources.oci import platforms as plat
-from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConvertError, SociConverter
-from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 from resources.release.catalog import ImageCatalog, parse_image_key
+from resources.soci import gojson
+from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConverter, SociConvertError
 
 # --------------------------------------------------------------------------------------------- status
 
@@ -232,7 +232,10 @@ def check_soci_wiring(client: RegistryClient, ref: ImageRef, fmt: str) -> tuple[
                 continue
             entry = entries.get(idx)
             if entry is None or (entry.annotations or {}).get(mt.ANNOTATION_MANIFEST_DIGEST) != digest:
-                return False, f"{ref}: manifest {digest} names SOCI index {idx}, which the image index does not bind to it"
+                return (
+                    False,
+                    f"{ref}: manifest {digest} names SOCI index {idx}, which the image index does not bind to it",
+                )
             soci_digests.append(idx)
     if not soci_digests:
         return False, f"{ref}: no platform has a SOCI index"
@@ -270,7 +273,9 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
     name = f"{settings.registry}/{k.repository}:{k.tag}"
 
     def record(status: ImageStatus, reason: str = "", image: str = name, **kw: Any) -> StatusRecord:
-        return StatusRecord(key=key, image=image, status=status, reason=reason, duration_s=time.monotonic() - started, **kw)
+        return StatusRecord(
+            key=key, image=image, status=status, reason=reason, duration_s=time.monotonic() - started, **kw
+        )
 
     try:
         try:
@@ -279,7 +284,9 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
             return record(ImageStatus.SUPERSEDED, f"{name} no longer exists")
         image = f"{name}@{top.digest}"
         if (expected_digest and top.digest != expected_digest) or not k.matches(top.digest):
-            return record(ImageStatus.SUPERSEDED, f"{name} now points at {top.digest}; that image gets its own key", image)
+            return record(
+                ImageStatus.SUPERSEDED, f"{name} now points at {top.digest}; that image gets its own key", image
+            )
         platforms = _platform_manifests(client, k.repository, top)
         if platforms is None:
             return record(ImageStatus.NOT_INDEXABLE, f"{image} ({top.media_type}) is not a container image", image)
@@ -289,11 +296,17 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
         dst_tag = settings.soci_tag(k.tag) if settings.format == "v2" else k.tag
         if catalog is not None and settings.format == "v2" and catalog.tag_immutable(k.repository, dst_tag):
             if client.head_manifest(k.repository, dst_tag) is not None:
-                return record(ImageStatus.NOT_INDEXABLE, f"{k.repository}:{dst_tag} already exists and the repository's "
-                              "tags are immutable; delete it to re-index", image)
+                return record(
+                    ImageStatus.NOT_INDEXABLE,
+                    f"{k.repository}:{dst_tag} already exists and the repository's "
+                    "tags are immutable; delete it to re-index",
+                    image,
+                )
         brought = 0
         if shared is not None:
-            brought = shared.seed(converter, k.repository, (layer for _, ls in platforms.manifests.values() for layer in ls))
+            brought = shared.seed(
+                converter, k.repository, (layer for _, ls in platforms.manifests.values() for layer in ls)
+            )
         src = ImageRef(settings.registry, k.repository, digest=top.digest)
         dst = ImageRef(settings.registry, k.repository, tag=dst_tag)
         previous = _current(client, k.repository, dst_tag) if settings.format == "v2" else None
@@ -310,8 +323,9 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
             used = {row.ztoc_digest for p in result.platforms for row in p.ztocs}
             known = verified_ztocs if verified_ztocs is not None else set()
             if used <= known:
-                passed, summary = check_soci_wiring(client, ImageRef(settings.registry, k.repository, digest=result.image_digest),
-                                                    settings.format)
+                passed, summary = check_soci_wiring(
+                    client, ImageRef(settings.registry, k.repository, digest=result.image_digest), settings.format
+                )
             else:
                 passed, summary = verify(out_ref)
                 if passed:
@@ -321,7 +335,10 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
                     if settings.format == "v2" else "the v1 SOCI index stays attached as a referrer"
                 return record(ImageStatus.FAILED, f"{soci_image} did not verify: {summary}; {undone}", image, **stats)
         if log:
-            log(f"{image}: indexed -> {soci_image} ({result.layers_built} layer(s) built, {result.layers_reused} reused)")
+            log(
+                f"{image}: indexed -> {soci_image} "
+                f"({result.layers_built} layer(s) built, {result.layers_reused} reused)"
+            )
         return record(ImageStatus.INDEXED, "", image, **stats)
     except (SociConvertError, RegistryError, gojson.GoJSONError, ValueError) as exc:
         return record(ImageStatus.FAILED, f"{type(exc).__name__}: {exc}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from resources.log import LogFn
@@ -11,6 +11,7 @@ from resources.release.backfill import BackfillSettings, SharedZtocs, StatusReco
 from resources.release.catalog import ImageCatalog
 from resources.release.scan import ScannedImage, ScanResult, scan_registry
 from resources.soci.convert import SociConverter
+
 
 @dataclass
 class BackfillReport:
@@ -30,9 +31,17 @@ class BackfillReport:
         return out
 
 
-def iter_backfill(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, images: Sequence[ScannedImage], *,
-                  converter: SociConverter | None = None, verify: VerifyFn | None = None,
-                  log: LogFn | None = None, indexed_repositories: Iterable[str] = ()) -> Iterator[StatusRecord]:
+def iter_backfill(
+    client: RegistryClient,
+    catalog: ImageCatalog,
+    settings: BackfillSettings,
+    images: Sequence[ScannedImage],
+    *,
+    converter: SociConverter | None = None,
+    verify: VerifyFn | None = None,
+    log: LogFn | None = None,
+    indexed_repositories: Iterable[str] = (),
+) -> Iterator[StatusRecord]:
     """Index `images` one after the other with ONE converter (shared zTOC cache), yielding each outcome.
 
     `indexed_repositories`: repositories known to hold SOCI indexes (see `ScanResult.indexed_repositories`),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 from dataclasses import dataclass
 
+from resources.errors import StreamableError
 from resources.registry import RegistryClient
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -38,7 +38,9 @@ def check_complete(client: RegistryClient, repository: str, digest: str) -> int:
         if size is None:
             raise PromotionError(f"{repository}@{digest}: referenced blob {blob['digest']} is missing")
         if size != blob["size"]:
-            raise PromotionError(f"{repository}@{digest}: blob {blob['digest']} has size {size}, manifest says {blob['size']}")
+            raise PromotionError(
+                f"{repository}@{digest}: blob {blob['digest']} has size {size}, manifest says {blob['size']}"
+            )
         checked += 1
     return checked
 
@@ -76,7 +78,10 @@ def describe(client: RegistryClient, repository: str, digest: str) -> dict:
             children.append(sub)
         return {"media_type": manifest.media_type, "digest": digest, "manifests": children,
                 "size": sum(c["size"] for c in children)}
-    layers = [{"digest": layer["digest"], "media_type": layer["mediaType"], "size": layer["size"]} for layer in doc.get("layers", [])]
+    layers = [
+        {"digest": layer["digest"], "media_type": layer["mediaType"], "size": layer["size"]}
+        for layer in doc.get("layers", [])
+    ]
     return {"media_type": manifest.media_type, "digest": digest, "layers": layers,
             "size": sum(layer["size"] for layer in layers) + doc.get("config", {}).get("size", 0)}
 

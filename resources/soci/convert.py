@@ -12,19 +12,20 @@ any selected platform gets a zTOC, nothing at all is pushed (EmptySociIndexError
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
+from resources.errors import StreamableError
+from resources.oci import media_types as mt
+from resources.oci import platforms as plat
+from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient
 from resources.registry import Manifest as RegistryManifest
 from resources.soci import gojson
-from resources.oci import media_types as mt
-from resources.oci import platforms as plat
 from resources.soci.index import (
     RewrittenManifest,
     SociVersion,
@@ -38,7 +39,6 @@ from resources.soci.index import (
     subject_descriptor,
     ztoc_descriptor,
 )
-from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
 from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
 from resources.soci.ztoc.builder import BuiltZtoc, ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.gzip_index import GzipFormatError

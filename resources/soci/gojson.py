@@ -23,7 +23,6 @@ merges a repeated object into the struct or map already decoded, like Go.
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import base64
 import dataclasses
 import json
@@ -33,6 +32,8 @@ import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, Union
+
+from resources.errors import StreamableError
 
 T = TypeVar("T")
 
@@ -269,7 +270,8 @@ def _encode_map(value: Mapping[Any, Any], out: bytearray) -> None:
         if not isinstance(key, str):
             raise GoJSONError(f"json: unsupported map key type {type(key).__name__}")
         # Go sorts by the key's bytes; surrogateescape keeps raw bytes for odd keys.
-        raw = key.encode("utf-8", "surrogateescape") if _has_escaped_bytes(key) else key.encode("utf-8", "surrogatepass")
+        errors = "surrogateescape" if _has_escaped_bytes(key) else "surrogatepass"
+        raw = key.encode("utf-8", errors)
         keyed.append((raw, encode_go_string(key), item))
     keyed.sort(key=lambda kv: kv[0])
     out += b"{"
@@ -326,7 +328,7 @@ def marshal(value: Any) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Pairs(list):  # type: ignore[type-arg]
+class _Pairs(list):
     """A decoded JSON object as its (key, value) pairs, duplicates and order kept."""
 
 
@@ -447,7 +449,7 @@ def _decode_struct(cls: type[T], pairs: _Pairs, existing: Any, path: str) -> T:
     hints = _type_hints(cls)
     fields = _struct_fields(cls)
     exact = {name: f for f, name, _ in fields}
-    folded = {}
+    folded: dict[str, Any] = {}
     for f, name, _ in fields:
         folded.setdefault(_fold(name), f)
     if isinstance(existing, cls):
@@ -455,10 +457,11 @@ def _decode_struct(cls: type[T], pairs: _Pairs, existing: Any, path: str) -> T:
     else:
         values = {f.name: _zero(hints[f.name], f) for f, _, _ in fields}
     for key, item in pairs:
-        f = exact.get(key) or folded.get(_fold(key))
-        if f is None:
+        target = exact.get(key) or folded.get(_fold(key))
+        if target is None:
             continue
-        values[f.name] = _decode(hints[f.name], item, values.get(f.name), f"{path}.{f.metadata[_JSON_NAME]}")
+        values[target.name] = _decode(hints[target.name], item, values.get(target.name),
+                                      f"{path}.{target.metadata[_JSON_NAME]}")
     return cls(**values)
 
 

@@ -6,16 +6,16 @@ Everything here is pure: in-memory OCI documents in, OCI documents out (docs/soc
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci import platforms
-from resources.soci.gojson import GoJSONError
 from resources.oci.manifest import Descriptor, Encoded, ImageIndex, Manifest, Platform, parse_manifest, sha256_digest
+from resources.soci.gojson import GoJSONError
 
 
 class SociIndexError(StreamableError, ValueError):

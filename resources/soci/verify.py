@@ -20,7 +20,6 @@ what failed, naming the platform, layer, zTOC or file.
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import gzip
 import hashlib
 import json
@@ -31,14 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
+from resources.errors import StreamableError
+from resources.oci import media_types as mt
+from resources.oci import platforms as plat
+from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient, RegistryNotFoundError
 from resources.registry import Manifest as RegistryManifest
 from resources.soci import gojson
-from resources.oci import media_types as mt
-from resources.oci import platforms as plat
 from resources.soci.index import SociIndex, SociIndexError, SociVersion, parse_soci_index, soci_version_of
-from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import FileMetadata, Ztoc, ZtocFormatError
@@ -272,7 +272,7 @@ class _Verifier:
         return self._configs[digest]
 
     @staticmethod
-    def _decode(parse: Callable[[bytes], object], raw: RegistryManifest, name: str):  # noqa: ANN205
+    def _decode(parse: Callable[[bytes], object], raw: RegistryManifest, name: str):
         try:
             return parse(raw.data)
         except gojson.GoJSONError as exc:
@@ -520,7 +520,7 @@ class _Verifier:
                             extracted = tar.extractfile(member)
                             assert extracted is not None
                             hasher = hashlib.sha256()
-                            for piece in iter(lambda: extracted.read(1 << 20), b""):
+                            for piece in iter(lambda: extracted.read(1 << 20), b""):  # noqa: B023 - used at once
                                 hasher.update(piece)
                             all_hashes[name] = hasher.hexdigest()
                         elif member.islnk() and _clean(member.linkname) in all_hashes:

@@ -15,12 +15,16 @@ def test_code_location_with_automation_loads(tmp_path: Path, monkeypatch: pytest
         {"name": "app", "repo": str(tmp_path / "repo"), "context": "svc"}])))
     monkeypatch.setenv("STREAMABLE_PUSH_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/ecr-push")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    from pipelines.definitions import defs  # noqa: PLC0415
+    from pipelines.definitions import defs
 
     d = defs()
     dg.Definitions.validate_loadable(d)
     repo = d.get_repository_def()
-    assert {s.name for s in repo.sensor_defs} >= {"git_push_sensor", "registry_image_scan_sensor", "ecr_push_event_sensor"}
+    assert {s.name for s in repo.sensor_defs} >= {
+        "git_push_sensor",
+        "registry_image_scan_sensor",
+        "ecr_push_event_sensor",
+    }
     assert {s.name for s in repo.schedule_defs} >= {"soci_backfill_retry_schedule", "builder_cache_gc_schedule"}
     assert {"soci_index_image_job", "soci_backfill_job", "builder_cache_gc_job", "build_and_release"} <= {
         j.name for j in repo.get_all_jobs()}

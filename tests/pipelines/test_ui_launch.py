@@ -13,14 +13,15 @@ import httpx
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from tests.pipelines.conftest import Project
 from tests.support.docker import DockerEngine
 from tests.support.net import free_port
-from tests.pipelines.conftest import Project
 
 ROOT = Path(__file__).resolve().parents[2]
 NASTY_ARG = "ui-arg;$(echo nope)|`x`"
 
-LOCATION_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+LOCATION_QUERY = ("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                  "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
 
 LOGS_QUERY = """
 query Logs($runId: ID!) {
@@ -30,7 +31,8 @@ query Logs($runId: ID!) {
       events {
         __typename
         ... on MessageEvent { message stepKey }
-        ... on MaterializationEvent { assetKey { path } metadataEntries { label ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } }
+        ... on MaterializationEvent { assetKey { path } metadataEntries { label
+            ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } }
         ... on ExecutionStepFailureEvent { error { message } }
         ... on RunFailureEvent { error { message } }
         ... on EngineEvent { error { message } }
@@ -67,7 +69,9 @@ def webserver(project: Project, docker_engine: DockerEngine, tmp_path: Path):
             ws = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": LOCATION_QUERY}, timeout=5).json()
             entries = ws["data"]["workspaceOrError"]["locationEntries"]
             if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                errors = [e["locationOrLoadError"] for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"]
+                errors = [
+                    e["locationOrLoadError"] for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"
+                ]
                 assert not errors, f"code location failed to load: {errors}"
                 break
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
@@ -90,8 +94,18 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
     sha = project.commit({"svc/app/ui.txt": "from the UI\n"})
     run_id = client.submit_job_execution(
         "build_and_release",
-        run_config={"ops": {"image": {"config": {"commit": sha, "ref": "refs/heads/main", "build_args": {"MSG": NASTY_ARG},
-                                                  "extra_tags": ["ui-try"]}}}},
+        run_config={
+            "ops": {
+                "image": {
+                    "config": {
+                        "commit": sha,
+                        "ref": "refs/heads/main",
+                        "build_args": {"MSG": NASTY_ARG},
+                        "extra_tags": ["ui-try"],
+                    }
+                }
+            }
+        },
         tags={"dagster/partition": "svc"},
     )
     deadline = time.monotonic() + 420
@@ -101,13 +115,20 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(2)
-    res = httpx.post(f"http://127.0.0.1:{webserver}/graphql", json={"query": LOGS_QUERY, "variables": {"runId": run_id}}, timeout=60)
+    res = httpx.post(
+        f"http://127.0.0.1:{webserver}/graphql", json={"query": LOGS_QUERY, "variables": {"runId": run_id}}, timeout=60
+    )
     events = res.json()["data"]["logsForRun"]["events"]
     failures = [e["error"]["message"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
-    failures += [e["message"] for e in events if e["__typename"] in ("RunFailureEvent", "EngineEvent") and e.get("message")]
+    failures += [
+        e["message"] for e in events if e["__typename"] in ("RunFailureEvent", "EngineEvent") and e.get("message")
+    ]
     assert status == "SUCCESS", f"run {run_id} ended {status}: {failures}"
-    mats = {"/".join(e["assetKey"]["path"]): {m["label"]: m.get("text", m.get("intValue")) for m in e["metadataEntries"]}
-            for e in events if e["__typename"] == "MaterializationEvent"}
+    mats = {
+        "/".join(e["assetKey"]["path"]): {m["label"]: m.get("text", m.get("intValue")) for m in e["metadataEntries"]}
+        for e in events
+        if e["__typename"] == "MaterializationEvent"
+    }
     assert set(mats) == {"image", "soci_index", "release"}
     assert mats["image"]["commit"] == sha
     assert mats["soci_index"]["image_index_digest"].startswith("sha256:")

@@ -16,8 +16,8 @@ import pytest
 from kubernetes import client as k8s_client
 
 from resources.k8s.client import api_client
-from tests.support.net import free_port
 from tests.fakes.fake_k8s import FakeKubernetes
+from tests.support.net import free_port
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 MOTO_ACCOUNT = "123456789012"
@@ -91,7 +91,7 @@ def fake_buildctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBuildc
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto in server mode on a free loopback port (one process-wide server; state is reset per test)."""
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+    from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

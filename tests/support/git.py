@@ -101,7 +101,8 @@ def write_targets(path: Path, entries: list[dict]) -> Path:
     for e in entries:
         lines += [
             f"  - name: {e['name']}",
-            f"    source: {{git: {{repo: '{e['repo']}', ref: {e.get('ref', 'main')}, context: '{e.get('context', '.')}'}}}}",
+            f"    source: {{git: {{repo: '{e['repo']}', ref: {e.get('ref', 'main')}, "
+            f"context: '{e.get('context', '.')}'}}}}",
             f"    repository: 127.0.0.1:5055/team/{e['name']}",
         ]
     path.write_text("\n".join(lines) + "\n")

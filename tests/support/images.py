@@ -12,8 +12,8 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 
-from resources.registry import RegistryClient
 from resources.oci import media_types as mt
+from resources.registry import RegistryClient
 
 
 @dataclass(frozen=True)
@@ -66,19 +66,26 @@ def corrupt_gzip_layer(size: int) -> Layer:
     return Layer(os.urandom(size), mt.OCI_LAYER_GZIP, "sha256:" + "0" * 64)
 
 
-def push_image(client: RegistryClient, repo: str, tag: str | None, layers: list[Layer], *, arch: str = "amd64") -> tuple[str, int]:
+def push_image(
+    client: RegistryClient, repo: str, tag: str | None, layers: list[Layer], *, arch: str = "amd64"
+) -> tuple[str, int]:
     """Push layers, a config and an OCI image manifest; returns (manifest digest, size)."""
     for layer in layers:
         client.push_blob(repo, layer.blob, digest=layer.digest)
     config = json.dumps({"architecture": arch, "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in layers]}}).encode()
+                         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}}).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     client.push_blob(repo, config, digest=config_digest)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": l.media_type, "digest": l.digest, "size": len(l.blob)} for l in layers],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [
+                {"mediaType": layer.media_type, "digest": layer.digest, "size": len(layer.blob)} for layer in layers
+            ],
+        }
+    ).encode()
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     client.put_manifest(repo, digest, manifest, mt.OCI_MANIFEST)
     if tag:
@@ -88,10 +95,15 @@ def push_image(client: RegistryClient, repo: str, tag: str | None, layers: list[
 
 def push_index(client: RegistryClient, repo: str, tag: str, manifests: list[tuple[str, int, str]]) -> str:
     """Push an OCI image index over already pushed manifests [(digest, size, arch)]; returns its digest."""
-    index = json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-        "manifests": [{"mediaType": mt.OCI_MANIFEST, "digest": d, "size": s, "platform": {"architecture": a, "os": "linux"}}
-                      for d, s, a in manifests],
-    }).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {"mediaType": mt.OCI_MANIFEST, "digest": d, "size": s, "platform": {"architecture": a, "os": "linux"}}
+                for d, s, a in manifests
+            ],
+        }
+    ).encode()
     client.put_manifest(repo, tag, index, mt.OCI_INDEX)
     return "sha256:" + hashlib.sha256(index).hexdigest()

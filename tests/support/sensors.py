@@ -42,9 +42,9 @@ class SensorHarness:
         return f"test-sensor-cursor:{self.sensor.name}"
 
     def tick(self, *, store_cursor: bool = True) -> Tick:
-        """One evaluation; `store_cursor=False` plays a daemon that launched the runs but died before saving the cursor."""
-        from dagster._core.storage.dagster_run import RunsFilter  # noqa: PLC0415
-        from dagster._core.test_utils import create_run_for_test  # noqa: PLC0415
+        """One evaluation; `store_cursor=False`: a daemon that launched the runs and died before saving the cursor."""
+        from dagster._core.storage.dagster_run import RunsFilter
+        from dagster._core.test_utils import create_run_for_test
 
         self.home.mkdir(parents=True, exist_ok=True)
         with dg.instance_for_test(temp_dir=str(self.home)) as instance:

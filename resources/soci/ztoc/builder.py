@@ -7,13 +7,13 @@ inflate buffer, the checkpoints (one 32 KiB window per span) and the TOC, never 
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_SPAN_SIZE
+from resources.errors import StreamableError
 from resources.oci.media_types import LayerCompression, is_layer_type, layer_compression
 from resources.soci.ztoc.flatbuf import serialize_ztoc
 from resources.soci.ztoc.gzip_index import GzipFormatError, GzipIndexer

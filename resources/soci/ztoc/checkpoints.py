@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import struct
 from dataclasses import dataclass
+
+from resources.errors import StreamableError
 
 WINDOW_SIZE = 32768
 BLOB_HEADER = struct.Struct("<iq")  # int32 count, int64 span size

@@ -15,7 +15,6 @@ reader fails with "gzip: invalid header" on it, so such a layer would not unpack
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import ctypes
 import struct
 import zlib
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from resources.errors import StreamableError
 from resources.soci.ztoc.checkpoints import (
     BLOB_HEADER,
     RECORD_HEADER,

@@ -8,7 +8,6 @@ dictionary). Used to verify a freshly built index against the pushed blob.
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import ctypes
 import hashlib
 import posixpath
@@ -16,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from resources.errors import StreamableError
 from resources.soci.ztoc.checkpoints import (
     WINDOW_SIZE,
     Checkpoint,

@@ -7,9 +7,10 @@ UTF-8; such bytes are carried as lone surrogates (`errors="surrogateescape"`), s
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 from dataclasses import dataclass
 from enum import IntEnum
+
+from resources.errors import StreamableError
 
 ZTOC_VERSION = "0.9"
 TAR_BLOCK_SIZE = 512

@@ -38,13 +38,13 @@ layer writers (Go's archive/tar, BuildKit) never produce them.
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import re
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
 
+from resources.errors import StreamableError
 from resources.soci.ztoc.model import FileMetadata, Xattr, from_raw_bytes, raw_bytes
 
 __all__ = ["TarFormatError", "TarTocBuilder", "TocResult", "build_toc", "format_go_time"]

@@ -7,11 +7,12 @@ three are needed to place and resume SOCI checkpoints exactly like soci-snapshot
 
 from __future__ import annotations
 
-from resources.errors import StreamableError
 import ctypes
 import ctypes.util
 import functools
 from types import TracebackType
+
+from resources.errors import StreamableError
 
 Z_OK = 0
 Z_STREAM_END = 1

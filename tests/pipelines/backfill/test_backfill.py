@@ -3,24 +3,24 @@ nightly, and the on-demand job indexes everything in one run."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from pipelines.backfill.assets import BACKFILL_ASSET, REGISTRY_IMAGES, soci_index_backfill
-from pipelines.resource_defs.backfill import SociBackfillResource
-from pipelines.backfill.sensors import registry_image_scan_sensor
 from pipelines.backfill.jobs import soci_backfill_job
 from pipelines.backfill.schedules import soci_backfill_retry_schedule
-from resources.release.backfill import ImageStatus, StatusRecord
-from resources.release.catalog import parse_image_key
+from pipelines.backfill.sensors import registry_image_scan_sensor
+from pipelines.resource_defs.backfill import SociBackfillResource
 from pipelines.resource_defs.base import RegistryResource
 from resources.registry import RegistryClient
-from tests.support.sensors import SensorHarness
+from resources.release.backfill import ImageStatus, StatusRecord
+from resources.release.catalog import parse_image_key
 from tests.support.images import corrupt_gzip_layer, gzip_layer, push_image, random_files, zstd_layer
 from tests.support.registry import RunningRegistry
+from tests.support.sensors import SensorHarness
 
 KIB = 1024
 
@@ -58,8 +58,14 @@ def test_scan_sensor_runs_and_nightly_retry(tmp_path: Path, registry: RunningReg
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         assert set(instance.get_dynamic_partitions(REGISTRY_IMAGES.name)) == set(keys.values())
         for req in t.requested:
-            dg.materialize([soci_index_backfill], partition_key=req.partition_key, instance=instance, resources=resources,
-                           tags=req.tags, raise_on_error=False)
+            dg.materialize(
+                [soci_index_backfill],
+                partition_key=req.partition_key,
+                instance=instance,
+                resources=resources,
+                tags=req.tags,
+                raise_on_error=False,
+            )
         assert instance.get_materialized_partitions(BACKFILL_ASSET) == {keys["team/app"], keys["team/zstd"]}
         app, zstd = _status(instance, keys["team/app"]), _status(instance, keys["team/zstd"])
         assert app.status is ImageStatus.INDEXED and app.layers_built == 2 and app.soci_image.startswith(registry.addr)
@@ -67,15 +73,19 @@ def test_scan_sensor_runs_and_nightly_retry(tmp_path: Path, registry: RunningReg
 
         # Nightly: only the failed image is retried; finished and not-indexable ones are left alone.
         with dg.build_schedule_context(instance=instance, resources=resources,
-                                       scheduled_execution_time=datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc)) as ctx:
+                                       scheduled_execution_time=datetime(2026, 1, 2, 3, 0, tzinfo=UTC)) as ctx:
             retries = soci_backfill_retry_schedule(ctx)
-        assert [(r.partition_key, r.run_key) for r in retries] == [(keys["team/broken"], f"retry:2026-01-02:{keys['team/broken']}")]
+        assert [(r.partition_key, r.run_key) for r in retries] == [
+            (keys["team/broken"], f"retry:2026-01-02:{keys['team/broken']}")
+        ]
 
     # The next scan finds nothing new (the app image now has its -soci index; the others have partitions).
     assert h.tick().raw_keys == []
 
 
-def test_on_demand_job_indexes_everything_in_one_run(tmp_path: Path, registry: RunningRegistry, images: dict[str, str]) -> None:
+def test_on_demand_job_indexes_everything_in_one_run(
+    tmp_path: Path, registry: RunningRegistry, images: dict[str, str]
+) -> None:
     resources = _resources(registry)
     with dg.instance_for_test() as instance:
         result = soci_backfill_job.execute_in_process(instance=instance, resources=resources, raise_on_error=False)

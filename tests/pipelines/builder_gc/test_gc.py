@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 
 from pipelines.builder_gc.jobs import builder_cache_gc_job
-from resources.builders.base import PruneResult
 from pipelines.resource_defs.local import LocalBuilderResource
+from resources.builders.base import PruneResult
 from resources.builders.gc import (
     GcConfigError,
     check_gc_files,
@@ -78,7 +78,7 @@ class _FlakyPool:
     name = "pool"
 
     def prune(self, **_: object) -> list[PruneResult]:
-        from resources.builders.pool import PruneError  # noqa: PLC0415
+        from resources.builders.pool import PruneError
 
         raise PruneError([PruneResult("buildkitd-0", 100, 40, 60)], {"buildkitd-1": "RuntimeError: connection refused"})
 
@@ -109,8 +109,11 @@ def test_gc_job_prunes_the_local_builder_and_records_freed_bytes(tmp_path: Path,
     resources = {"builder": LocalBuilderResource(docker_host=docker_engine.host, docker_bin=docker_engine.docker_bin)}
     with dg.instance_for_test() as instance:
         result = builder_cache_gc_job.execute_in_process(
-            resources=resources, instance=instance,
-            run_config={"ops": {"builder_cache_gc": {"config": {"keep_duration_s": 10, "policy_files": [str(policy)]}}}},
+            resources=resources,
+            instance=instance,
+            run_config={
+                "ops": {"builder_cache_gc": {"config": {"keep_duration_s": 10, "policy_files": [str(policy)]}}}
+            },
         )
         logs = [e.user_message for e in instance.all_logs(result.run_id)]
     assert result.success

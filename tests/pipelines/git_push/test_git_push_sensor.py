@@ -10,11 +10,11 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import RunsFilter
 
-from pipelines.resource_defs.git import GitRemotesResource
 from pipelines.git_push.sensors import git_push_sensor
 from pipelines.resource_defs.base import TargetsResource
-from tests.support.sensors import SensorHarness, Tick
+from pipelines.resource_defs.git import GitRemotesResource
 from tests.support.git import git, write_targets
+from tests.support.sensors import SensorHarness, Tick
 
 
 def _requested(tick: Tick) -> set[tuple[str, str, str]]:

@@ -12,13 +12,13 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from pipelines.push_events.sensors import ecr_push_event_sensor
 from pipelines.resource_defs.backfill import SociBackfillResource
 from pipelines.resource_defs.sqs import SqsQueueResource
-from pipelines.push_events.sensors import ecr_push_event_sensor
-from resources.release.catalog import image_key, parse_image_key
 from resources.aws.push_events import ImageFilter, MalformedEventError, Verdict, decide, parse_push_event
-from tests.support.sensors import SensorHarness
+from resources.release.catalog import image_key, parse_image_key
 from tests.support.net import free_port
+from tests.support.sensors import SensorHarness
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 REGISTRY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
@@ -81,7 +81,11 @@ def test_filters_and_soci_outputs_like_the_soci_index_builder() -> None:
 @pytest.fixture
 def moto_sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, str, str]]:
     """A moto server on a free loopback port and a queue in it: (boto3 client, endpoint, queue url)."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(k, v)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -155,8 +159,8 @@ def test_sqs_sensor_converges_after_a_crash_between_launching_and_saving_the_cur
 
 def test_ecr_catalog_pages_through_moto(moto_sqs) -> None:
     """The backfill's ECR listing (boto3 paging via resources.aws.ecr.EcrRegistry) against the same moto server."""
-    from resources.release.catalog import EcrCatalog  # noqa: PLC0415
-    from resources.aws.ecr import EcrRegistry  # noqa: PLC0415
+    from resources.aws.ecr import EcrRegistry
+    from resources.release.catalog import EcrCatalog
 
     _, endpoint, _ = moto_sqs
     ecr = boto3.client("ecr", region_name=REGION, endpoint_url=endpoint)

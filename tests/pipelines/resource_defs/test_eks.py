@@ -10,9 +10,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.builders.base import BuildRequest
 from pipelines.resource_defs.eks import BuilderPoolResource, CanaryResource, EcrResource, eks_resources
 from pipelines.settings import SettingError
+from resources.builders.base import BuildRequest
 from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, CANARY_NAMESPACE
 from tests.fakes.fake_k8s import pulled, running, scheduled, terminated
 from tests.support.cloud import MOTO_ACCOUNT, MOTO_REGION
@@ -24,10 +24,20 @@ TLS_KEY = "-----BEGIN EC PRIVATE KEY-----\nTLS-KEY-do-not-leak-7f3a\n-----END EC
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in ("STREAMABLE_ECR_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "STREAMABLE_BUILDER_DISCOVERY",
-                 "STREAMABLE_BUILDER_ADDRS", "STREAMABLE_BUILDER_TLS", "STREAMABLE_BUILDER_TLS_CA",
-                 "STREAMABLE_BUILDER_TLS_CERT", "STREAMABLE_BUILDER_TLS_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "STREAMABLE_IO_BUCKET"):
+    for name in (
+        "STREAMABLE_ECR_REGION",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "STREAMABLE_BUILDER_DISCOVERY",
+        "STREAMABLE_BUILDER_ADDRS",
+        "STREAMABLE_BUILDER_TLS",
+        "STREAMABLE_BUILDER_TLS_CA",
+        "STREAMABLE_BUILDER_TLS_CERT",
+        "STREAMABLE_BUILDER_TLS_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "STREAMABLE_IO_BUCKET",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -103,7 +113,7 @@ def test_static_pool_with_plain_credentials_from_envvar(clean_env, fake_buildctl
 
 
 def assert_no_secret_in(root: Path, secrets: list[str]) -> int:
-    """Fail if any secret (raw or inside a base64 `user:secret` auth) is in any file under root; return files scanned."""
+    """Fail if a secret (raw or in a base64 `user:secret` auth) is in any file under root; return files scanned."""
     needles = {s.encode() for s in secrets}
     for s in secrets:
         needles.add(base64.b64encode(f"AWS:{s}".encode()))

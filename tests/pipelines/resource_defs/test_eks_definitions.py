@@ -19,7 +19,7 @@ def eks_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_eks_definitions_build_every_resource(eks_env: None) -> None:
-    from pipelines.definitions import defs  # noqa: PLC0415
+    from pipelines.definitions import defs
 
     d = defs()
     dg.Definitions.validate_loadable(d)

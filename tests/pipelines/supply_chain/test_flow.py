@@ -6,11 +6,11 @@ import dagster as dg
 import httpx
 import pytest
 
-from pipelines.supply_chain.assets import VERIFY_CHECK, build_supply_chain
 from pipelines.resource_defs.base import RegistryResource
+from pipelines.supply_chain.assets import VERIFY_CHECK, build_supply_chain
 from resources.release.targets import load_targets
-from tests.support.docker import DockerEngine
 from tests.pipelines.conftest import Project
+from tests.support.docker import DockerEngine
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -19,8 +19,18 @@ def run_chain(project: Project, engine: DockerEngine, instance: dg.DagsterInstan
               selection: list[str] | None = None, build_args: dict[str, str] | None = None,
               extra_tags: list[str] | None = None) -> dg.ExecuteInProcessResult:
     assets, checks, _ = build_supply_chain(load_targets(project.targets_file))
-    run_config = {"ops": {"image": {"config": {"commit": commit, "ref": "refs/heads/main", "build_args": build_args or {},
-                                               "extra_tags": extra_tags or []}}}}
+    run_config = {
+        "ops": {
+            "image": {
+                "config": {
+                    "commit": commit,
+                    "ref": "refs/heads/main",
+                    "build_args": build_args or {},
+                    "extra_tags": extra_tags or [],
+                }
+            }
+        }
+    }
     if selection is not None and "image" not in selection:
         run_config = {}
     return dg.materialize(
@@ -43,7 +53,9 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> list:
     return [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
 
 
-def test_full_chain_releases_verified_soci_image(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance) -> None:
+def test_full_chain_releases_verified_soci_image(
+    project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance
+) -> None:
     sha = project.commit({"svc/app/v.txt": "1\n"})
     result = run_chain(project, docker_engine, instance, commit=sha)
     assert result.success
@@ -104,12 +116,16 @@ def test_overridden_build_args_release_only_extra_tags(project: Project, docker_
     assert {t: tag_digest(project, t) for t in before} == before
 
 
-def test_failing_build_surfaces_step_output_and_moves_no_tag(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance) -> None:
+def test_failing_build_surfaces_step_output_and_moves_no_tag(
+    project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance
+) -> None:
     good = project.commit({"svc/app/v.txt": "1\n"})
     assert run_chain(project, docker_engine, instance, commit=good).success
     before = tag_digest(project, "latest")
     assert before is not None
-    bad = project.commit({"svc/Dockerfile": "FROM streamable/busybox:local\nRUN echo 'fatal: cannot compile widget.c' && exit 7\n"})
+    bad = project.commit(
+        {"svc/Dockerfile": "FROM streamable/busybox:local\nRUN echo 'fatal: cannot compile widget.c' && exit 7\n"}
+    )
     result = run_chain(project, docker_engine, instance, commit=bad)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == "image")
@@ -119,7 +135,9 @@ def test_failing_build_surfaces_step_output_and_moves_no_tag(project: Project, d
     assert tag_digest(project, f"sha-{bad[:7]}") is None
 
 
-def test_failed_verification_leaves_release_tags_untouched(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance) -> None:
+def test_failed_verification_leaves_release_tags_untouched(
+    project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance
+) -> None:
     good = project.commit({"svc/app/v.txt": "1\n"})
     assert run_chain(project, docker_engine, instance, commit=good).success
     before = tag_digest(project, "latest")
@@ -138,7 +156,9 @@ def test_failed_verification_leaves_release_tags_untouched(project: Project, doc
     assert tag_digest(project, "latest") == before
 
 
-def test_registry_outage_fails_clearly_and_rerun_converges(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance) -> None:
+def test_registry_outage_fails_clearly_and_rerun_converges(
+    project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance
+) -> None:
     sha = project.commit({"svc/app/v.txt": "3\n"})
     assert run_chain(project, docker_engine, instance, commit=sha, selection=["image"]).success
     project.registry.stop()
@@ -162,12 +182,15 @@ def test_registry_outage_fails_clearly_and_rerun_converges(project: Project, doc
 @pytest.mark.parametrize("bad", ["span_size: 0", "repository: NOT VALID"])
 def test_bad_targets_file_fails_definitions_load(project: Project, bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
     text = project.targets_file.read_text()
-    text = text.replace("    verify:\n", f"    soci: {{{bad}}}\n    verify:\n") if bad.startswith("span") else text.replace(
-        f"repository: {project.registry.addr}/team/svc", bad)
+    text = (
+        text.replace("    verify:\n", f"    soci: {{{bad}}}\n    verify:\n")
+        if bad.startswith("span")
+        else text.replace(f"repository: {project.registry.addr}/team/svc", bad)
+    )
     project.targets_file.write_text(text)
     monkeypatch.setenv("STREAMABLE_TARGETS", str(project.targets_file))
-    from pipelines.definitions import defs  # noqa: PLC0415
-    from resources.release.targets import TargetsFileError  # noqa: PLC0415
+    from pipelines.definitions import defs
+    from resources.release.targets import TargetsFileError
 
     with pytest.raises(TargetsFileError) as exc:
         dg.Definitions.validate_loadable(defs())

@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pipelines.resource_defs.base import RegistryResource, TargetsResource, WorkspaceResource
+from pipelines.resource_defs.eks import BuilderPoolResource, CanaryResource
 from pipelines.supply_chain.assets import VERIFY_CHECK, build_supply_chain
 from resources.builders.base import BuildError, BuildRequest
 from resources.builders.buildctl import BuildctlBuilder
 from resources.builders.docker_auth import RegistryCredential
-from pipelines.resource_defs.eks import BuilderPoolResource, CanaryResource
-from pipelines.resource_defs.base import RegistryResource, TargetsResource, WorkspaceResource
 from resources.defaults import (
     BUILDER_APP_LABEL,
     BUILDER_CLIENT_TLS_SECRET,
@@ -42,8 +42,6 @@ from resources.defaults import (
 )
 from resources.registry import RegistryClient
 from resources.release.targets import load_targets
-from tests.support.docker import DockerEngine
-from tests.support.registry import RunningRegistry
 from tests.fakes.fake_k8s import FakeKubernetes, pulled, running, scheduled, terminated
 from tests.fakes.secret_scan import (
     Finding,
@@ -54,6 +52,8 @@ from tests.fakes.secret_scan import (
     scan_run,
 )
 from tests.pipelines.conftest import APP_DOCKERFILE, git
+from tests.support.docker import DockerEngine
+from tests.support.registry import RunningRegistry
 
 FAKES = Path(__file__).resolve().parents[2] / "fakes"
 PASSWORD_ENV = "STREAMABLE_TEST_REGISTRY_PASSWORD"
@@ -76,7 +76,7 @@ class ClientTls:
 
 def make_client_tls() -> ClientTls:
     """Fresh EC P-256 CA and client certificate, as deploy/ would put in the buildkit client secret."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streamable-test-ca")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -156,11 +156,13 @@ def service(tmp_path: Path, auth_registry: RunningRegistry) -> Service:
         "  - name: svc\n"
         f"    source: {{git: {{repo: {repo}, ref: main, context: svc}}}}\n"
         f"    repository: {auth_registry.addr}/team/svc\n"
-        "    cache: none\n"  # the push stand-in cannot emulate registry cache export (covered by the buildctl contract tests)
+        # the push stand-in cannot emulate registry cache export (covered by the buildctl contract tests)
+        "    cache: none\n"
         "    verify:\n"
         "      sample: 2\n"
         "      required_files: [models/config.json, app/run.sh]\n"
-        f"      canary: {{enabled: true, command: {json.dumps(CANARY_COMMAND)}, args: {json.dumps(CANARY_ARGS)}, timeout_s: 30}}\n"
+        f"      canary: {{enabled: true, command: {json.dumps(CANARY_COMMAND)}, "
+        f"args: {json.dumps(CANARY_ARGS)}, timeout_s: 30}}\n"
     )
     return Service(repo=repo, targets_file=targets, state_dir=tmp_path / "state", commit=git(repo, "rev-parse", "HEAD"))
 
@@ -253,7 +255,7 @@ def tag_digest(registry: RunningRegistry, tag: str) -> str | None:
     return desc.digest if desc else None
 
 
-def check_evaluation(result: dg.ExecuteInProcessResult):  # noqa: ANN201 - dagster's AssetCheckEvaluation
+def check_evaluation(result: dg.ExecuteInProcessResult):
     evals = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert len(evals) == 1 and evals[0].check_name == VERIFY_CHECK
     return evals[0]
@@ -274,7 +276,7 @@ def test_scan_finds_a_planted_secret_in_every_channel(tmp_path: Path, caplog: py
     key_line = next(ln for ln in tls.key.decode().splitlines() if not ln.startswith("-----"))
 
     @dg.asset
-    def leaky(context) -> dg.Output[str]:  # noqa: ANN001 - string annotations break dagster's context check
+    def leaky(context) -> dg.Output[str]:
         context.log.info(f"Authorization: Basic {basic}")  # log event, stderr capture, console
         print(f"token={token}")  # stdout capture, console
         logging.getLogger("resources.registry").debug("body %s", key_line)  # Python logging only
@@ -360,7 +362,9 @@ def test_full_chain_leaks_no_secret(cluster: Cluster, service: Service, auth_reg
     assert meta["canary_pull_s"] == pytest.approx(0.42) and meta["canary_image_size_bytes"] == 13_500_000
     created = cluster.api.calls("POST", f"/namespaces/{CANARY_NAMESPACE}/pods")
     containers = [c.body["spec"]["containers"][0] for c in created]
-    assert [(c["image"], c["command"], c.get("args")) for c in containers] == [(meta["canary_image"], CANARY_COMMAND, CANARY_ARGS)]
+    assert [(c["image"], c["command"], c.get("args")) for c in containers] == [
+        (meta["canary_image"], CANARY_COMMAND, CANARY_ARGS)
+    ]
     # ... through the secret-bearing paths: TLS from the secret, credentials via DOCKER_CONFIG, kube API token.
     assert cluster.api.calls("GET", f"/namespaces/{BUILDER_NAMESPACE}/secrets/{BUILDER_CLIENT_TLS_SECRET}")
     calls = [json.loads(line) for line in buildctl_env.read_text().splitlines()]

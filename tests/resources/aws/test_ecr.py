@@ -8,7 +8,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,7 +21,7 @@ from resources.aws.ecr import EcrError, EcrRegistry, RepositorySettings, check_l
 from tests.support.cloud import MOTO_ACCOUNT, MOTO_REGION
 
 REGISTRY_HOST = f"{MOTO_ACCOUNT}.dkr.ecr.{MOTO_REGION}.amazonaws.com"
-MOTO_TOKEN_EXPIRY = datetime(2015, 1, 1, tzinfo=timezone.utc)  # what moto answers for every token
+MOTO_TOKEN_EXPIRY = datetime(2015, 1, 1, tzinfo=UTC)  # what moto answers for every token
 KEEP_RELEASES = {
     "rules": [{
         "rulePriority": 1,
@@ -98,7 +98,9 @@ def test_existing_repository_is_brought_in_line(ecr_client):
     assert repo["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
     assert sorted(f["filter"] for f in repo["imageTagMutabilityExclusionFilters"]) == ["dev-*", "latest"]
     assert repo["imageScanningConfiguration"]["scanOnPush"] is True
-    with pytest.raises(EcrError, match=r"repository 'team/api' exists with encryption AES256 but the target asks for KMS"):
+    with pytest.raises(
+        EcrError, match=r"repository 'team/api' exists with encryption AES256 but the target asks for KMS"
+    ):
         reg.ensure_repository("team/api", RepositorySettings(encryption="KMS"))
 
 
@@ -161,7 +163,9 @@ def test_refresh_margin_is_configurable(ecr_client):
 def test_image_listing_for_the_backfill(ecr_client):
     ecr_client.create_repository(repositoryName="team/app")
     for i, tag in enumerate(["v1.0.0", "v1.1.0", "latest"]):
-        ecr_client.put_image(repositoryName="team/app", imageManifest=manifest(f"layer-{i}", 1000 * (i + 1)), imageTag=tag)
+        ecr_client.put_image(
+            repositoryName="team/app", imageManifest=manifest(f"layer-{i}", 1000 * (i + 1)), imageTag=tag
+        )
     reg = EcrRegistry(ecr_client)
     ids = list(reg.list_images("team/app", tag_status="TAGGED"))
     assert sorted(i["imageTag"] for i in ids) == ["latest", "v1.0.0", "v1.1.0"]
@@ -169,7 +173,9 @@ def test_image_listing_for_the_backfill(ecr_client):
     details = {d["imageTags"][0]: d for d in reg.describe_images("team/app")}
     assert set(details) == {"v1.0.0", "v1.1.0", "latest"}
     assert {d["imagePushedAt"].tzinfo is not None for d in details.values()} == {True}
-    with pytest.raises(EcrError, match=r"ECR ListImages for repository 'team/missing' failed: RepositoryNotFoundException"):
+    with pytest.raises(
+        EcrError, match=r"ECR ListImages for repository 'team/missing' failed: RepositoryNotFoundException"
+    ):
         list(reg.list_images("team/missing"))
 
 
@@ -183,7 +189,11 @@ def test_immutable_tags_send_soci_output_to_a_suffixed_tag(ecr_client):
     assert (frozen.tag, frozen.suffixed) == ("v1.2.3-soci", True)
     assert "immutable tags (IMMUTABLE)" in frozen.message and "'v1.2.3-soci'" in frozen.message
     assert reg.soci_tag_for("team/open", "v1.2.3").tag == "v1.2.3"
-    assert [reg.soci_tag_for("team/mixed", t).tag for t in ("latest", "dev-42", "v2")] == ["latest", "dev-42", "v2-soci"]
+    assert [reg.soci_tag_for("team/mixed", t).tag for t in ("latest", "dev-42", "v2")] == [
+        "latest",
+        "dev-42",
+        "v2-soci",
+    ]
     with pytest.raises(EcrError, match="already carries the -soci suffix"):
         reg.soci_tag_for("team/frozen", "v1.2.3-soci")
     with pytest.raises(EcrError, match="'team/none' does not exist"):
@@ -218,7 +228,7 @@ def aws_json_server(answer: Callable[[str, dict], tuple[int, dict]]) -> Iterator
         def log_message(self, *args: Any) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             op = self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
             seen.append((op, body))
@@ -272,7 +282,9 @@ def test_access_denied_names_the_repository_and_action(aws_creds):
         with pytest.raises(EcrError) as exc:
             EcrRegistry(client).ensure_repository("team/app", RepositorySettings(tag_mutability="IMMUTABLE"))
     text = str(exc.value)
-    assert text.startswith("ECR CreateRepository for repository 'team/app' failed: AccessDeniedException: User: arn:aws:sts")
+    assert text.startswith(
+        "ECR CreateRepository for repository 'team/app' failed: AccessDeniedException: User: arn:aws:sts"
+    )
     assert "the IAM role needs ecr:CreateRepository on this repository" in text
     assert seen[1][1]["imageTagMutability"] == "IMMUTABLE"
     assert aws_creds.secret_key not in text

@@ -33,7 +33,7 @@ def builder_for(engine: DockerEngine) -> LocalDockerBuilder:
 def read_file_from_image(engine: DockerEngine, ref: str, path: str) -> bytes:
     cid = engine.run("create", ref, "/bin/true").stdout.strip()
     try:
-        import subprocess  # noqa: PLC0415
+        import subprocess
 
         out = subprocess.run([engine.docker_bin, "cp", f"{cid}:{path}", "-"], env=engine.env(), capture_output=True, check=True).stdout
     finally:
@@ -96,9 +96,9 @@ def test_unsupported_requests_fail_clearly(docker_engine: DockerEngine, tmp_path
 
 def test_build_secret_is_mounted_never_in_argv_logs_or_image(docker_engine: DockerEngine, registry: RunningRegistry,
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
-    from resources.builders.secrets import BuildSecretError, write_build_secrets  # noqa: PLC0415
+    from resources.builders.secrets import BuildSecretError, write_build_secrets
 
     value = "tok-" + os.urandom(8).hex()
     monkeypatch.setenv("NPM_TOKEN_TEST", value)

@@ -13,8 +13,16 @@ from resources.release.targets import GitSource, Source
 
 
 def git(repo: Path, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x", "PATH": "/usr/bin:/bin"}
-    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True).stdout.strip()
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@x",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@x",
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -85,8 +93,8 @@ def test_local_source_outside_git_builds_in_place(tmp_path: Path) -> None:
 
 
 def test_private_remote_is_fetched_with_askpass_credentials(repo: Path, tmp_path: Path) -> None:
-    from resources.git.remote import GitCredentials  # noqa: PLC0415
-    from tests.support.gitserver import GitHttpServer  # noqa: PLC0415
+    from resources.git.runner import GitCredentials
+    from tests.support.gitserver import GitHttpServer
 
     password = "tok-" + os.urandom(6).hex()
     served = tmp_path / "served"

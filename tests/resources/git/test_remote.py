@@ -8,24 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from resources.git.remote import (
-    GitCredentials,
-    GitPushPoller,
-    GitRemoteError,
-    GitRunner,
-    RemoteClones,
-    WatchRules,
-    check_remote_url,
-    context_changed,
-    load_cursor,
-    ls_remote,
-    parse_ls_remote,
-    redact,
-)
+from resources.git.cache import CloneCache
+from resources.git.ls_remote import ls_remote, parse_ls_remote
+from resources.git.runner import GitCredentials, GitRemoteError, GitRunner, check_remote_url, redact
+from resources.git.watch import GitPushPoller, WatchRules, context_changed, load_cursor
 from resources.release.targets import load_targets
 from tests.support.git import Repo, git, write_targets
-from tests.support.net import free_port
 from tests.support.gitserver import GitHttpServer
+from tests.support.net import free_port
 
 A = "a" * 40
 B = "b" * 40
@@ -79,10 +69,12 @@ def test_credentials_in_urls_are_refused_and_redacted() -> None:
 
 def _poller(tmp_path: Path, **kw: object) -> GitPushPoller:
     runner = GitRunner(timeout_s=kw.pop("timeout_s", 10.0), **kw)  # type: ignore[arg-type]
-    return GitPushPoller(RemoteClones(tmp_path / "cache", runner))
+    return GitPushPoller(CloneCache(tmp_path / "cache", runner))
 
 
-def test_failing_and_hanging_remotes_do_not_block_the_others(tmp_path: Path, make_repo, hanging_git_server: str) -> None:
+def test_failing_and_hanging_remotes_do_not_block_the_others(
+    tmp_path: Path, make_repo, hanging_git_server: str
+) -> None:
     good = make_repo("good", {"app/Dockerfile": "FROM scratch\n"})
     refused = f"https://127.0.0.1:{free_port()}/team/repo.git"  # nothing listens: connection refused
     cfg = load_targets(write_targets(tmp_path / "targets.yaml", [
@@ -105,10 +97,12 @@ def test_failing_and_hanging_remotes_do_not_block_the_others(tmp_path: Path, mak
     assert set(load_cursor(result.cursor)) == {good.url}
 
 
-def test_poll_respects_the_tick_budget_with_many_hanging_remotes(tmp_path: Path, make_repo, hanging_git_server: str) -> None:
+def test_poll_respects_the_tick_budget_with_many_hanging_remotes(
+    tmp_path: Path, make_repo, hanging_git_server: str
+) -> None:
     entries = [{"name": f"stuck{i}", "repo": f"{hanging_git_server[:-5]}{i}.git"} for i in range(12)]
     cfg = load_targets(write_targets(tmp_path / "targets.yaml", entries))
-    poller = GitPushPoller(RemoteClones(tmp_path / "cache", GitRunner(timeout_s=30.0)), max_parallel=4)
+    poller = GitPushPoller(CloneCache(tmp_path / "cache", GitRunner(timeout_s=30.0)), max_parallel=4)
     started = time.monotonic()
     result = poller.poll(cfg.targets, None, budget_s=8)
     assert time.monotonic() - started < 10

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from resources.k8s.canary import CanaryError, CanaryVerifier, parse_go_duration, pull_info_from_events
 from resources.defaults import CANARY_NAMESPACE, SOCI_NODE_LABEL_KEY, SOCI_NODE_TAINT_KEY
+from resources.k8s.canary import CanaryError, CanaryVerifier, parse_go_duration, pull_info_from_events
 from tests.fakes.fake_k8s import pull_failed, pulled, pulling, running, scheduled, terminated, unschedulable
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app@sha256:" + "ab" * 32
@@ -53,7 +53,9 @@ def test_canary_success_measures_pull_and_start_and_deletes_the_pod(fake_k8s, co
     assert container["image"] == IMAGE and container["command"] == ["app", "--version"]
     assert container["imagePullPolicy"] == "Always" and spec["restartPolicy"] == "Never"
     assert spec["nodeSelector"] == {SOCI_NODE_LABEL_KEY: "true"}
-    assert spec["tolerations"] == [{"key": SOCI_NODE_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
+    assert spec["tolerations"] == [
+        {"key": SOCI_NODE_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    ]
     assert spec["automountServiceAccountToken"] is False
     assert_deleted(fake_k8s, pod["metadata"]["name"])
     events_query = fake_k8s.calls("GET", "/events")[0].query["fieldSelector"][0]
@@ -63,8 +65,13 @@ def test_canary_success_measures_pull_and_start_and_deletes_the_pod(fake_k8s, co
 def test_canary_uses_configured_selector_tolerations_and_args(fake_k8s, core_api):
     fake_k8s.add_namespace("canaries")
     fake_k8s.pod_script = [(0, scheduled("n1")), (0, running()), (0.03, terminated(0))]
-    v = verifier(core_api, namespace="canaries", node_selector={"pool": "soci"},
-                 tolerations=[{"key": "soci", "operator": "Exists", "effect": "NoSchedule"}], image_pull_secrets=["ecr"])
+    v = verifier(
+        core_api,
+        namespace="canaries",
+        node_selector={"pool": "soci"},
+        tolerations=[{"key": "soci", "operator": "Exists", "effect": "NoSchedule"}],
+        image_pull_secrets=["ecr"],
+    )
     result = v.run(IMAGE, args=["--version"], timeout_s=10)
     assert result.namespace == "canaries"
     pod = fake_k8s.calls("POST", "/api/v1/namespaces/canaries/pods")[0].body
@@ -107,7 +114,9 @@ def test_canary_image_pull_backoff_is_also_a_pull_failure(fake_k8s, core_api):
 
 def test_canary_timeout_names_the_last_event_and_deletes_the_pod(fake_k8s, core_api):
     fake_k8s.add_namespace(CANARY_NAMESPACE)
-    fake_k8s.pod_script = [(0.01, unschedulable("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."))]
+    fake_k8s.pod_script = [
+        (0.01, unschedulable("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."))
+    ]
     with pytest.raises(CanaryError) as exc:
         verifier(core_api).run(IMAGE, command=["app", "--version"], timeout_s=0.4)
     text = str(exc.value)
@@ -125,7 +134,9 @@ def test_canary_timeout_while_running(fake_k8s, core_api):
 
 
 def test_missing_namespace_is_a_clear_error(fake_k8s, core_api):
-    with pytest.raises(CanaryError, match=r"namespaces \"streamable-canary\" not found.*does namespace streamable-canary exist"):
+    with pytest.raises(
+        CanaryError, match=r"namespaces \"streamable-canary\" not found.*does namespace streamable-canary exist"
+    ):
         verifier(core_api).run(IMAGE, timeout_s=1)
 
 

@@ -24,8 +24,20 @@ DIGEST = "sha256:" + "ab" * 32
     [
         ("127.0.0.1:5055/team/app:v1", "127.0.0.1:5055", "team/app", "v1", None),
         ("127.0.0.1:5055/team/app", "127.0.0.1:5055", "team/app", None, None),
-        (f"123.dkr.ecr.us-east-1.amazonaws.com/team/app@{DIGEST}", "123.dkr.ecr.us-east-1.amazonaws.com", "team/app", None, DIGEST),
-        (f"registry.example.com:443/a/b/c:1.2.3-rc.1@{DIGEST}", "registry.example.com:443", "a/b/c", "1.2.3-rc.1", DIGEST),
+        (
+            f"123.dkr.ecr.us-east-1.amazonaws.com/team/app@{DIGEST}",
+            "123.dkr.ecr.us-east-1.amazonaws.com",
+            "team/app",
+            None,
+            DIGEST,
+        ),
+        (
+            f"registry.example.com:443/a/b/c:1.2.3-rc.1@{DIGEST}",
+            "registry.example.com:443",
+            "a/b/c",
+            "1.2.3-rc.1",
+            DIGEST,
+        ),
         ("localhost/app:latest", "localhost", "app", "latest", None),
         ("localhost:5000/app", "localhost:5000", "app", None, None),
         ("[::1]:5000/app:t", "[::1]:5000", "app", "t", None),

@@ -258,7 +258,7 @@ def test_redactor_and_credential_repr():
 
 
 def test_credential_and_tls_failures_are_build_errors_and_buildctl_never_runs(fake_buildctl, context, tmp_path):
-    from resources.aws.ecr import EcrError  # noqa: PLC0415
+    from resources.aws.ecr import EcrError
 
     def failing() -> list[RegistryCredential]:
         raise EcrError("ECR GetAuthorizationToken failed: AccessDeniedException: not authorized")

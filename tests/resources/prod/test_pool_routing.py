@@ -134,7 +134,9 @@ def test_a_failing_build_is_not_retried_on_another_builder(fake_k8s, apps_api, c
     first = rendezvous_order(key, [f"buildkitd-{i}" for i in range(3)])[0]
     fake_buildctl.configure(fail_build=[f"tcp://{first}.buildkitd.{NS}.svc:1234"])
     with pytest.raises(BuildError) as exc:
-        BuilderPool(StatefulSetEndpoints(apps_api, core_api), probe_timeout_s=None).build(_request(tmp_path, key), lambda _l: None)
+        BuilderPool(StatefulSetEndpoints(apps_api, core_api), probe_timeout_s=None).build(
+            _request(tmp_path, key), lambda _l: None
+        )
     assert exc.value.step == "[2/2] RUN make all"
     assert len(fake_buildctl.calls()) == 1
 
@@ -143,8 +145,12 @@ def test_no_usable_builder_names_every_reason(fake_k8s, apps_api, core_api, fake
     _statefulset(fake_k8s, 2)
     fake_k8s.set_pod_ready(NS, "buildkitd-0", False)
     fake_buildctl.configure(refuse=[f"tcp://buildkitd-1.buildkitd.{NS}.svc:1234"])
-    with pytest.raises(BuildError, match=r"no builder in statefulset streamable-builders/buildkitd could take the build") as exc:
-        BuilderPool(StatefulSetEndpoints(apps_api, core_api), probe_timeout_s=None).build(_request(tmp_path, "k"), lambda _l: None)
+    with pytest.raises(
+        BuildError, match=r"no builder in statefulset streamable-builders/buildkitd could take the build"
+    ) as exc:
+        BuilderPool(StatefulSetEndpoints(apps_api, core_api), probe_timeout_s=None).build(
+            _request(tmp_path, "k"), lambda _l: None
+        )
     assert "buildkitd-0: not ready" in str(exc.value) and "buildkitd-1: buildctl could not connect" in str(exc.value)
 
 

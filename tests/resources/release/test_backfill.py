@@ -5,13 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from resources.release.backfill import BackfillSettings, ImageStatus, StatusRecord, check_soci_wiring
-from resources.release.catalog import OciCatalog, image_key, parse_image_key
-from resources.release.batch import run_backfill
-from resources.release.scan import scan_registry
 from resources.aws.push_events import ImageFilter
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
+from resources.release.backfill import BackfillSettings, ImageStatus, StatusRecord, check_soci_wiring
+from resources.release.batch import run_backfill
+from resources.release.catalog import OciCatalog, image_key, parse_image_key
+from resources.release.scan import scan_registry
 from resources.soci.verify import verify_image
 from tests.support.images import corrupt_gzip_layer, gzip_layer, push_image, push_index, random_files, zstd_layer
 from tests.support.registry import RunningRegistry
@@ -77,8 +77,11 @@ def test_backfill_indexes_every_indexable_image_once(registry: RunningRegistry) 
     push_image(client, "team/broken", "1", [corrupt_gzip_layer(128 * KIB)])
     push_image(client, "team/other", "1", [gzip_layer(random_files("o", 96 * KIB))])  # excluded by the filter
 
-    settings = BackfillSettings(registry=registry.addr, filters=ImageFilter.parse("team/app*:*,team/multi:*,team/zstd:*,"
-                                                                                "team/tiny:*,team/broken:*,team/old:*"), **SETTINGS)
+    settings = BackfillSettings(
+        registry=registry.addr,
+        filters=ImageFilter.parse("team/app*:*,team/multi:*,team/zstd:*,team/tiny:*,team/broken:*,team/old:*"),
+        **SETTINGS,
+    )
     full_checks: list[str] = []
 
     def verify(ref: ImageRef) -> tuple[bool, str]:

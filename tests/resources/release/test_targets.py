@@ -43,7 +43,10 @@ def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
 
 
 def test_secrets_name_environment_variables(tmp_path: Path) -> None:
-    p = write(tmp_path, GOOD.replace('build_args: {A: "1"}', 'build_args: {A: "1"}\n    secrets: {npm: NPM_TOKEN}\n    cache: none'))
+    p = write(
+        tmp_path,
+        GOOD.replace('build_args: {A: "1"}', 'build_args: {A: "1"}\n    secrets: {npm: NPM_TOKEN}\n    cache: none'),
+    )
     app = load_targets(p).get("app")
     assert app.secrets == {"npm": "NPM_TOKEN"} and app.cache_ref is None
     p = write(tmp_path, GOOD.replace('build_args: {A: "1"}', 'secrets: {npm: "not a var"}'))
