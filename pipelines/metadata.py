@@ -43,12 +43,13 @@ _COLUMN_TYPES: dict[type, str] = {bool: "bool", int: "int", float: "float", str:
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, type, str]]) -> dg.TableMetadataValue:
-    """A typed UI table; `columns` are (name, python type, description). None cells are left empty."""
+    """A typed UI table; `columns` are (name, python type, description). Unknown cells are None (shown empty):
+    Dagster needs every record to have every column."""
     schema = dg.TableSchema(columns=[
         dg.TableColumn(name, _COLUMN_TYPES.get(kind, "string"), description=desc or None)
         for name, kind, desc in columns])
     names = [c[0] for c in columns]
-    records = [dg.TableRecord({n: r[n] for n in names if r.get(n) is not None}) for r in rows]
+    records = [dg.TableRecord({n: r.get(n) for n in names}) for r in rows]
     return dg.MetadataValue.table(records=records, schema=schema)
 
 

@@ -72,9 +72,9 @@ def test_modules_and_classes_stay_small(folder: str) -> None:
 
 def test_every_error_class_derives_from_streamable_error() -> None:
     """Every exception class defined in resources/ or pipelines/ is a StreamableError (the CLI catches that)."""
-    import importlib  # noqa: PLC0415
+    import importlib
 
-    from resources.errors import StreamableError  # noqa: PLC0415
+    from resources.errors import StreamableError
 
     missing = []
     for folder in ("resources", "pipelines"):

@@ -212,6 +212,9 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             "released_refs": ", ".join(f"{image}:{t}" for t in plan.tags) or "none",
             **text_lines(plan.notes),
         }
+        ui_url = registry.ui_url(repo)
+        if ui_url:
+            md["repository_ui"] = dg.MetadataValue.url(ui_url)
         if plan.held_back:
             md["tags_not_moved"] = ", ".join(plan.held_back)
             md["release_rule"] = ("build args overridden in the run config: only the candidate tag "

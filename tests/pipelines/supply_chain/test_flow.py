@@ -77,7 +77,7 @@ def test_full_chain_releases_verified_soci_image(
         assert tag_digest(project, tag) == digest
     moves = result.asset_materializations_for_node("release")[0].metadata["tag_moves"].records
     assert [(m.data["tag"], m.data["to"]) for m in moves] == [(t, digest[:19]) for t in release.release_tags]
-    assert all("from" not in m.data for m in moves)  # new tags: no empty "from" cell
+    assert all(m.data["from"] is None for m in moves)  # new tags: nothing before (an empty cell, no placeholder)
     mats = {m.asset_key.to_user_string(): m for m in result.asset_materializations_for_node("image")}
     meta = mats["image"].metadata
     assert meta["commit"].value == sha and meta["digest"].value.startswith("sha256:")

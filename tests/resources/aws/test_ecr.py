@@ -306,3 +306,15 @@ def test_listing_follows_pagination(aws_creds):
     assert tags == ["a", "b", "c"]
     assert [b.get("nextToken") for _, b in seen] == [None, "page-2", "page-3"]
     assert seen[0][1]["filter"] == {"tagStatus": "TAGGED"} and seen[0][1]["maxResults"] == 1
+
+
+def test_ecr_registry_resource_links_the_repository_console_page(moto_endpoint, ecr_client, aws_creds):
+    from pipelines.resource_defs.base import RegistryResource
+    from pipelines.resource_defs.eks import EcrRegistryResource
+
+    ecr = EcrResource(region_name=MOTO_REGION, endpoint_url=moto_endpoint, aws_access_key_id=aws_creds.access_key,
+                      aws_secret_access_key=aws_creds.secret_key)
+    assert EcrRegistryResource(ecr=ecr).ui_url("team/app") == (
+        f"https://{MOTO_REGION}.console.aws.amazon.com/ecr/repositories/private/{MOTO_ACCOUNT}/team/app"
+        f"?region={MOTO_REGION}")
+    assert RegistryResource().ui_url("team/app") is None  # a plain OCI registry has no known UI: text, not a link
