@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,16 +74,16 @@ def export_tree(git_dir: Path, commit: str, subdir: str, dest: Path, *, what: st
     """Write the tree of `commit:subdir` into `dest` (no .git), via `git archive`."""
     dest.mkdir(parents=True, exist_ok=True)
     treeish = commit if subdir in ("", ".") else f"{commit}:{subdir.strip('/')}"
-    proc = subprocess.Popen(
-        ["git", "--git-dir", str(git_dir), "archive", "--format=tar", treeish],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "LC_ALL": "C"},
-    )
+    try:
+        proc = _LOCAL.stream(["--git-dir", str(git_dir), "archive", "--format=tar", treeish], what=what)
+    except GitRemoteError as exc:
+        raise GitCheckoutError(str(exc)) from None
     assert proc.stdout is not None
     with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
         tar.extractall(dest, filter="tar")
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.wait() != 0:
-        raise GitCheckoutError(f"{what}: git archive of {treeish} failed: {err.strip()}")
+        raise GitCheckoutError(f"{what}: git archive of {treeish} failed: {_LOCAL.redact(err.strip())}")
 
 
 def _local_repo(local: Path) -> Path | None:

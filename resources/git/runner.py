@@ -75,6 +75,14 @@ class GitRunner:
         """`redact` with this runner's secrets."""
         return redact(text, self._secrets)
 
+    def stream(self, args: Sequence[str], *, what: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start `git <args>` with its stdout as a byte stream (e.g. `git archive`); the caller reads it and waits."""
+        try:
+            return subprocess.Popen(["git", *args], cwd=cwd, env=self._env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise GitRemoteError(f"{what}: cannot run git ({exc.strerror or exc})") from None
+
     def run(self, args: Sequence[str], *, what: str, cwd: Path | None = None, timeout_s: float | None = None) -> str:
         """Run `git <args>` and return stdout; raise GitRemoteError naming `what` on failure or timeout."""
         timeout = timeout_s if timeout_s is not None else self.timeout_s
