@@ -17,46 +17,22 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from resources.release.backfill import BackfillSettings, OciCatalog, run_backfill  # noqa: E402
-from resources.oci.refs import ImageRef  # noqa: E402
-from resources.registry import RegistryClient  # noqa: E402
-from resources.oci import media_types as mt  # noqa: E402
-from resources.soci.verify import verify_image  # noqa: E402
-
-
-def start_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A CNCF distribution registry on a free loopback port (needs `docker-registry`, see scripts/stack.sh)."""
-    if not shutil.which("docker-registry"):
-        raise SystemExit("docker-registry is not installed: run `bash scripts/stack.sh install`")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        addr = f"127.0.0.1:{s.getsockname()[1]}"
-    root.mkdir(parents=True)
-    (root / "config.yml").write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-                                     f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: {addr}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            httpx.get(f"http://{addr}/v2/", timeout=1)
-            return proc, addr
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"registry on {addr} did not start")
+from resources.oci import media_types as mt
+from resources.oci.refs import ImageRef
+from resources.registry import RegistryClient
+from resources.release.backfill import BackfillSettings
+from resources.release.batch import run_backfill
+from resources.release.catalog import OciCatalog
+from resources.soci.verify import verify_image
+from tests.support.registry import start_registry
 
 
 def layer(files: dict[str, bytes]) -> tuple[bytes, str]:
@@ -124,19 +100,18 @@ def main() -> None:
     procs = []
     with tempfile.TemporaryDirectory(prefix="backfill-bench-") as tmp:
         try:
-            p1, one = start_registry(Path(tmp) / "one")
-            pn, many = start_registry(Path(tmp) / "many")
-            procs += [p1, pn]
+            procs += [start_registry(Path(tmp) / "one"), start_registry(Path(tmp) / "many")]
+            one, many = procs[0].addr, procs[1].addr
             push_images(RegistryClient(one), 1, base)
             push_images(RegistryClient(many), args.images, base)
             t1, built1, n1 = backfill(one, args.verify_sample)
             tn, builtn, nn = backfill(many, args.verify_sample)
         finally:
             for p in procs:
-                p.terminate()
-                p.wait()
+                p.stop()
     ratio = tn / t1
-    print(f"base layer {len(base[0]) / 2**20:.0f} MiB gzip, images with their own 1 MiB layer, verify sample {args.verify_sample}")
+    print(f"base layer {len(base[0]) / 2**20:.0f} MiB gzip, images with their own 1 MiB layer, "
+          f"verify sample {args.verify_sample}")
     print(f"time(1)  = {t1:6.2f} s  ({n1} image, {built1} layer(s) decompressed)")
     print(f"time({args.images}) = {tn:6.2f} s  ({nn} images, {builtn} layer(s) decompressed)")
     print(f"time({args.images}) / time(1) = {ratio:.2f} (target <= 1.5): {'OK' if ratio <= 1.5 else 'MISSED'}")

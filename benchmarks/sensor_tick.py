@@ -13,7 +13,6 @@ Target: every tick < 5 s for 50 remotes (Dagster ticks time out at 60 s).
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,19 +23,15 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.automation import GitRemotesResource, git_push_sensor  # noqa: E402
-from pipelines.resource_defs.base import TargetsResource  # noqa: E402
-
-ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x",
-       "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], env=ENV, check=True, capture_output=True)
+from pipelines.git_push.sensors import git_push_sensor
+from pipelines.resource_defs.base import TargetsResource
+from pipelines.resource_defs.git import GitRemotesResource
+from tests.support.git import GIT_ENV, git
+from tests.support.net import free_port
 
 
 def make_repo(path: Path, n: int) -> None:
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], env=ENV, check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], env=GIT_ENV, check=True)
     for d in ("svc", "docs"):
         (path / d).mkdir()
         (path / d / "file.txt").write_text(f"{n}\n")
@@ -46,12 +41,6 @@ def make_repo(path: Path, n: int) -> None:
     git(path, "commit", "-qm", "initial")
     git(path, "branch", "release")
     git(path, "tag", "-a", "-m", "v1", "v1.0.0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
@@ -90,7 +79,8 @@ def main() -> None:
                 def tick() -> tuple[float, int]:
                     nonlocal cursor
                     started = time.perf_counter()
-                    result = git_push_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+                    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+                    result = git_push_sensor(ctx)
                     elapsed = time.perf_counter() - started
                     cursor = result.cursor
                     return elapsed, len(result.run_requests or [])

@@ -32,45 +32,30 @@ from pathlib import Path
 from typing import TextIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
-from resources.registry.docker_config import DockerConfigError
-from resources.oci.refs import ImageRef
 from resources.errors import StreamableError
-from resources.registry import RegistryClient, RegistryError
 from resources.oci import media_types as mt
-from resources.soci.convert import SociConverter, SociConvertError
-from resources.soci.index import SociIndexError
+from resources.oci.refs import ImageRef
+from resources.registry import RegistryClient
+from resources.soci.convert import SociConverter
 from resources.soci.node_compat import DEFAULT_NODE_COMPAT
-from resources.oci.platforms import PlatformError
 from resources.soci.verify import locate_soci_indexes, verify_image
-from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
+from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
-from resources.soci.ztoc.model import Ztoc, ZtocFormatError
-from resources.startup.profile_model import StartupProfile
+from resources.soci.ztoc.model import Ztoc
 from resources.startup.cli import add_profile_parser, split_command
+from resources.startup.profile_model import StartupProfile
 
 PASSWORD_ENV = "STREAMABLE_REGISTRY_PASSWORD"
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2
 
 
-class CliError(Exception):
+class CliError(StreamableError):
     """An expected error: printed as one line, exit code 2."""
 
 
-EXPECTED_ERRORS = (
-    CliError,
-    StreamableError,
-    SociConvertError,
-    SociIndexError,
-    RegistryError,
-    DockerConfigError,
-    PlatformError,
-    ZtocBuildError,
-    ZtocFormatError,
-    LazyReadError,
-    ValueError,
-    OSError,
-)
+EXPECTED_ERRORS = (StreamableError, ValueError, OSError)
+"""What main() prints as one line with exit code 2 (every error of ours, bad values, files and sockets)."""
 
 
 # ---- progress ----------------------------------------------------------------------------------
@@ -102,6 +87,15 @@ class Progress:
         return lambda done: self.layer(label, done, total)
 
 
+def _line_writer(stream: TextIO) -> Callable[[str], None]:
+    """A log function that writes each message as a line to `stream`."""
+
+    def write(msg: str) -> None:
+        stream.write(msg + "\n")
+
+    return write
+
+
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -112,7 +106,9 @@ def _mib(n: int) -> str:
 def _client(args: argparse.Namespace, registry: str) -> RegistryClient:
     password = os.environ.get(PASSWORD_ENV)
     if args.username and password is None:
-        raise CliError(f"--username given but {PASSWORD_ENV} is not set (the password is read only from the environment)")
+        raise CliError(
+            f"--username given but {PASSWORD_ENV} is not set (the password is read only from the environment)"
+        )
     if password is not None and not args.username:
         raise CliError(f"{PASSWORD_ENV} is set but --username is not")
     return RegistryClient(
@@ -163,7 +159,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             platforms=args.platform or None,
             all_platforms=args.all_platforms,
             progress=progress.layer,
-            log_fn=(lambda msg: err.write(msg + "\n")) if args.verbose else (lambda _msg: None),
+            log_fn=_line_writer(err) if args.verbose else (lambda _msg: None),
             prefetch_profile=StartupProfile.from_json(Path(args.prefetch_profile).read_bytes()) if args.prefetch_profile else None,
             prefetch_granularity=args.prefetch_granularity,
             prefetch_files=args.prefetch_file or (),

@@ -29,7 +29,7 @@ SOCI_NODE_TAINT_EFFECT = "NoSchedule"
 BUILD_POOL = "buildkit"
 SOCI_POOL = "soci"
 
-# SOCI defaults (spec section 2).
+# SOCI defaults (docs/soci-format.md section 2).
 SOCI_SPAN_SIZE = 4 * 1024 * 1024
 SOCI_MIN_LAYER_SIZE = 10 * 1024 * 1024
 SOCI_BUILD_TOOL_IDENTIFIER = "streamable"

@@ -1,6 +1,4 @@
-"""The base of the errors streamable raises on purpose."""
-
-from __future__ import annotations
+"""The one base class of every error streamable raises on purpose."""
 
 
 class StreamableError(Exception):

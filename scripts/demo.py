@@ -149,21 +149,21 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
     from resources.soci.verify import verify_image  # noqa: PLC0415
 
     release = result.output_for_node("release")
-    digest = release["image_index_digest"]
-    ref = ImageRef(registry=release["registry"], repository=release["repository"], tag=release["release_tags"][0])
+    digest = release.image_index_digest
+    ref = ImageRef(registry=release.registry, repository=release.repository, tag=release.release_tags[0])
     with RegistryClient(ref.registry) as client:
         report = verify_image(client, ref, sample=8, required_files=["app/bin/serve", "models/config.json", "models/weights.bin"])
         resolved = client.head_manifest(ref.repository, ref.tag)
-    platforms = release["platforms"]
+    platforms = release.soci.platforms
     out = {
         "registry": f"http://{ref.registry}",
         "image": str(ref),
         "image_index_digest": digest,
-        "soci_index_digest": platforms[0]["soci_index_digest"] if platforms else None,
-        "manifest_digest": platforms[0]["manifest_digest"] if platforms else None,
+        "soci_index_digest": platforms[0].soci_index_digest if platforms else None,
+        "manifest_digest": platforms[0].manifest_digest if platforms else None,
         "verification": {"passed": bool(report.passed), "files_checked": report.files_checked,
                          "bytes_fetched": report.lazy_bytes_fetched},
-        "release_tags": release["release_tags"],
+        "release_tags": list(release.release_tags),
         "run_id": result.run_id,
         "wall_seconds": round(wall, 2),
         "step_seconds": steps,
@@ -174,7 +174,7 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
     print()
     print(summary_first_line(ok, wall, result.run_id))
     print(f"  released   {ref}  ->  {digest}")
-    print(f"  tags       {', '.join(release['release_tags'])}")
+    print(f"  tags       {', '.join(release.release_tags)}")
     print(f"  SOCI index {out['soci_index_digest']} (v2, found via com.amazon.soci.index-digest)")
     print(f"  verify     {'passed' if report.passed else 'FAILED: ' + str(report.failure)}: "
           f"{report.files_checked} files lazily read, {report.lazy_bytes_fetched} bytes fetched "

@@ -1,20 +1,16 @@
-"""Dagster resources for the local stack: thin ConfigurableResource wrappers over the plain modules."""
+"""The resource bases every environment shares: targets, registry, builder, canary, workspace."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from resources.builders.base import ImageBuilder
-from resources.builders.local_docker import LocalDockerBuilder
-from resources.git.remote import GitCredentials
+from resources.git.runner import GitCredentials
 from resources.registry import RegistryClient
 from resources.release.targets import TargetsConfig, load_targets
-
-DEFAULT_STATE_DIR = ".streamable"
 
 
 class TargetsResource(dg.ConfigurableResource):
@@ -30,7 +26,7 @@ class RegistryResource(dg.ConfigurableResource):
     """OCI registry access (any Docker Registry v2 / OCI distribution registry)."""
 
     username: str | None = Field(default=None, description="registry user (Basic/Bearer auth)")
-    password: str | None = Field(default=None, description="registry password; pass as dg.EnvVar")
+    password: str | None = Field(default=None, repr=False, description="registry password; pass as dg.EnvVar")
     docker_config: str | None = Field(default=None, description="docker config.json to read credentials from")
     plain_http: bool | None = Field(default=None, description="allow plain HTTP; None = loopback only")
     timeout_s: float = 60.0
@@ -42,6 +38,10 @@ class RegistryResource(dg.ConfigurableResource):
     def release_tag(self, repository: str, tag: str) -> tuple[str, str | None, bool]:
         """(tag to release under, note when it differs, whether that tag is write-once); plain OCI: the tag, mutable."""
         return tag, None, False
+
+    def ui_url(self, repository: str) -> str | None:
+        """A web page of the repository when the registry has a known UI (plain OCI registries: none)."""
+        return None
 
     def client(self, registry: str) -> RegistryClient:
         """A client for one registry host."""
@@ -66,28 +66,17 @@ class CanaryBase(dg.ConfigurableResource):
     """Canary verification on a cluster; this base means "no cluster configured" (STREAMABLE_ENV=local)."""
 
     def run_canary(self, image_ref: str, *, command: list[str], args: list[str], timeout_s: int) -> dict:
-        """Start a pod for the image on a SOCI node; `canary_*` metadata about how it started. Raises when it did not."""
+        """Start a pod for the image on a SOCI node; `canary_*` metadata on how it started. Raises when it did not."""
         raise RuntimeError(
             f"canary verification of {image_ref} is enabled for this target, but no cluster is configured "
             "(STREAMABLE_ENV=local); disable verify.canary or run with STREAMABLE_ENV=eks"
         )
 
 
-class LocalBuilderResource(BuilderResource):
-    """BuildKit embedded in the local stack's Docker engine."""
-
-    docker_host: str = Field(default="unix:///var/lib/streamable-stack/docker.sock")
-    docker_bin: str | None = Field(default=None, description="docker CLI with BuildKit; detected when unset")
-    network: str = "none"
-
-    def get_builder(self) -> ImageBuilder:
-        return LocalDockerBuilder(docker_host=self.docker_host, docker_bin=self.docker_bin, network=self.network)
-
-
 class WorkspaceResource(dg.ConfigurableResource):
     """Where runs keep git caches and scratch checkouts."""
 
-    state_dir: str = Field(default=DEFAULT_STATE_DIR)
+    state_dir: str = Field(default=".streamable")
     git_username: str | None = Field(default=None, description="HTTPS user for private git remotes")
     git_password: str | None = Field(default=None, repr=False, description="HTTPS password or token; pass as dg.EnvVar")
 
@@ -108,33 +97,6 @@ class WorkspaceResource(dg.ConfigurableResource):
         return p
 
 
-def env_var_if_set(name: str) -> dg.EnvVar | None:
-    """A dg.EnvVar (read at launch, hidden in the UI) when the variable is set, else None."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
-
-
-def workspace_resource(default_state_dir: str) -> WorkspaceResource:
-    """Workspace from STREAMABLE_STATE_DIR and, for private remotes, STREAMABLE_GIT_USERNAME / _PASSWORD."""
-    return WorkspaceResource(
-        state_dir=os.environ.get("STREAMABLE_STATE_DIR", default_state_dir),
-        git_username=os.environ.get("STREAMABLE_GIT_USERNAME") or None,
-        git_password=env_var_if_set("STREAMABLE_GIT_PASSWORD"),
-    )
-
-
-def local_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources for STREAMABLE_ENV=local (the stack started by scripts/stack.sh)."""
-    stack = os.environ.get("STREAMABLE_STACK_DIR", "/var/lib/streamable-stack")
-    return {
-        "targets": TargetsResource(),
-        "registry": RegistryResource(
-            username=env_var_if_set("STREAMABLE_REGISTRY_USERNAME"),
-            password=env_var_if_set("STREAMABLE_REGISTRY_PASSWORD"),
-        ),
-        "builder": LocalBuilderResource(
-            docker_host=os.environ.get("STREAMABLE_DOCKER_HOST", f"unix://{stack}/docker.sock"),
-            docker_bin=os.environ.get("STREAMABLE_DOCKER_BIN") or None,
-        ),
-        "workspace": workspace_resource(DEFAULT_STATE_DIR),
-        "canary": CanaryBase(),
-    }
+def secret_env(name: str, is_set: bool) -> dg.EnvVar | None:
+    """A dg.EnvVar (read at launch, hidden in the UI) for a secret variable that is set, else None."""
+    return dg.EnvVar(name) if is_set else None

@@ -4,7 +4,7 @@
 - EcrResource         -> resources.aws.ecr.EcrRegistry (boto3; region/retries/endpoint from dagster-aws)
 - CanaryResource      -> resources.k8s.canary.CanaryVerifier (canary pods on SOCI nodes)
 Secrets (registry password, AWS keys) are meant to be passed as dg.EnvVar and are hidden from repr().
-`eks_resources()` builds all three from environment variables and names any missing one at load time.
+`eks_resources()` builds them from the settings model (pipelines/settings.py), which names any missing variable.
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ from __future__ import annotations
 import json
 import os
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal, cast
 
 import boto3
-import dagster as dg
 from dagster_aws.s3 import S3PickleIOManager, S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
 from kubernetes import client as k8s_client
 from pydantic import Field, PrivateAttr
 
+from pipelines.resource_defs.base import BuilderResource, CanaryBase, RegistryResource, secret_env
+from pipelines.settings import SettingError, Settings, load_settings
+from resources.aws.ecr import EcrRegistry, RepositorySettings, TagMutability
 from resources.builders.docker_auth import CredentialsProvider, RegistryCredential
-from pipelines.resource_defs.base import BuilderResource, CanaryBase, RegistryResource
 from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints
 from resources.builders.tls import TlsFromFiles, TlsFromSecret, TlsSource
-from resources.k8s.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS, CanaryVerifier
 from resources.defaults import (
     BUILDER_CLIENT_TLS_SECRET,
     BUILDER_NAMESPACE,
@@ -34,18 +34,13 @@ from resources.defaults import (
     BUILDER_TLS_SERVER_NAME,
     CANARY_NAMESPACE,
 )
-from resources.aws.ecr import EcrRegistry, RepositorySettings, TagMutability
+from resources.k8s.canary import DEFAULT_NODE_SELECTOR, DEFAULT_TOLERATIONS, CanaryVerifier
 from resources.k8s.client import api_client
 from resources.registry import RegistryClient
 
 
-class MissingSettingError(ValueError):
-    """A required setting is not configured; the message names it and where to set it."""
-
-
-def _require(value: object, setting: str, hint: str) -> None:
-    if value in (None, "", [], ()):
-        raise MissingSettingError(f"{setting} is not set: {hint}")
+def _missing(setting: str, hint: str) -> SettingError:
+    return SettingError(f"{setting} is not set: {hint}")
 
 
 class EcrResource(ResourceWithBoto3Configuration):
@@ -61,11 +56,13 @@ class EcrResource(ResourceWithBoto3Configuration):
     encryption: str = Field(default="AES256", description="AES256 | KMS")
     kms_key: str | None = None
     lifecycle_policy_json: str | None = Field(default=None, description="ECR lifecycle policy; None leaves it alone")
-    allow_untagged_expiry: bool = Field(default=False, description="permit untagged/any rules (they can delete SOCI indexes)")
+    allow_untagged_expiry: bool = Field(
+        default=False, description="permit untagged/any rules (they can delete SOCI indexes)"
+    )
 
     _registry: EcrRegistry | None = PrivateAttr(default=None)
 
-    def ecr_client(self):  # noqa: ANN201 - boto3 client type is generated
+    def ecr_client(self):
         """A boto3 ECR client from the dagster-aws fields."""
         session = boto3.session.Session(profile_name=self.profile_name)
         return session.client(
@@ -83,8 +80,8 @@ class EcrResource(ResourceWithBoto3Configuration):
     def get_registry(self) -> EcrRegistry:
         """The EcrRegistry (one per resource instance, so the token cache is shared within a run)."""
         if self._registry is None:
-            _require(self.region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-                     "EcrResource.region_name", "set it (or AWS_REGION) to the registry's region")
+            if not (self.region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+                raise _missing("EcrResource.region_name", "set it (or AWS_REGION) to the registry's region")
             self._registry = EcrRegistry(self.ecr_client(), registry_id=self.registry_id,
                                          refresh_margin=timedelta(seconds=self.token_refresh_margin_s))
         return self._registry
@@ -92,11 +89,11 @@ class EcrResource(ResourceWithBoto3Configuration):
     def repository_settings(self) -> RepositorySettings:
         """The repository settings this resource applies in ensure_repository."""
         policy = json.loads(self.lifecycle_policy_json) if self.lifecycle_policy_json else None
-        mutability: TagMutability = self.tag_mutability  # type: ignore[assignment] - validated by RepositorySettings
+        mutability = cast(TagMutability, self.tag_mutability)  # validated by RepositorySettings
         return RepositorySettings(
             scan_on_push=self.scan_on_push, tag_mutability=mutability,
             mutability_exclusions=tuple(self.mutability_exclusions),
-            encryption=self.encryption,  # type: ignore[arg-type]
+            encryption=cast(Literal["AES256", "KMS"], self.encryption),
             kms_key=self.kms_key, lifecycle_policy=policy, allow_untagged_expiry=self.allow_untagged_expiry,
         )
 
@@ -110,7 +107,9 @@ class BuilderPoolResource(BuilderResource):
     statefulset: str = BUILDER_STATEFULSET
     service: str | None = Field(default=None, description="headless service; default: the StatefulSet's serviceName")
     port: int = BUILDER_PORT
-    kubeconfig: str | None = Field(default=None, description="kubeconfig path; default: in-cluster, then ~/.kube/config")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig path; default: in-cluster, then ~/.kube/config"
+    )
     kube_context: str | None = None
     tls: Literal["secret", "files", "none"] = "secret"
     tls_secret: str = BUILDER_CLIENT_TLS_SECRET
@@ -133,9 +132,11 @@ class BuilderPoolResource(BuilderResource):
         if self.ecr is not None:
             return self.ecr.get_registry().docker_credentials
         if self.registry_password is not None or self.registry_username is not None:
-            _require(self.registry_host, "BuilderPoolResource.registry_host", "the registry the credentials are for")
-            _require(self.registry_username, "BuilderPoolResource.registry_username", "set it with the password")
-            _require(self.registry_password, "BuilderPoolResource.registry_password", "pass it as dg.EnvVar")
+            for name, hint in (("registry_host", "the registry the credentials are for"),
+                               ("registry_username", "set it with the password"),
+                               ("registry_password", "pass it as dg.EnvVar")):
+                if not getattr(self, name):
+                    raise _missing(f"BuilderPoolResource.{name}", hint)
             cred = RegistryCredential(str(self.registry_host), str(self.registry_username), str(self.registry_password))
             return lambda: [cred]
         return None
@@ -145,7 +146,8 @@ class BuilderPoolResource(BuilderResource):
             return None
         if self.tls == "files":
             for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
-                _require(getattr(self, name), f"BuilderPoolResource.{name}", "tls='files' needs CA, cert and key paths")
+                if not getattr(self, name):
+                    raise _missing(f"BuilderPoolResource.{name}", "tls='files' needs CA, cert and key paths")
             return TlsFromFiles(self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name)  # type: ignore[arg-type]
         core = core_api or k8s_client.CoreV1Api(api_client(self.kubeconfig, self.kube_context))
         return TlsFromSecret(core_api=core, secret_name=self.tls_secret,
@@ -154,9 +156,11 @@ class BuilderPoolResource(BuilderResource):
     def get_pool(self) -> BuilderPool:
         """The BuilderPool described by this configuration."""
         core = None
+        source: StaticEndpoints | StatefulSetEndpoints
         if self.discovery == "static":
-            _require(self.static_addrs, "BuilderPoolResource.static_addrs",
-                     "discovery='static' needs tcp://host:port addresses (STREAMABLE_BUILDER_ADDRS)")
+            if not self.static_addrs:
+                raise _missing("BuilderPoolResource.static_addrs",
+                               "discovery='static' needs tcp://host:port addresses (STREAMABLE_BUILDER_ADDRS)")
             source = StaticEndpoints(tuple(self.static_addrs))
         else:
             api = api_client(self.kubeconfig, self.kube_context)
@@ -210,6 +214,16 @@ class EcrRegistryResource(RegistryResource):
             return super().client(registry)
         return reg.registry_client(timeout=self.timeout_s)
 
+    def ui_url(self, repository: str) -> str | None:
+        """The repository's page in the AWS console."""
+        host = self.ecr.get_registry().registry_host  # <account>.dkr.ecr.<region>.amazonaws.com
+        parts = host.split(".")
+        if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"]:
+            return None
+        account, region = parts[0], parts[3]
+        return (f"https://{region}.console.aws.amazon.com/ecr/repositories/private/{account}/{repository}"
+                f"?region={region}")
+
     def prepare_repository(self, repository: str) -> list[str]:
         state = self.ecr.get_registry().ensure_repository(repository, self.ecr.repository_settings())
         if state.created:
@@ -221,62 +235,49 @@ class EcrRegistryResource(RegistryResource):
         return choice.tag, (choice.message if choice.suffixed else None), choice.suffixed
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
+def eks_resources(settings: Settings | None = None) -> dict[str, Any]:
+    """`builder`, `ecr`, `canary`, `registry` and `io_manager` from the settings; SettingError names a gap.
 
-
-def eks_resources() -> dict[str, dg.ConfigurableResource]:
-    """`builder`, `ecr` and `canary` resources from STREAMABLE_* / AWS_* variables; MissingSettingError names gaps.
-
-    Required: STREAMABLE_ECR_REGION (or AWS_REGION) and STREAMABLE_IO_BUCKET (S3 bucket for step outputs). With STREAMABLE_BUILDER_DISCOVERY=static:
-    STREAMABLE_BUILDER_ADDRS (comma-separated). With STREAMABLE_BUILDER_TLS=files: STREAMABLE_BUILDER_TLS_CA,
-    _CERT and _KEY. Secrets are read at launch through dg.EnvVar (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    Required: STREAMABLE_ECR_REGION (or AWS_REGION) and STREAMABLE_IO_BUCKET (S3 bucket for step outputs). With
+    STREAMABLE_BUILDER_DISCOVERY=static: STREAMABLE_BUILDER_ADDRS (comma-separated). With STREAMABLE_BUILDER_TLS=files:
+    STREAMABLE_BUILDER_TLS_CA, _CERT and _KEY. Secrets are read at launch through dg.EnvVar (AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN).
     """
-    region = _env("STREAMABLE_ECR_REGION") or _env("AWS_REGION") or _env("AWS_DEFAULT_REGION")
-    _require(region, "STREAMABLE_ECR_REGION", "set it (or AWS_REGION) to the ECR registry's region")
+    s = settings or load_settings()
+    if not s.region:
+        raise _missing("STREAMABLE_ECR_REGION", "set it (or AWS_REGION) to the ECR registry's region")
     ecr = EcrResource(
-        region_name=region,
-        registry_id=_env("STREAMABLE_ECR_REGISTRY_ID"),
-        endpoint_url=_env("STREAMABLE_ECR_ENDPOINT_URL"),
-        aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY") if _env("AWS_SECRET_ACCESS_KEY") else None,
-        aws_session_token=dg.EnvVar("AWS_SESSION_TOKEN") if _env("AWS_SESSION_TOKEN") else None,
-        tag_mutability=_env("STREAMABLE_ECR_TAG_MUTABILITY") or "MUTABLE",
+        region_name=s.region,
+        registry_id=s.ecr_registry_id,
+        endpoint_url=s.ecr_endpoint_url,
+        aws_access_key_id=s.aws_access_key_id,
+        aws_secret_access_key=secret_env("AWS_SECRET_ACCESS_KEY", s.aws_secret_access_key_set),
+        aws_session_token=secret_env("AWS_SESSION_TOKEN", s.aws_session_token_set),
+        tag_mutability=s.ecr_tag_mutability,
     )
-    discovery = _env("STREAMABLE_BUILDER_DISCOVERY") or "statefulset"
-    if discovery not in ("statefulset", "static"):
-        raise MissingSettingError(f"STREAMABLE_BUILDER_DISCOVERY must be 'statefulset' or 'static', got {discovery!r}")
-    addrs = [a.strip() for a in (_env("STREAMABLE_BUILDER_ADDRS") or "").split(",") if a.strip()]
-    if discovery == "static":
-        _require(addrs, "STREAMABLE_BUILDER_ADDRS", "discovery 'static' needs comma-separated tcp://host:port addresses")
-    tls = _env("STREAMABLE_BUILDER_TLS") or "secret"
-    if tls not in ("secret", "files", "none"):
-        raise MissingSettingError(f"STREAMABLE_BUILDER_TLS must be 'secret', 'files' or 'none', got {tls!r}")
-    files = {k: _env(f"STREAMABLE_BUILDER_TLS_{k.upper()}") for k in ("ca", "cert", "key")}
-    if tls == "files":
-        for k, v in files.items():
-            _require(v, f"STREAMABLE_BUILDER_TLS_{k.upper()}", "STREAMABLE_BUILDER_TLS=files needs CA, cert and key paths")
-    kubeconfig = _env("STREAMABLE_KUBECONFIG")
+    if s.builder_discovery == "static":
+        s.require("builder_addrs", "discovery 'static' needs comma-separated tcp://host:port addresses")
+    if s.builder_tls == "files":
+        for field in ("builder_tls_ca", "builder_tls_cert", "builder_tls_key"):
+            s.require(field, "STREAMABLE_BUILDER_TLS=files needs CA, cert and key paths")
     builder = BuilderPoolResource(
-        discovery=discovery,  # type: ignore[arg-type]
-        static_addrs=addrs,
-        namespace=_env("STREAMABLE_BUILDER_NAMESPACE") or BUILDER_NAMESPACE,
-        statefulset=_env("STREAMABLE_BUILDER_STATEFULSET") or BUILDER_STATEFULSET,
-        kubeconfig=kubeconfig,
-        tls=tls,  # type: ignore[arg-type]
-        tls_ca_file=files["ca"], tls_cert_file=files["cert"], tls_key_file=files["key"],
-        buildctl_bin=_env("STREAMABLE_BUILDCTL") or "buildctl",
-        max_parallel_per_builder=int(_env("STREAMABLE_BUILDER_MAX_PARALLEL") or 2),
+        discovery=cast(Literal["statefulset", "static"], s.builder_discovery),  # validated by Settings
+        static_addrs=s.builder_addr_list,
+        namespace=s.builder_namespace or BUILDER_NAMESPACE,
+        statefulset=s.builder_statefulset or BUILDER_STATEFULSET,
+        kubeconfig=s.kubeconfig,
+        tls=cast(Literal["secret", "files", "none"], s.builder_tls),  # validated by Settings
+        tls_ca_file=s.builder_tls_ca, tls_cert_file=s.builder_tls_cert, tls_key_file=s.builder_tls_key,
+        buildctl_bin=s.buildctl,
+        max_parallel_per_builder=s.builder_max_parallel,
         ecr=ecr,
     )
-    canary = CanaryResource(kubeconfig=kubeconfig, namespace=_env("STREAMABLE_CANARY_NAMESPACE") or CANARY_NAMESPACE)
+    canary = CanaryResource(kubeconfig=s.kubeconfig, namespace=s.canary_namespace or CANARY_NAMESPACE)
     # Steps run in separate pods (K8sRunLauncher, run retries, release re-run alone): outputs live in S3.
-    bucket = _env("STREAMABLE_IO_BUCKET")
-    _require(bucket, "STREAMABLE_IO_BUCKET", "an S3 bucket for step outputs (steps run in separate pods)")
+    bucket = s.require("io_bucket", "an S3 bucket for step outputs (steps run in separate pods)")
     io_manager = S3PickleIOManager(
-        s3_resource=S3Resource(region_name=region, endpoint_url=_env("STREAMABLE_S3_ENDPOINT_URL")),
-        s3_bucket=bucket, s3_prefix=_env("STREAMABLE_IO_PREFIX") or "streamable",
+        s3_resource=S3Resource(region_name=s.region, endpoint_url=s.s3_endpoint_url),
+        s3_bucket=bucket, s3_prefix=s.io_prefix,
     )
     return {"builder": builder, "ecr": ecr, "canary": canary, "registry": EcrRegistryResource(ecr=ecr),
             "io_manager": io_manager}

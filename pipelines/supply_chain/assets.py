@@ -7,41 +7,27 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
 
 from pipelines.logstream import BatchedLog
+from pipelines.metadata import short_digest, sized, table, text_lines
+from pipelines.resource_defs.base import BuilderResource, RegistryResource, TargetsResource, WorkspaceResource
+from pipelines.supply_chain.checks import SOCI_INDEX, VERIFY_CHECK, build_checks
+from pipelines.supply_chain.config import ImageBuildConfig
+from pipelines.supply_chain.values import BuiltImage, PlatformIndex, ReleasedImage, SociImage
 from resources import defaults
 from resources.builders.base import BuildError, BuildRequest
 from resources.builders.candidates import discard_pushed
-from pipelines.resource_defs.base import BuilderResource, CanaryBase, RegistryResource, TargetsResource, WorkspaceResource
 from resources.builders.secrets import write_build_secrets
 from resources.git.checkout import checkout_source
-from resources.release.promote import describe, layer_rows, promote
 from resources.oci.refs import ImageRef
-from resources.soci.convert import SociConverter
-from resources.soci.verify import verify_image
-from resources.release.tags import candidate_tag, release_tags, soci_tag
+from resources.release.plan import overridden_build_args, plan_release, wanted_tags
+from resources.release.promote import describe, layer_rows, promote
+from resources.release.tags import candidate_tag, soci_tag
 from resources.release.targets import TargetsConfig
+from resources.soci.convert import SociConverter
 
 GROUP = "supply_chain"
-VERIFY_CHECK = "lazy_pull_verifies"
-
-
-class ImageBuildConfig(dg.Config):
-    """Run config for a build, e.g. from the UI launchpad or a sensor."""
-
-    commit: str | None = Field(default=None, description="commit SHA to build; default: head of the target's branch")
-    ref: str | None = Field(default=None, description="git ref the commit belongs to (refs/heads/x, refs/tags/v1.2.3)")
-    build_args: dict[str, str] = Field(default_factory=dict, description="build args merged over the target's")
-    no_cache: bool = Field(default=False, description="rebuild every step (--no-cache), e.g. after a build secret "
-                           "rotated: BuildKit keeps secret contents out of its cache key")
-
-
-def _md_table(rows: list[dict], cols: list[str]) -> dg.MetadataValue:
-    """A markdown table for the UI."""
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    body = "".join("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |\n" for r in rows)
-    return dg.MetadataValue.md(head + body)
+__all__ = ["GROUP", "VERIFY_CHECK", "build_supply_chain"]
 
 
 def raise_build_failure(exc: BuildError, client_for, log) -> None:
@@ -49,12 +35,44 @@ def raise_build_failure(exc: BuildError, client_for, log) -> None:
     if not exc.pushed:
         raise exc
     outcomes = discard_pushed(exc.pushed, client_for, log)
-    raise dg.Failure(description=str(exc), metadata={
-        "failed_step": exc.step or "",
-        "buildkit_warnings": "\n".join(exc.warnings),
-        "pushed_candidates_deleted": ", ".join(o.image for o in outcomes if o.deleted),
-        "pushed_candidates_kept_failed": ", ".join(f"{o.image} ({o.detail})" for o in outcomes if not o.deleted),
-    }) from None
+    md = {"failed_step": exc.step or "", "buildkit_warnings": "\n".join(exc.warnings),
+          "pushed_candidates_deleted": ", ".join(o.image for o in outcomes if o.deleted),
+          "pushed_candidates_kept_failed": ", ".join(f"{o.image} ({o.detail})" for o in outcomes if not o.deleted)}
+    raise dg.Failure(description=str(exc), metadata=md) from None
+
+
+def _image_metadata(image: BuiltImage, summary: dict, duration_s: float, cache_hits: int | None,
+                    steps: int | None, ui_url: str | None) -> dict:
+    rows = layer_rows(summary)
+    multi = "manifests" in summary
+    md: dict = {
+        "commit": image.commit,
+        "image": f"{image.registry}/{image.repository}@{image.digest}",
+        "candidate_tag": image.candidate_tag,
+        "digest": image.digest,
+        "size_bytes": summary["size"],
+        "size": sized(summary["size"]),
+        "layers": table([{"digest": short_digest(r["digest"]), "media_type": r["media_type"], "size": sized(r["size"]),
+                          "bytes": r["size"], "platform": r.get("platform") or None} for r in rows],
+                        [("digest", str, "layer digest (short)"), ("media_type", str, ""), ("size", str, ""),
+                         ("bytes", int, "exact size"), *([("platform", str, "")] if multi else [])]),
+        "layer_count": len(rows),
+        "build_seconds": duration_s,
+        "builder": image.builder,
+    }
+    if image.ref:
+        md["ref"] = image.ref
+    if image.dirty:
+        md["uncommitted_changes_ignored"] = True
+    if cache_hits is not None:
+        md["cache_hits"] = cache_hits
+    if steps is not None:
+        md["steps"] = steps
+    if image.overridden_build_args:
+        md["build_args_overridden"] = ", ".join(image.overridden_build_args)
+    if ui_url:
+        md["repository_ui"] = dg.MetadataValue.url(ui_url)
+    return md
 
 
 def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.PartitionsDefinition]:
@@ -75,7 +93,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         builder: BuilderResource,
         registry: RegistryResource,
         workspace: WorkspaceResource,
-    ) -> dg.Output[dict]:
+    ) -> dg.Output[BuiltImage]:
         target = targets.load().get(context.partition_key)
         work = Path(tempfile.mkdtemp(prefix=f"build-{target.name}-", dir=workspace.scratch))
         try:
@@ -102,9 +120,11 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             )
             context.log.info(f"building {target.name} at {co.commit[:12]} -> {ref}")
             if co.dirty and co.commit.strip("0"):
-                context.log.warning(f"{target.source.local}: uncommitted changes are not built; building commit {co.commit[:12]}")
+                context.log.warning(f"{target.source.local}: uncommitted changes are not built; "
+                                    f"building commit {co.commit[:12]}")
             elif co.dirty:
-                context.log.warning(f"{target.source.local} is not in a git repository: building the directory as it is")
+                context.log.warning(f"{target.source.local} is not in a git repository: "
+                                    "building the directory as it is")
             with BatchedLog(context.log.info) as log:
                 try:
                     result = builder.get_builder().build(request, log)
@@ -114,31 +134,24 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 context.log.warning(f"BuildKit warning for {target.name}: {warning}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        overridden = overridden_build_args(target, config.build_args)
+        if overridden:
+            context.log.warning(f"build args {', '.join(overridden)} differ from targets.yaml: this build will not "
+                                "move the target's release tags (only the run's extra_tags)")
         with registry.client(ref.registry) as client:
             summary = describe(client, ref.repository, result.digest)
-        value = {
-            "target": target.name, "registry": ref.registry, "repository": ref.repository,
-            "candidate_tag": cand, "digest": result.digest, "commit": co.commit, "ref": co.ref,
-            "dirty": co.dirty, "builder": result.builder,
-        }
-        rows = layer_rows(summary)
-        return dg.Output(value, metadata={
-            "commit": co.commit,
-            "ref": co.ref or "",
-            "uncommitted_changes_ignored": co.dirty,
-            "image": f"{ref.registry}/{ref.repository}@{result.digest}",
-            "candidate_tag": cand,
-            "digest": result.digest,
-            "size_bytes": summary["size"],
-            "layers": _md_table(rows, ["digest", "media_type", "size", *(["platform"] if "manifests" in summary else [])]),
-            "layer_count": len(rows),
-            "build_seconds": result.duration_s,
-            "builder": result.builder,
-            "cache_hits": result.cache_hits if result.cache_hits is not None else -1,
-            "steps": result.steps_total if result.steps_total is not None else -1,
-            "buildkit_warnings": "\n".join(result.warnings),
-            "no_cache": config.no_cache,
-        })
+        value = BuiltImage(
+            target=target.name, registry=ref.registry, repository=ref.repository, candidate_tag=cand,
+            digest=result.digest, commit=co.commit, ref=co.ref, dirty=co.dirty, builder=result.builder,
+            overridden_build_args=tuple(overridden), extra_tags=tuple(config.extra_tags),
+        )
+        md = _image_metadata(value, summary, result.duration_s, result.cache_hits, result.steps_total,
+                             registry.ui_url(ref.repository))
+        if result.warnings:
+            md["buildkit_warnings"] = "\n".join(result.warnings)
+        if config.no_cache:
+            md["no_cache"] = True
+        return dg.Output(value, metadata=md)
 
     @dg.asset(
         group_name=GROUP,
@@ -147,10 +160,11 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         kinds={"soci"},
         description="The SOCI-enabled image: zTOCs, SOCI index manifest and the image index that points nodes at it.",
     )
-    def soci_index(context: dg.AssetExecutionContext, image: dict, targets: TargetsResource, registry: RegistryResource) -> dg.Output[dict]:
+    def soci_index(context: dg.AssetExecutionContext, image: BuiltImage, targets: TargetsResource,
+                   registry: RegistryResource) -> dg.Output[SociImage]:
         target = targets.load().get(context.partition_key)
-        src = ImageRef(registry=image["registry"], repository=image["repository"], digest=image["digest"])
-        dst = ImageRef(registry=image["registry"], repository=image["repository"], tag=soci_tag(image["candidate_tag"]))
+        src = ImageRef(registry=image.registry, repository=image.repository, digest=image.digest)
+        dst = ImageRef(registry=image.registry, repository=image.repository, tag=soci_tag(image.candidate_tag))
         started = time.monotonic()
         with registry.client(src.registry) as client:
             converter = SociConverter(
@@ -161,58 +175,33 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 all_platforms=True,
             )
             result = converter.convert(src, dst)
-        summary = result.to_dict()
-        digest = result.image_digest
-        value = {**image, "soci_tag": dst.tag, "image_index_digest": digest,
-                 "platforms": [{"platform": p.platform, "manifest_digest": p.manifest_digest,
-                                "soci_index_digest": p.soci_index_digest} for p in result.platforms]}
-        ztocs = [dict(vars(z), platform=p.platform) for p in result.platforms for z in p.ztocs]
-        skipped = [dict(vars(k), platform=p.platform) for p in result.platforms for k in p.skipped_layers]
-        return dg.Output(value, metadata={
-            "image_index_digest": digest,
-            "soci_index_digests": dg.MetadataValue.json(value["platforms"]),
-            "ztocs": _md_table(ztocs, ["platform", "layer_digest", "layer_size", "ztoc_digest", "ztoc_size", "spans", "files", "reused"]),
-            "skipped_layers": _md_table(skipped, ["platform", "layer_digest", "layer_size", "reason"]),
+        value = SociImage(image=image, soci_tag=str(dst.tag), image_index_digest=result.image_digest,
+                          platforms=tuple(PlatformIndex(p.platform, p.manifest_digest, p.soci_index_digest)
+                                          for p in result.platforms))
+        ztocs = [{"platform": p.platform, "layer": short_digest(z.layer_digest), "layer_size": sized(z.layer_size),
+                  "ztoc": short_digest(z.ztoc_digest), "ztoc_size": sized(z.ztoc_size), "spans": z.spans,
+                  "files": z.files, "reused": z.reused} for p in result.platforms for z in p.ztocs]
+        skipped = [{"platform": p.platform, "layer": short_digest(k.layer_digest), "layer_size": sized(k.layer_size),
+                    "reason": k.reason} for p in result.platforms for k in p.skipped_layers]
+        md: dict = {
+            "image_index_digest": value.image_index_digest,
+            "soci_indexes": table([{"platform": p.platform, "manifest": short_digest(p.manifest_digest),
+                                    "soci_index": short_digest(p.soci_index_digest) or None} for p in value.platforms],
+                                  [("platform", str, ""), ("manifest", str, "image manifest"),
+                                   ("soci_index", str, "SOCI index manifest")]),
+            "ztocs": table(ztocs, [("platform", str, ""), ("layer", str, "layer digest"), ("layer_size", str, ""),
+                                   ("ztoc", str, "zTOC digest"), ("ztoc_size", str, ""), ("spans", int, ""),
+                                   ("files", int, ""), ("reused", bool, "zTOC reused, not rebuilt")]),
             "layers_built": result.layers_built,
             "layers_reused": result.layers_reused,
-            "format": summary["format"],
+            "format": result.to_dict()["format"],
             "seconds": round(time.monotonic() - started, 3),
             "soci_ref": str(dst),
-        })
-
-    @dg.asset_check(asset=soci_index, name=VERIFY_CHECK, blocking=True, partitions_def=partitions,
-                    description="Finds the SOCI index the way a node does and lazy-reads real files through zTOC checkpoints.")
-    def lazy_pull_verifies(context: dg.AssetCheckExecutionContext, soci_index: dict, targets: TargetsResource,
-                           registry: RegistryResource, canary: CanaryBase) -> dg.AssetCheckResult:
-        target = targets.load().get(context.op_execution_context.partition_key)
-        digest = soci_index["image_index_digest"]
-        ref = ImageRef(registry=soci_index["registry"], repository=soci_index["repository"], digest=digest)
-        with registry.client(ref.registry) as client:
-            report = verify_image(client, ref, sample=target.verify.sample, required_files=list(target.verify.required_files))
-        passed, reason = bool(report.passed), report.failure or ""
-        canary_meta: dict = {}
-        if passed and target.verify.canary.enabled:
-            try:
-                canary_meta = canary.run_canary(str(ref), command=list(target.verify.canary.command),
-                                                args=list(target.verify.canary.args),
-                                                timeout_s=target.verify.canary.timeout_s)
-            except Exception as exc:  # noqa: BLE001 - any canary failure fails the check with its message
-                passed, reason = False, f"canary: {exc}"
-        return dg.AssetCheckResult(
-            passed=passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=None if passed else f"verification failed: {reason}",
-            metadata={**canary_meta,  # already named canary_* (CanaryResult.metadata)
-                "verified_digest": digest,
-                "files_checked": report.files_checked,
-                "bytes_fetched": report.lazy_bytes_fetched,
-                "layer_bytes": report.lazy_layer_bytes,
-                "image_layer_bytes": report.image_layer_bytes,
-                "reason": reason,
-                "files": _md_table([dict(vars(f), platform=p.platform) for p in report.platforms for f in p.files],
-                                   ["platform", "name", "size", "why", "spans_fetched", "bytes_fetched", "lazy"]),
-            },
-        )
+        }
+        if skipped:
+            md["skipped_layers"] = table(skipped, [("platform", str, ""), ("layer", str, "layer digest"),
+                                                   ("layer_size", str, ""), ("reason", str, "why no zTOC")])
+        return dg.Output(value, metadata=md)
 
     @dg.asset(
         group_name=GROUP,
@@ -223,56 +212,55 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         # blocking verification passed; the step itself re-checks that the pass was for this very digest.
         automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     )
-    def release(context: dg.AssetExecutionContext, soci_index: dict, targets: TargetsResource, registry: RegistryResource) -> dg.Output[dict]:
+    def release(context: dg.AssetExecutionContext, soci_index: SociImage, targets: TargetsResource,
+                registry: RegistryResource) -> dg.Output[ReleasedImage]:
         target = targets.load().get(context.partition_key)
-        digest = soci_index["image_index_digest"]
+        digest = soci_index.image_index_digest
         _require_passed_check(context, digest)
-        default_branch = target.source.git.ref if target.source.git else "main"
-        tags = release_tags(target.tags, commit=soci_index["commit"], ref=soci_index.get("ref"), default_branch=default_branch)
-        notes: list[str] = []
-        repo = soci_index["repository"]
-        with registry.client(soci_index["registry"]) as client:
-            # Plan every tag before moving any: a write-once tag that already points elsewhere is left alone.
-            chosen: list[str] = []
-            for tag in tags:
-                final, note, write_once = registry.release_tag(repo, tag)
-                if note:
-                    notes.append(note)
-                existing = client.head_manifest(repo, final) if write_once else None
-                if existing is not None and existing.digest != digest:
-                    notes.append(f"{repo}:{final} is immutable and already points at {existing.digest}; left as it is")
-                    continue
-                chosen.append(final)
-            for note in notes:
+        built = soci_index.image
+        tags, held_back, notes = wanted_tags(target, commit=built.commit, ref=built.ref,
+                                             overridden=built.overridden_build_args, extra_tags=built.extra_tags)
+        repo = soci_index.repository
+        with registry.client(soci_index.registry) as client:
+            plan = plan_release(client, repo, digest, tags, registry.release_tag, held_back=held_back, notes=notes)
+            for note in plan.notes:
                 context.log.warning(note)
-            tags = list(dict.fromkeys(chosen))
-            moves = promote(client, repo, digest, tags)
-        image = f"{soci_index['registry']}/{soci_index['repository']}"
-        return dg.Output(
-            {**soci_index, "release_tags": tags},
-            metadata={
-                "notes": "\n".join(notes),
-                "image": f"{image}@{digest}",
-                "tags": dg.MetadataValue.json([{"tag": m.tag, "previous": m.previous, "current": m.current} for m in moves]),
-                "released_refs": ", ".join(f"{image}:{t}" for t in tags),
-            },
-        )
+            moves = promote(client, repo, digest, plan.tags)
+        image = f"{soci_index.registry}/{repo}"
+        md: dict = {
+            "image": f"{image}@{digest}",
+            "tag_moves": table([{"tag": m.tag, "from": short_digest(m.previous) or None, "to": short_digest(m.current)}
+                                for m in moves],
+                               [("tag", str, ""), ("from", str, "digest before (none: new tag)"),
+                                ("to", str, "digest now")]),
+            "released_refs": ", ".join(f"{image}:{t}" for t in plan.tags) or "none",
+            **text_lines(plan.notes),
+        }
+        ui_url = registry.ui_url(repo)
+        if ui_url:
+            md["repository_ui"] = dg.MetadataValue.url(ui_url)
+        if plan.held_back:
+            md["tags_not_moved"] = ", ".join(plan.held_back)
+            md["release_rule"] = ("build args overridden in the run config: only the candidate tag "
+                                  f"{built.candidate_tag} and the run's extra_tags name this image")
+        return dg.Output(ReleasedImage(soci=soci_index, release_tags=tuple(plan.tags),
+                                       held_back_tags=tuple(plan.held_back)), metadata=md)
 
-    return [image, soci_index, release], [lazy_pull_verifies], partitions
+    return [image, soci_index, release], build_checks(partitions), partitions
 
 
 def _require_passed_check(context: dg.AssetExecutionContext, digest: str) -> None:
     """Refuse to release unless the blocking check passed for this very digest and partition."""
-    check_key = dg.AssetCheckKey(dg.AssetKey("soci_index"), VERIFY_CHECK)
+    check_key = dg.AssetCheckKey(SOCI_INDEX, VERIFY_CHECK)
     records = context.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=50)
     for rec in records:
-        if rec.partition not in (None, context.partition_key) or rec.event is None:
+        evaluation = rec.event.asset_check_evaluation if rec.event is not None else None
+        if evaluation is None or rec.partition not in (None, context.partition_key):
             continue
-        evaluation = rec.event.dagster_event.event_specific_data if rec.event.dagster_event else None
-        meta = getattr(evaluation, "metadata", {}) or {}
-        verified = meta.get("verified_digest")
-        if verified is not None and getattr(verified, "value", verified) == digest:
-            if getattr(evaluation, "passed", False):
+        verified = evaluation.metadata.get("verified_digest")
+        if verified is not None and verified.value == digest:
+            if evaluation.passed:
                 return
             break
-    raise dg.Failure(f"refusing to release {digest}: no passing '{VERIFY_CHECK}' check for it (partition {context.partition_key})")
+    raise dg.Failure(f"refusing to release {digest}: no passing '{VERIFY_CHECK}' check for it "
+                     f"(partition {context.partition_key})")

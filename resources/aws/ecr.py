@@ -20,22 +20,23 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from resources.builders.docker_auth import RegistryCredential
 from resources.defaults import SOCI_TAG_SUFFIX
+from resources.errors import StreamableError
+from resources.log import LogFn
 
-LogFn = Callable[[str], None]
 TagMutability = Literal["MUTABLE", "IMMUTABLE", "MUTABLE_WITH_EXCLUSION", "IMMUTABLE_WITH_EXCLUSION"]
 TOKEN_LIFETIME = timedelta(hours=12)
 _EXCLUSION_RE = re.compile(r"^[0-9a-zA-Z._*-]{1,128}$")
 _REPO_RE = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
-class EcrError(RuntimeError):
+class EcrError(StreamableError, RuntimeError):
     """An ECR call failed or a setting is invalid; names the repository and operation, never a token."""
 
     def __init__(self, message: str, *, repository: str | None = None, code: str | None = None) -> None:
@@ -55,9 +56,14 @@ def check_lifecycle_policy(policy: Mapping[str, Any], *, allow_untagged_expiry: 
             raise EcrError(f"lifecycle policy rule #{i + 1} needs rulePriority and selection")
         status = sel.get("tagStatus")
         if status not in ("tagged", "untagged", "any"):
-            raise EcrError(f"lifecycle policy rule priority {rule['rulePriority']}: tagStatus must be tagged|untagged|any")
+            raise EcrError(
+                f"lifecycle policy rule priority {rule['rulePriority']}: tagStatus must be tagged|untagged|any"
+            )
         if status == "tagged" and not (sel.get("tagPatternList") or sel.get("tagPrefixList")):
-            raise EcrError(f"lifecycle policy rule priority {rule['rulePriority']}: tagged rules need tagPatternList or tagPrefixList")
+            raise EcrError(
+                f"lifecycle policy rule priority {rule['rulePriority']}: "
+                "tagged rules need tagPatternList or tagPrefixList"
+            )
         if status in ("untagged", "any") and not allow_untagged_expiry:
             raise EcrError(
                 f"lifecycle policy rule priority {rule['rulePriority']} expires {status} images; ECR rules cannot "
@@ -148,7 +154,7 @@ def tag_is_immutable(tag: str, mutability: str, exclusions: Sequence[str]) -> bo
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class EcrRegistry:
@@ -171,7 +177,7 @@ class EcrRegistry:
         self.clock = clock
         self.log = log or (lambda _m: None)
         self._auth: EcrAuthorization | None = None
-        self._refresh_at = datetime.min.replace(tzinfo=timezone.utc)
+        self._refresh_at = datetime.min.replace(tzinfo=UTC)
         self._lock = threading.Lock()
         self.token_fetches = 0
 
@@ -188,7 +194,9 @@ class EcrRegistry:
             raise self._error(exc, operation, repository) from None
         except BotoCoreError as exc:
             where = f" for repository {repository!r}" if repository else ""
-            raise EcrError(f"ECR {operation}{where} failed: {type(exc).__name__}: {exc}", repository=repository) from None
+            raise EcrError(
+                f"ECR {operation}{where} failed: {type(exc).__name__}: {exc}", repository=repository
+            ) from None
 
     @staticmethod
     def _error(exc: ClientError, operation: str, repository: str | None) -> EcrError:
@@ -202,7 +210,9 @@ class EcrRegistry:
             hint = f" (throttled by AWS after {int(attempts or 0) + 1} attempt(s); raise max_attempts or retry later)"
         elif code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
             hint = f" (the IAM role needs ecr:{_action(operation)} on this repository)"
-        return EcrError(f"ECR {_action(operation)}{where} failed: {code}: {message}{hint}", repository=repository, code=code)
+        return EcrError(
+            f"ECR {_action(operation)}{where} failed: {code}: {message}{hint}", repository=repository, code=code
+        )
 
     # -- repositories ------------------------------------------------------------------------------------------
 
@@ -266,7 +276,9 @@ class EcrRegistry:
                 f"{settings.encryption}; ECR cannot change encryption after creation (recreate the repository or "
                 "align the setting)", repository=name)
         have_excl = sorted(f.get("filter", "") for f in repo.get("imageTagMutabilityExclusionFilters") or [])
-        if repo.get("imageTagMutability") != settings.tag_mutability or have_excl != sorted(settings.mutability_exclusions):
+        if repo.get("imageTagMutability") != settings.tag_mutability or have_excl != sorted(
+            settings.mutability_exclusions
+        ):
             kwargs: dict[str, Any] = {"repositoryName": name, "imageTagMutability": settings.tag_mutability, **reg}
             if settings.mutability_exclusions:
                 kwargs["imageTagMutabilityExclusionFilters"] = _exclusion_filters(settings)
@@ -332,7 +344,7 @@ class EcrRegistry:
         if not isinstance(expires, datetime):
             expires = self.clock() + TOKEN_LIFETIME
         if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=timezone.utc)
+            expires = expires.replace(tzinfo=UTC)
         self.log(f"ECR token fetched for {host} (expires {expires.isoformat()})")
         return EcrAuthorization(registry=host, username=user, password=password, expires_at=expires)
 
@@ -383,7 +395,9 @@ class EcrRegistry:
     def soci_tag_for(self, repository: str, tag: str) -> SociTagChoice:
         """`<tag>-soci` when the repository will not let `tag` be overwritten, else `tag` itself."""
         if tag.endswith(SOCI_TAG_SUFFIX):
-            raise EcrError(f"tag {tag!r} in {repository!r} already carries the {SOCI_TAG_SUFFIX} suffix", repository=repository)
+            raise EcrError(
+                f"tag {tag!r} in {repository!r} already carries the {SOCI_TAG_SUFFIX} suffix", repository=repository
+            )
         repo = self.describe_repository(repository)
         if repo is None:
             raise EcrError(f"ECR repository {repository!r} does not exist", repository=repository,

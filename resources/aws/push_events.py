@@ -11,8 +11,9 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from resources.defaults import SOCI_TAG_SUFFIX
-from resources.registry import is_referrers_tag
+from resources.errors import StreamableError
 from resources.oci.media_types import SOCI_ARTIFACT_TYPES
+from resources.registry import is_referrers_tag
 from resources.release.tags import is_candidate_tag
 
 ECR_SOURCE = "aws.ecr"
@@ -25,7 +26,7 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-class MalformedEventError(ValueError):
+class MalformedEventError(StreamableError, ValueError):
     """A queue message is not a well-formed ECR image push event; the message says which field is wrong."""
 
 
@@ -62,7 +63,7 @@ def is_soci_output(tag: str | None, artifact_media_type: str | None = None) -> b
     and the build pipeline's candidate tags (indexed by the pipeline itself, never by the backfill)."""
     if artifact_media_type in SOCI_ARTIFACT_TYPES or is_candidate_tag(tag):
         return True
-    return bool(tag) and (tag.endswith(SOCI_TAG_SUFFIX) or is_referrers_tag(tag))
+    return tag is not None and (tag.endswith(SOCI_TAG_SUFFIX) or is_referrers_tag(tag))
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,11 @@ def receive(sqs: SqsClient, queue_url: str, *, max_messages: int = 100, wait_s: 
     """Receive up to `max_messages` (in batches of 10) until the queue looks empty."""
     out: list[QueueMessage] = []
     while len(out) < max_messages:
-        kwargs: dict[str, Any] = {"QueueUrl": queue_url, "MaxNumberOfMessages": min(SQS_MAX_BATCH, max_messages - len(out)),
-                                  "WaitTimeSeconds": wait_s if not out else 0}
+        kwargs: dict[str, Any] = {
+            "QueueUrl": queue_url,
+            "MaxNumberOfMessages": min(SQS_MAX_BATCH, max_messages - len(out)),
+            "WaitTimeSeconds": wait_s if not out else 0,
+        }
         if visibility_timeout_s is not None:
             kwargs["VisibilityTimeout"] = visibility_timeout_s
         batch = sqs.receive_message(**kwargs).get("Messages") or []
@@ -225,6 +229,8 @@ def delete(sqs: SqsClient, queue_url: str, receipt_handles: Sequence[str]) -> li
     errors: list[str] = []
     for start in range(0, len(receipt_handles), SQS_MAX_BATCH):
         chunk = receipt_handles[start:start + SQS_MAX_BATCH]
-        res = sqs.delete_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)])
+        res = sqs.delete_message_batch(
+            QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
+        )
         errors += [f"{f.get('Code')}: {f.get('Message')}" for f in res.get("Failed") or []]
     return errors

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-LogFn = Callable[[str], None]
+from resources.errors import StreamableError
+from resources.log import LogFn
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class PruneResult:
     freed_bytes: int
 
 
-class BuildError(RuntimeError):
+class BuildError(StreamableError, RuntimeError):
     """A build failed; carries the target, the failing step and its output."""
 
     def __init__(self, target: str, message: str, *, step: str | None = None, output: str = "",

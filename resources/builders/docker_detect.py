@@ -6,10 +6,12 @@ import os
 import shutil
 import subprocess
 
+from resources.errors import StreamableError
+
 CANDIDATES = ("/usr/bin/docker", "/usr/local/bin/docker", "docker")
 
 
-class NoBuildKitDockerError(RuntimeError):
+class NoBuildKitDockerError(StreamableError, RuntimeError):
     """No Docker CLI on this machine can run BuildKit builds."""
 
 

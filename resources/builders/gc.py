@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from resources.builders.base import ImageBuilder, LogFn, PruneResult
+from resources.errors import StreamableError
 
 _SIZE_KEYS = ("keepbytes", "reservedspace", "maxusedspace", "minfreespace")
 
 
-class GcConfigError(ValueError):
+class GcConfigError(StreamableError, ValueError):
     """A GC policy file cannot be read; the message names the file and the field."""
 
 

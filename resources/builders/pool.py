@@ -33,6 +33,7 @@ from resources.builders.buildctl import BuildctlBuilder, BuilderUnavailableError
 from resources.builders.docker_auth import CredentialsProvider
 from resources.builders.tls import TlsSource
 from resources.defaults import BUILDER_NAMESPACE, BUILDER_PORT, BUILDER_STATEFULSET
+from resources.errors import StreamableError
 from resources.k8s.client import KubernetesError, api_error, label_selector, pod_readiness
 
 
@@ -163,7 +164,7 @@ class RoutedBuildResult(BuildResult):
     """`name: reason` for every higher-ranked builder that was passed over."""
 
 
-class PruneError(RuntimeError):
+class PruneError(StreamableError, RuntimeError):
     """Some builders could not be pruned; `.results` holds the ones that were, `.failures` name the others."""
 
     def __init__(self, results: list[PruneResult], failures: dict[str, str]) -> None:

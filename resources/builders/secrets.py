@@ -6,8 +6,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from resources.errors import StreamableError
 
-class BuildSecretError(RuntimeError):
+
+class BuildSecretError(StreamableError, RuntimeError):
     """A build secret's environment variable is missing; names the target, the secret id and the variable."""
 
 

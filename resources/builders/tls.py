@@ -17,13 +17,14 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from resources.defaults import BUILDER_CLIENT_TLS_SECRET, BUILDER_NAMESPACE, BUILDER_TLS_SERVER_NAME
+from resources.errors import StreamableError
 from resources.k8s.client import api_error
 
 # Key names in the secret, tried in order: moby/buildkit examples/kubernetes/create-certs.sh, then kubernetes.io/tls.
 SECRET_KEY_SETS = (("ca.pem", "cert.pem", "key.pem"), ("ca.crt", "tls.crt", "tls.key"))
 
 
-class TlsError(RuntimeError):
+class TlsError(StreamableError, RuntimeError):
     """TLS material is missing or unreadable; names the file or secret and key, never the content."""
 
 

@@ -1,22 +1,18 @@
-"""Materialize a build context at an exact commit from a git repository (argv only, no shell)."""
+"""Materialize a build context at an exact commit from a git repository (through resources/git/runner.py)."""
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
-import subprocess
 import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.git.remote import GitCredentials, GitRemoteError, GitRunner, redact
+from resources.errors import StreamableError
+from resources.git.cache import CloneCache
+from resources.git.runner import GitCredentials, GitRemoteError, GitRunner, redact
 from resources.release.targets import GitSource, Source
 
 
-class GitCheckoutError(RuntimeError):
+class GitCheckoutError(StreamableError, RuntimeError):
     """A git operation for a target's source failed; names the repository and the ref."""
 
 
@@ -30,46 +26,26 @@ class Checkout:
     dirty: bool = False
 
 
-def _git(args: list[str], *, cwd: Path | None = None, what: str) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+_LOCAL = GitRunner(timeout_s=600)
+"""Runs git on local repositories (no credentials)."""
+
+
+def _git(args: list[str], *, cwd: Path | None = None, what: str, runner: GitRunner = _LOCAL) -> str:
+    """`git <args>` through the one runner; its error becomes a GitCheckoutError naming `what`."""
     try:
-        res = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    except subprocess.TimeoutExpired:
-        raise GitCheckoutError(f"{what}: git {args[0]} timed out") from None
-    if res.returncode != 0:
-        raise GitCheckoutError(f"{what}: git {args[0]} failed: {redact(res.stderr.strip())}")
-    return res.stdout.strip()
-
-
-def _cache_dir(cache_root: Path, repo: str) -> Path:
-    return cache_root / hashlib.sha256(repo.encode()).hexdigest()[:16]
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive lock beside a cached clone, so parallel runs never fetch into it at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        return runner.run(args, what=what, cwd=cwd).strip()
+    except GitRemoteError as exc:
+        raise GitCheckoutError(str(exc)) from None
 
 
 def resolve_and_fetch(git: GitSource, *, commit: str | None, ref: str | None, cache_root: Path,
                       credentials: GitCredentials | None = None) -> tuple[Path, str, str]:
-    """Update a cached bare clone (under a lock) and return (git dir, resolved commit, ref used)."""
-    gdir = _cache_dir(cache_root, git.repo)
+    """Update the cached bare clone (under its lock) and return (git dir, resolved commit, ref used)."""
     runner = GitRunner(credentials=credentials, askpass_dir=cache_root, timeout_s=600)
-    with _locked(gdir.with_suffix(".lock")):
-        return _resolve_and_fetch(git, gdir, commit=commit, ref=ref, runner=runner)
-
-
-def _fetch(runner: GitRunner, gdir: Path, args: list[str], *, what: str) -> None:
-    """A networked fetch into the cache: credentials through GIT_ASKPASS, never in argv or messages."""
+    cache = CloneCache(cache_root, runner, partial=False)
     try:
-        runner.run(["--git-dir", str(gdir), "fetch", "--quiet", *args], what=what)
+        with cache.locked(git.repo) as gdir:
+            return _resolve_and_fetch(git, gdir, commit=commit, ref=ref, runner=runner)
     except GitRemoteError as exc:
         raise GitCheckoutError(str(exc)) from None
 
@@ -77,21 +53,20 @@ def _fetch(runner: GitRunner, gdir: Path, args: list[str], *, what: str) -> None
 def _resolve_and_fetch(git: GitSource, gdir: Path, *, commit: str | None, ref: str | None,
                        runner: GitRunner) -> tuple[Path, str, str]:
     what = f"repository {redact(git.repo)}"
-    if not (gdir / "HEAD").exists():
-        gdir.parent.mkdir(parents=True, exist_ok=True)
-        _git(["init", "--bare", "--quiet", str(gdir)], what=what)
     ref_used = ref or f"refs/heads/{git.ref}"
     refspecs = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
-    _fetch(runner, gdir, ["--prune", "--no-write-fetch-head", git.repo, *refspecs], what=what)
+    fetch = ["--git-dir", str(gdir), "fetch", "--quiet"]
+    _git([*fetch, "--prune", "--no-write-fetch-head", git.repo, *refspecs], what=what, runner=runner)
+    verify = ["--git-dir", str(gdir), "rev-parse", "--verify"]
     if commit:
         try:
-            resolved = _git(["--git-dir", str(gdir), "rev-parse", "--verify", f"{commit}^{{commit}}"], what=what)
+            resolved = _git([*verify, f"{commit}^{{commit}}"], what=what)
         except GitCheckoutError:
-            _fetch(runner, gdir, [git.repo, commit], what=f"{what} commit {commit}")
-            resolved = _git(["--git-dir", str(gdir), "rev-parse", "--verify", f"{commit}^{{commit}}"], what=what)
+            _git([*fetch, git.repo, commit], what=f"{what} commit {commit}", runner=runner)
+            resolved = _git([*verify, f"{commit}^{{commit}}"], what=what)
         return gdir, resolved, ref_used
     local_ref = ref_used.replace("refs/heads/", "refs/remotes/origin/", 1)
-    resolved = _git(["--git-dir", str(gdir), "rev-parse", "--verify", f"{local_ref}^{{commit}}"], what=f"{what} ref {ref_used}")
+    resolved = _git([*verify, f"{local_ref}^{{commit}}"], what=f"{what} ref {ref_used}")
     return gdir, resolved, ref_used
 
 
@@ -99,27 +74,26 @@ def export_tree(git_dir: Path, commit: str, subdir: str, dest: Path, *, what: st
     """Write the tree of `commit:subdir` into `dest` (no .git), via `git archive`."""
     dest.mkdir(parents=True, exist_ok=True)
     treeish = commit if subdir in ("", ".") else f"{commit}:{subdir.strip('/')}"
-    proc = subprocess.Popen(
-        ["git", "--git-dir", str(git_dir), "archive", "--format=tar", treeish],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "LC_ALL": "C"},
-    )
+    try:
+        proc = _LOCAL.stream(["--git-dir", str(git_dir), "archive", "--format=tar", treeish], what=what)
+    except GitRemoteError as exc:
+        raise GitCheckoutError(str(exc)) from None
     assert proc.stdout is not None
     with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
         tar.extractall(dest, filter="tar")
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.wait() != 0:
-        raise GitCheckoutError(f"{what}: git archive of {treeish} failed: {err.strip()}")
+        raise GitCheckoutError(f"{what}: git archive of {treeish} failed: {_LOCAL.redact(err.strip())}")
 
 
 def _local_repo(local: Path) -> Path | None:
     """Top of the git work tree holding `local`; None only when it is not in a git repository."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    res = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=local, env=env, capture_output=True, text=True, check=False)
-    if res.returncode == 0:
-        return Path(res.stdout.strip())
-    if "not a git repository" in res.stderr:
-        return None
-    raise GitCheckoutError(f"local context {local}: git rev-parse failed: {res.stderr.strip()}")
+    try:
+        return Path(_LOCAL.run(["rev-parse", "--show-toplevel"], cwd=local, what=f"local context {local}").strip())
+    except GitRemoteError as exc:
+        if "not a git repository" in str(exc):
+            return None
+        raise GitCheckoutError(str(exc)) from None
 
 
 def checkout_source(

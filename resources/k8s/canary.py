@@ -27,9 +27,10 @@ from resources.defaults import (
     SOCI_NODE_TAINT_KEY,
     SOCI_NODE_TAINT_VALUE,
 )
+from resources.errors import StreamableError
 from resources.k8s.client import api_error
+from resources.log import LogFn
 
-LogFn = Callable[[str], None]
 CONTAINER = "canary"
 PULL_FAILURE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
                                   "RegistryUnavailable"})
@@ -48,7 +49,7 @@ _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-class CanaryError(RuntimeError):
+class CanaryError(StreamableError, RuntimeError):
     """The canary pod could not pull or start the image, or did not finish in time; names image, pod and node."""
 
 
@@ -217,10 +218,15 @@ class CanaryVerifier:
         say(f"canary {where}: image {image_ref} on nodes {dict(self.node_selector)}")
         try:
             try:
-                self.core_api.create_namespaced_pod(self.namespace, self.pod_manifest(name, image_ref, command, args, timeout_s))
+                self.core_api.create_namespaced_pod(
+                    self.namespace, self.pod_manifest(name, image_ref, command, args, timeout_s)
+                )
             except ApiException as exc:
-                hint = (f" (does namespace {self.namespace} exist? it is created by deploy/k8s)"
-                        if exc.status == 404 else "")
+                hint = (
+                    f" (does namespace {self.namespace} exist? it is created by deploy/k8s)"
+                    if exc.status == 404
+                    else ""
+                )
                 raise CanaryError(f"canary for {image_ref}: {api_error(exc, 'create ' + where)}{hint}") from None
             result = self._wait(name, where, image_ref, started, timeout_s, say)
         except BaseException:
@@ -246,7 +252,9 @@ class CanaryVerifier:
                 return self._finish(name, where, image_ref, node, detail, started, time_to_running, deadline)
             if kind == "waiting" and detail.reason in PULL_FAILURE_REASONS | START_FAILURE_REASONS:
                 events = self._event_messages(name)
-                failed = [e for e in events if e.startswith(("Failed:", "BackOff:", "InspectFailed:", "ErrImageNeverPull:"))]
+                failed = [
+                    e for e in events if e.startswith(("Failed:", "BackOff:", "InspectFailed:", "ErrImageNeverPull:"))
+                ]
                 what = "pulled" if detail.reason in PULL_FAILURE_REASONS else "started"
                 raise CanaryError(
                     f"canary {where}: image {image_ref} could not be {what} on node {node or '?'}: "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,12 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from resources.errors import StreamableError
+
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
-class KubernetesError(RuntimeError):
+class KubernetesError(StreamableError, RuntimeError):
     """A Kubernetes API call or client setup failed; names the object and what was tried, never a token."""
 
 
@@ -88,11 +89,6 @@ def label_selector(selector: Any) -> str:
     if not parts:
         raise KubernetesError("label selector is empty; refusing to select every pod in the namespace")
     return ",".join(parts)
-
-
-def match_labels_selector(labels: Mapping[str, str]) -> str:
-    """A `labelSelector` query string for exact label matches."""
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def pod_readiness(pod: Any) -> tuple[bool, str]:

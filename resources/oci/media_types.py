@@ -1,4 +1,4 @@
-"""Media types, artifact types and annotation keys used by SOCI and OCI images (spec section 2)."""
+"""Media types, artifact types and annotation keys used by SOCI and OCI images (docs/soci-format.md section 2)."""
 
 from __future__ import annotations
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import platform as _host
 from collections.abc import Iterable
 
+from resources.errors import StreamableError
 from resources.oci.manifest import Platform
 
 
-class PlatformError(ValueError):
+class PlatformError(StreamableError, ValueError):
     """A platform string that cannot be parsed."""
 
 
@@ -58,11 +59,6 @@ def parse(spec: str) -> Platform:
         parts = ["linux", parts[0]]
     variant = parts[2] if len(parts) == 3 else ""
     return normalize(Platform(os=parts[0], architecture=parts[1], variant=variant))
-
-
-def format_platform(p: Platform) -> str:
-    """`os/arch[/variant]`."""
-    return str(p)
 
 
 def matches(wanted: Platform, candidate: Platform) -> bool:

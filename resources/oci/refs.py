@@ -55,7 +55,9 @@ def validate_repository(repository: str) -> str:
 def validate_registry(registry: str) -> str:
     """Return `registry` when it is `host[:port]` (a DNS name, IPv4 or [IPv6] address), else raise ValueError."""
     if not isinstance(registry, str) or not _REGISTRY_RE.match(registry):
-        raise ValueError(f"invalid registry {registry!r}: expected 'host[:port]', e.g. '123.dkr.ecr.us-east-1.amazonaws.com'")
+        raise ValueError(
+            f"invalid registry {registry!r}: expected 'host[:port]', e.g. '123.dkr.ecr.us-east-1.amazonaws.com'"
+        )
     return registry
 
 
@@ -93,7 +95,7 @@ def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
 
 
 def _split_domain(name: str) -> tuple[str, str]:
-    """Split a name into (registry, repository) the way docker does: a first part with '.' or ':' or 'localhost' is a registry."""
+    """Split a name into (registry, repository) as docker does: a first part with '.', ':' or 'localhost' is a host."""
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         return first, rest

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from resources.registry.docker_config import Credentials
+from resources.errors import StreamableError
 from resources.oci.refs import is_loopback_host
+from resources.registry.docker_config import Credentials
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token server does not say (distribution's token spec default)
 TOKEN_CLIENT_ID = "streamable"
@@ -51,7 +52,7 @@ def parse_www_authenticate(header: str) -> list[Challenge]:
     return challenges
 
 
-class TokenRequestError(Exception):
+class TokenRequestError(StreamableError):
     """The token server refused or failed; `status` is its HTTP status (None for a connection error)."""
 
     def __init__(self, message: str, *, status: int | None, retryable: bool) -> None:

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from resources.registry.docker_config import Credentials, load_credentials
+from resources.errors import StreamableError
 from resources.oci.refs import (
     compute_digest,
     digest_algorithm,
@@ -32,6 +32,7 @@ from resources.oci.refs import (
     validate_repository,
 )
 from resources.registry.auth import Authenticator, TokenRequestError
+from resources.registry.docker_config import Credentials, load_credentials
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ _REFERRERS_UNSUPPORTED = (400, 404, 405, 406)
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
-class RegistryError(Exception):
+class RegistryError(StreamableError):
     """A registry request failed; the message names registry, repository and reference, never credentials."""
 
     def __init__(
@@ -213,7 +214,7 @@ def _credentials_refresher(provider: Callable[[], tuple[str, str]]) -> Callable[
     return refresh
 
 
-class _RetryableStatus(Exception):
+class _RetryableStatus(StreamableError):
     """Internal: a 429/5xx answer that may be retried."""
 
     def __init__(self, response: httpx.Response) -> None:

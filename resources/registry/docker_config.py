@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resources.errors import StreamableError
+
 log = logging.getLogger(__name__)
 
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
@@ -20,7 +22,7 @@ _DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 HELPER_TIMEOUT_SECONDS = 30.0
 
 
-class DockerConfigError(ValueError):
+class DockerConfigError(StreamableError, ValueError):
     """The Docker config file is unreadable or has an invalid entry; the message names the file and registry, never a secret."""
 
 

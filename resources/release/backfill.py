@@ -8,131 +8,24 @@ layers small) are recorded once with the reason and left alone.
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
+from resources.aws.push_events import ImageFilter
 from resources.defaults import SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE, SOCI_TAG_SUFFIX
-from resources.aws.ecr import EcrRegistry, tag_is_immutable
-from resources.aws.push_events import ImageFilter, is_soci_output
+from resources.log import LogFn
+from resources.oci import media_types as mt
+from resources.oci import platforms as plat
+from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import Manifest as RegistryManifest
 from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError
+from resources.release.catalog import ImageCatalog, parse_image_key
 from resources.soci import gojson
-from resources.oci import media_types as mt
-from resources.oci import platforms as plat
-from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConvertError, SociConverter
-from resources.oci.manifest import Descriptor, parse_index, parse_manifest
-
-LogFn = Callable[[str], None]
-KEY_DIGEST_CHARS = 12
-_KEY_RE = re.compile(r"^(?P<repo>[a-z0-9._~-]+)=(?P<tag>[A-Za-z0-9_.%-]+)\+(?P<digest>[0-9a-f]{12})$")
-
-
-# --------------------------------------------------------------------------------------------- partition keys
-
-
-@dataclass(frozen=True)
-class ImageKey:
-    """What a partition key names: repository, tag, and the start of the manifest digest's hex."""
-
-    repository: str
-    tag: str
-    digest_prefix: str
-
-    def matches(self, digest: str) -> bool:
-        """True when `digest` is the content this key was made for."""
-        return digest.split(":", 1)[-1].startswith(self.digest_prefix)
-
-
-def image_key(repository: str, tag: str, digest: str) -> str:
-    """Partition key for `repository:tag@digest`: `team~app=v1.2.3+<12 hex>`.
-
-    Free of `, / | : @` and `...`; injective for valid repositories and tags ('~', '=', '+', '%' appear in
-    neither), so `parse_image_key` gives the repository and tag back.
-    """
-    tag_part = tag.replace(".", "%2E") if "..." in tag else tag
-    hex_part = digest.split(":", 1)[-1][:KEY_DIGEST_CHARS]
-    if len(hex_part) != KEY_DIGEST_CHARS:
-        raise ValueError(f"image {repository}:{tag}: digest {digest!r} is too short for a partition key")
-    return f"{repository.replace('/', '~')}={tag_part}+{hex_part}"
-
-
-def parse_image_key(key: str) -> ImageKey:
-    """Inverse of `image_key`; a clear error names a key that was not made by it."""
-    m = _KEY_RE.match(key)
-    if not m:
-        raise ValueError(f"partition key {key!r} is not an image key (expected '<repo with ~ for />=<tag>+<12 hex>')")
-    return ImageKey(m["repo"].replace("~", "/"), m["tag"].replace("%2E", "."), m["digest"])
-
-
-# --------------------------------------------------------------------------------------------- listing
-
-
-@dataclass(frozen=True)
-class ListedImage:
-    """A tag in a repository, with what the listing already knows about it."""
-
-    repository: str
-    tag: str
-    digest: str | None = None
-    artifact_media_type: str | None = None
-
-
-class ImageCatalog(Protocol):
-    """Lists repositories and their tagged images."""
-
-    def repositories(self) -> list[str]: ...
-
-    def images(self, repository: str) -> list[ListedImage]: ...
-
-    def tag_immutable(self, repository: str, tag: str) -> bool: ...
-
-
-class OciCatalog:
-    """Any OCI/Docker registry: `/v2/_catalog` and `/tags/list` (digests are resolved later)."""
-
-    def __init__(self, client: RegistryClient, repositories: Sequence[str] | None = None) -> None:
-        self.client = client
-        self._repositories = list(repositories) if repositories is not None else None
-
-    def repositories(self) -> list[str]:
-        return sorted(self._repositories if self._repositories is not None else self.client.catalog())
-
-    def images(self, repository: str) -> list[ListedImage]:
-        try:
-            return [ListedImage(repository, t) for t in self.client.list_tags(repository)]
-        except RegistryNotFoundError:
-            return []
-
-    def tag_immutable(self, repository: str, tag: str) -> bool:
-        return False
-
-
-class EcrCatalog:
-    """Amazon ECR through `resources.aws.ecr.EcrRegistry` (boto3 paging); knows which tags are immutable."""
-
-    def __init__(self, ecr: EcrRegistry) -> None:
-        self.ecr = ecr
-
-    def repositories(self) -> list[str]:
-        kwargs = {"registryId": self.ecr.registry_id} if self.ecr.registry_id else {}
-        pages = self.ecr.client.get_paginator("describe_repositories").paginate(**kwargs)
-        return sorted(r["repositoryName"] for page in pages for r in page.get("repositories", []))
-
-    def images(self, repository: str) -> list[ListedImage]:
-        return [ListedImage(repository, tag, d.get("imageDigest"), d.get("artifactMediaType"))
-                for d in self.ecr.describe_images(repository, tag_status="TAGGED") for tag in d.get("imageTags") or []]
-
-    def tag_immutable(self, repository: str, tag: str) -> bool:
-        repo = self.ecr.describe_repository(repository) or {}
-        exclusions = [f.get("filter", "") for f in repo.get("imageTagMutabilityExclusionFilters") or []]
-        return tag_is_immutable(tag, repo.get("imageTagMutability", "MUTABLE"), exclusions)
-
+from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConverter, SociConvertError
 
 # --------------------------------------------------------------------------------------------- status
 
@@ -285,110 +178,6 @@ def existing_soci_index(client: RegistryClient, repository: str, tag: str, top: 
     return None
 
 
-# --------------------------------------------------------------------------------------------- scanning
-
-
-@dataclass(frozen=True)
-class ScannedImage:
-    """An image found by a scan, and whether it still needs a SOCI index."""
-
-    registry: str
-    repository: str
-    tag: str
-    digest: str
-    pending: bool
-    reason: str = ""
-
-    @property
-    def key(self) -> str:
-        return image_key(self.repository, self.tag, self.digest)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.registry}/{self.repository}:{self.tag}@{self.digest}"
-
-
-@dataclass
-class ScanResult:
-    """One scan pass: the images seen, where to resume, and per-repository or per-image errors."""
-
-    images: list[ScannedImage] = field(default_factory=list)
-    resume_after: str | None = None
-    """Last repository fully scanned when the deadline cut the pass short; None when the pass completed."""
-    repositories: int = 0
-    errors: list[str] = field(default_factory=list)
-    complete: bool = False
-    """True when the pass reached the last repository."""
-
-    @property
-    def pending(self) -> list[ScannedImage]:
-        return [i for i in self.images if i.pending]
-
-    @property
-    def indexed_repositories(self) -> list[str]:
-        """Repositories where the scan found SOCI-indexed images (sources of reusable zTOCs)."""
-        return sorted({i.repository for i in self.images if not i.pending})
-
-
-def scan_registry(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, *,
-                  deadline: float | None = None, resume_after: str | None = None, max_parallel: int = 8,
-                  clock: Callable[[], float] = time.monotonic) -> ScanResult:
-    """Scan repositories (in name order, after `resume_after`) for images matching the filters.
-
-    Stops between repositories when `deadline` (a `clock()` value) passes, so a sensor tick stays bounded.
-    """
-    result = ScanResult()
-    try:
-        repos = [r for r in catalog.repositories() if settings.filters.may_match_repository(r)]
-    except RegistryError as exc:
-        result.errors.append(f"cannot list repositories of {settings.registry}: {exc}")
-        return result
-    if resume_after is not None:
-        repos = [r for r in repos if r > resume_after]
-    for repo in repos:
-        if deadline is not None and clock() >= deadline:
-            result.resume_after = _last_scanned(result, resume_after)
-            return result
-        try:
-            result.images += _scan_repository(client, catalog, settings, repo, max_parallel, result.errors)
-        except RegistryError as exc:
-            result.errors.append(f"repository {repo}: {exc}")
-        result.repositories += 1
-        result.resume_after = repo
-    result.resume_after = None
-    result.complete = True
-    return result
-
-
-def _last_scanned(result: ScanResult, resume_after: str | None) -> str | None:
-    return result.resume_after if result.resume_after is not None else resume_after
-
-
-def _scan_repository(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, repo: str,
-                     max_parallel: int, errors: list[str]) -> list[ScannedImage]:
-    listed = catalog.images(repo)
-    tags = {i.tag for i in listed}
-    candidates = [i for i in listed if not is_soci_output(i.tag, i.artifact_media_type)
-                  and settings.filters.matches(repo, i.tag)]
-
-    def check(item: ListedImage) -> ScannedImage | None:
-        try:
-            top = client.get_manifest(repo, item.tag)
-            platforms = _platform_manifests(client, repo, top)
-            if platforms is None:
-                return None
-            done = existing_soci_index(client, repo, item.tag, top, settings, known_tags=tags, platforms=platforms)
-        except RegistryNotFoundError:
-            return None  # deleted while scanning
-        except (RegistryError, gojson.GoJSONError) as exc:
-            errors.append(f"image {settings.registry}/{repo}:{item.tag}: {exc}")
-            return None
-        return ScannedImage(settings.registry, repo, item.tag, top.digest, pending=done is None, reason=done or "")
-
-    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(candidates) or 1))) as pool:
-        return [s for s in pool.map(check, sorted(candidates, key=lambda i: i.tag)) if s is not None]
-
-
 # --------------------------------------------------------------------------------------------- indexing
 
 
@@ -443,7 +232,10 @@ def check_soci_wiring(client: RegistryClient, ref: ImageRef, fmt: str) -> tuple[
                 continue
             entry = entries.get(idx)
             if entry is None or (entry.annotations or {}).get(mt.ANNOTATION_MANIFEST_DIGEST) != digest:
-                return False, f"{ref}: manifest {digest} names SOCI index {idx}, which the image index does not bind to it"
+                return (
+                    False,
+                    f"{ref}: manifest {digest} names SOCI index {idx}, which the image index does not bind to it",
+                )
             soci_digests.append(idx)
     if not soci_digests:
         return False, f"{ref}: no platform has a SOCI index"
@@ -481,7 +273,9 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
     name = f"{settings.registry}/{k.repository}:{k.tag}"
 
     def record(status: ImageStatus, reason: str = "", image: str = name, **kw: Any) -> StatusRecord:
-        return StatusRecord(key=key, image=image, status=status, reason=reason, duration_s=time.monotonic() - started, **kw)
+        return StatusRecord(
+            key=key, image=image, status=status, reason=reason, duration_s=time.monotonic() - started, **kw
+        )
 
     try:
         try:
@@ -490,7 +284,9 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
             return record(ImageStatus.SUPERSEDED, f"{name} no longer exists")
         image = f"{name}@{top.digest}"
         if (expected_digest and top.digest != expected_digest) or not k.matches(top.digest):
-            return record(ImageStatus.SUPERSEDED, f"{name} now points at {top.digest}; that image gets its own key", image)
+            return record(
+                ImageStatus.SUPERSEDED, f"{name} now points at {top.digest}; that image gets its own key", image
+            )
         platforms = _platform_manifests(client, k.repository, top)
         if platforms is None:
             return record(ImageStatus.NOT_INDEXABLE, f"{image} ({top.media_type}) is not a container image", image)
@@ -500,11 +296,17 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
         dst_tag = settings.soci_tag(k.tag) if settings.format == "v2" else k.tag
         if catalog is not None and settings.format == "v2" and catalog.tag_immutable(k.repository, dst_tag):
             if client.head_manifest(k.repository, dst_tag) is not None:
-                return record(ImageStatus.NOT_INDEXABLE, f"{k.repository}:{dst_tag} already exists and the repository's "
-                              "tags are immutable; delete it to re-index", image)
+                return record(
+                    ImageStatus.NOT_INDEXABLE,
+                    f"{k.repository}:{dst_tag} already exists and the repository's "
+                    "tags are immutable; delete it to re-index",
+                    image,
+                )
         brought = 0
         if shared is not None:
-            brought = shared.seed(converter, k.repository, (layer for _, ls in platforms.manifests.values() for layer in ls))
+            brought = shared.seed(
+                converter, k.repository, (layer for _, ls in platforms.manifests.values() for layer in ls)
+            )
         src = ImageRef(settings.registry, k.repository, digest=top.digest)
         dst = ImageRef(settings.registry, k.repository, tag=dst_tag)
         previous = _current(client, k.repository, dst_tag) if settings.format == "v2" else None
@@ -521,8 +323,9 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
             used = {row.ztoc_digest for p in result.platforms for row in p.ztocs}
             known = verified_ztocs if verified_ztocs is not None else set()
             if used <= known:
-                passed, summary = check_soci_wiring(client, ImageRef(settings.registry, k.repository, digest=result.image_digest),
-                                                    settings.format)
+                passed, summary = check_soci_wiring(
+                    client, ImageRef(settings.registry, k.repository, digest=result.image_digest), settings.format
+                )
             else:
                 passed, summary = verify(out_ref)
                 if passed:
@@ -532,7 +335,10 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
                     if settings.format == "v2" else "the v1 SOCI index stays attached as a referrer"
                 return record(ImageStatus.FAILED, f"{soci_image} did not verify: {summary}; {undone}", image, **stats)
         if log:
-            log(f"{image}: indexed -> {soci_image} ({result.layers_built} layer(s) built, {result.layers_reused} reused)")
+            log(
+                f"{image}: indexed -> {soci_image} "
+                f"({result.layers_built} layer(s) built, {result.layers_reused} reused)"
+            )
         return record(ImageStatus.INDEXED, "", image, **stats)
     except (SociConvertError, RegistryError, gojson.GoJSONError, ValueError) as exc:
         return record(ImageStatus.FAILED, f"{type(exc).__name__}: {exc}")
@@ -558,46 +364,3 @@ def _untag_unverified(client: RegistryClient, repository: str, tag: str, digest:
         return f"could not take {repository}:{tag} back ({exc}): it still points at the unverified image"
 
 
-@dataclass
-class BackfillReport:
-    """A whole backfill pass."""
-
-    scan: ScanResult
-    records: list[StatusRecord]
-
-    @property
-    def layers_built(self) -> int:
-        return sum(r.layers_built for r in self.records)
-
-    def by_status(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in self.records:
-            out[r.status.value] = out.get(r.status.value, 0) + 1
-        return out
-
-
-def iter_backfill(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, images: Sequence[ScannedImage], *,
-                  converter: SociConverter | None = None, verify: VerifyFn | None = None,
-                  log: LogFn | None = None, indexed_repositories: Iterable[str] = ()) -> Iterator[StatusRecord]:
-    """Index `images` one after the other with ONE converter (shared zTOC cache), yielding each outcome.
-
-    `indexed_repositories`: repositories known to hold SOCI indexes (see `ScanResult.indexed_repositories`),
-    whose zTOCs other repositories may reuse.
-    """
-    conv = converter or settings.converter(client, log)
-    shared = SharedZtocs(indexed_repositories)
-    verified: set[str] = set()
-    for img in images:
-        yield index_image(client, conv, img.key, settings, catalog=catalog, expected_digest=img.digest, shared=shared,
-                          verify=verify, verified_ztocs=verified, log=log)
-
-
-def run_backfill(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, *,
-                 skip_keys: set[str] | frozenset[str] = frozenset(), verify: VerifyFn | None = None,
-                 log: LogFn | None = None, max_images: int | None = None) -> BackfillReport:
-    """Scan the whole registry and index every pending image whose key is not in `skip_keys` (already done)."""
-    scan = scan_registry(client, catalog, settings)
-    todo = [i for i in scan.pending if i.key not in skip_keys][:max_images]
-    records = iter_backfill(client, catalog, settings, todo, verify=verify, log=log,
-                            indexed_repositories=scan.indexed_repositories)
-    return BackfillReport(scan, list(records))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from resources.errors import StreamableError
 from resources.registry import RegistryClient
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
-class PromotionError(RuntimeError):
+class PromotionError(StreamableError, RuntimeError):
     """A release tag could not be moved; names the repository, tag and missing content."""
 
 
@@ -38,7 +38,9 @@ def check_complete(client: RegistryClient, repository: str, digest: str) -> int:
         if size is None:
             raise PromotionError(f"{repository}@{digest}: referenced blob {blob['digest']} is missing")
         if size != blob["size"]:
-            raise PromotionError(f"{repository}@{digest}: blob {blob['digest']} has size {size}, manifest says {blob['size']}")
+            raise PromotionError(
+                f"{repository}@{digest}: blob {blob['digest']} has size {size}, manifest says {blob['size']}"
+            )
         checked += 1
     return checked
 
@@ -76,7 +78,10 @@ def describe(client: RegistryClient, repository: str, digest: str) -> dict:
             children.append(sub)
         return {"media_type": manifest.media_type, "digest": digest, "manifests": children,
                 "size": sum(c["size"] for c in children)}
-    layers = [{"digest": layer["digest"], "media_type": layer["mediaType"], "size": layer["size"]} for layer in doc.get("layers", [])]
+    layers = [
+        {"digest": layer["digest"], "media_type": layer["mediaType"], "size": layer["size"]}
+        for layer in doc.get("layers", [])
+    ]
     return {"media_type": manifest.media_type, "digest": digest, "layers": layers,
             "size": sum(layer["size"] for layer in layers) + doc.get("config", {}).get("size", 0)}
 
@@ -86,7 +91,3 @@ def layer_rows(summary: dict) -> list[dict]:
     if "manifests" in summary:
         return [dict(row, platform=m.get("platform", "")) for m in summary["manifests"] for row in layer_rows(m)]
     return [dict(layer) for layer in summary.get("layers", [])]
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

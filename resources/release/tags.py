@@ -53,7 +53,7 @@ def candidate_tag(commit: str, run_id: str) -> str:
 
 def is_candidate_tag(tag: str | None) -> bool:
     """True for the pipeline's own staging tags (`build-<sha12>-<run8>` and its `-soci` output)."""
-    return bool(tag) and CANDIDATE_TAG_RE.match(tag) is not None
+    return tag is not None and CANDIDATE_TAG_RE.match(tag) is not None
 
 
 def soci_tag(candidate: str) -> str:
@@ -84,5 +84,4 @@ def release_tags(scheme: TagScheme, *, commit: str, ref: str | None, default_bra
         elif not m:
             tags.append(sanitize_tag(parsed.name))
     tags.extend(scheme.extra)
-    seen: set[str] = set()
-    return [t for t in tags if not (t in seen or seen.add(t))]
+    return list(dict.fromkeys(tags))

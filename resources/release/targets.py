@@ -12,15 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from resources import defaults
 from resources.startup.settings import StartupSettings
+from resources.errors import StreamableError
 
 TARGETS_ENV_VAR = "STREAMABLE_TARGETS"
 DEFAULT_TARGETS_FILE = "targets.yaml"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_REPO_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_REPO_RE = re.compile(
+    r"^[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 
 
-class TargetsFileError(ValueError):
+class TargetsFileError(StreamableError, ValueError):
     """The targets file is missing or invalid; the message names the file, target and field."""
 
 
@@ -101,7 +104,8 @@ class Target(_Strict):
     build_args: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(
         default_factory=dict,
-        description="BuildKit secret id -> environment variable holding the value (mounted with RUN --mount=type=secret)",
+        description="BuildKit secret id -> environment variable holding the value "
+                    "(mounted with RUN --mount=type=secret)",
     )
     cache: Literal["registry", "none"] = Field(
         default="registry", description="registry: import/export BuildKit cache at <repository>:buildcache (buildctl)"
@@ -243,10 +247,18 @@ def load_targets(path: str | Path | None = None) -> TargetsConfig:
         raise TargetsFileError(f"{p}: expected a mapping with a 'targets' list")
     base = p.parent.resolve()
     for item in raw.get("targets") or []:
-        local = item.get("source", {}).get("local") if isinstance(item, dict) and isinstance(item.get("source"), dict) else None
+        local = (
+            item.get("source", {}).get("local")
+            if isinstance(item, dict) and isinstance(item.get("source"), dict)
+            else None
+        )
         if isinstance(local, str) and not Path(local).is_absolute():
             item["source"]["local"] = str(base / local)
-        git = item.get("source", {}).get("git") if isinstance(item, dict) and isinstance(item.get("source"), dict) else None
+        git = (
+            item.get("source", {}).get("git")
+            if isinstance(item, dict) and isinstance(item.get("source"), dict)
+            else None
+        )
         if isinstance(git, dict) and isinstance(git.get("repo"), str) and git["repo"].startswith("./"):
             git["repo"] = str(base / git["repo"])
     try:

@@ -397,7 +397,7 @@ class SociConverter:
         return [img for img in image.images if img in chosen]
 
     def _plan(self, src: ImageRef, img: _PlatformImage) -> list[_LayerPlan]:
-        """Which layers get a zTOC (spec section 3); errors on a non-layer mediaType."""
+        """Which layers get a zTOC (docs/soci-format.md section 3); errors on a non-layer mediaType."""
         plan: list[_LayerPlan] = []
         for position, layer in enumerate(img.manifest.layers or []):
             if not mt.is_layer_type(layer.media_type):

@@ -2,7 +2,7 @@
 
 soci-snapshotter decodes a fetched SOCI index into Go structs, re-encodes it with
 `json.Marshal` and checks the digest of the result, so every manifest we write must be
-exactly what Go would write for the same value (spec section 4). The rules below follow
+exactly what Go would write for the same value (docs/soci-format.md section 4). The rules below follow
 Go 1.22+ `encoding/json` (encode.go `appendString`, `isEmptyValue`, map key sorting; decode.go
 field matching and UTF-8 coercion):
 
@@ -33,6 +33,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, Union
 
+from resources.errors import StreamableError
+
 T = TypeVar("T")
 
 _JSON_NAME = "go_json_name"
@@ -41,7 +43,7 @@ _OMITEMPTY = "go_json_omitempty"
 _MISSING: Any = dataclasses.MISSING
 
 
-class GoJSONError(ValueError):
+class GoJSONError(StreamableError, ValueError):
     """A value that Go's encoding/json would refuse to encode or decode."""
 
 
@@ -268,7 +270,8 @@ def _encode_map(value: Mapping[Any, Any], out: bytearray) -> None:
         if not isinstance(key, str):
             raise GoJSONError(f"json: unsupported map key type {type(key).__name__}")
         # Go sorts by the key's bytes; surrogateescape keeps raw bytes for odd keys.
-        raw = key.encode("utf-8", "surrogateescape") if _has_escaped_bytes(key) else key.encode("utf-8", "surrogatepass")
+        errors = "surrogateescape" if _has_escaped_bytes(key) else "surrogatepass"
+        raw = key.encode("utf-8", errors)
         keyed.append((raw, encode_go_string(key), item))
     keyed.sort(key=lambda kv: kv[0])
     out += b"{"
@@ -325,7 +328,7 @@ def marshal(value: Any) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Pairs(list):  # type: ignore[type-arg]
+class _Pairs(list):
     """A decoded JSON object as its (key, value) pairs, duplicates and order kept."""
 
 
@@ -446,7 +449,7 @@ def _decode_struct(cls: type[T], pairs: _Pairs, existing: Any, path: str) -> T:
     hints = _type_hints(cls)
     fields = _struct_fields(cls)
     exact = {name: f for f, name, _ in fields}
-    folded = {}
+    folded: dict[str, Any] = {}
     for f, name, _ in fields:
         folded.setdefault(_fold(name), f)
     if isinstance(existing, cls):
@@ -454,10 +457,11 @@ def _decode_struct(cls: type[T], pairs: _Pairs, existing: Any, path: str) -> T:
     else:
         values = {f.name: _zero(hints[f.name], f) for f, _, _ in fields}
     for key, item in pairs:
-        f = exact.get(key) or folded.get(_fold(key))
-        if f is None:
+        target = exact.get(key) or folded.get(_fold(key))
+        if target is None:
             continue
-        values[f.name] = _decode(hints[f.name], item, values.get(f.name), f"{path}.{f.metadata[_JSON_NAME]}")
+        values[target.name] = _decode(hints[target.name], item, values.get(target.name),
+                                      f"{path}.{target.metadata[_JSON_NAME]}")
     return cls(**values)
 
 

@@ -1,6 +1,6 @@
 """SOCI index manifests (v1 and v2) and the v2 "SOCI-enabled" image index, as plain values.
 
-Everything here is pure: in-memory OCI documents in, OCI documents out (spec sections 2 and 4).
+Everything here is pure: in-memory OCI documents in, OCI documents out (docs/soci-format.md sections 2 and 4).
 `convert.py` does the registry I/O around it.
 """
 
@@ -11,18 +11,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci import platforms
-from resources.soci.gojson import GoJSONError
 from resources.oci.manifest import Descriptor, Encoded, ImageIndex, Manifest, Platform, parse_manifest, sha256_digest
+from resources.soci.gojson import GoJSONError
 
 
-class SociIndexError(ValueError):
+class SociIndexError(StreamableError, ValueError):
     """A document that is not a usable SOCI index (message names it)."""
 
 
 class SociVersion(str, Enum):
-    """Which SOCI index flavour to build (spec section 1)."""
+    """Which SOCI index flavour to build (docs/soci-format.md section 1)."""
 
     V1 = "v1"
     V2 = "v2"
@@ -139,7 +140,7 @@ def parse_soci_index(data: bytes, *, name: str) -> SociIndex:
 
 
 # ---------------------------------------------------------------------------------------------
-# v2: rewritten image manifests and the SOCI-enabled image index (spec section 4)
+# v2: rewritten image manifests and the SOCI-enabled image index (docs/soci-format.md section 4)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -24,11 +24,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from resources.oci import media_types as mt
+from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError, is_referrers_tag
 from resources.soci import gojson
-from resources.oci import media_types as mt
 from resources.soci.index import soci_version_of
-from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc, ZtocFormatError

@@ -1,6 +1,6 @@
 """Verify that an image in a registry would lazy-load on a soci-snapshotter node.
 
-The checks follow what a node does (issue 2 item 6), then go further:
+The checks follow what a node does (docs/soci-format.md sections 1-4), then go further:
 
 1. resolve the reference; for each platform manifest find its SOCI index through the manifest
    annotation `com.amazon.soci.index-digest` (v2) or the referrers of the manifest (v1);
@@ -30,14 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
+from resources.errors import StreamableError
+from resources.oci import media_types as mt
+from resources.oci import platforms as plat
+from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient, RegistryNotFoundError
 from resources.registry import Manifest as RegistryManifest
 from resources.soci import gojson
-from resources.oci import media_types as mt
-from resources.oci import platforms as plat
 from resources.soci.index import SociIndex, SociIndexError, SociVersion, parse_soci_index, soci_version_of
-from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import FileMetadata, Ztoc, ZtocFormatError
@@ -46,7 +47,7 @@ READ_PIECE = 8 << 20
 MAX_SYMLINK_HOPS = 16
 
 
-class VerifyFailure(Exception):
+class VerifyFailure(StreamableError):
     """One check failed; the message is the report's `failure`."""
 
 
@@ -271,7 +272,7 @@ class _Verifier:
         return self._configs[digest]
 
     @staticmethod
-    def _decode(parse: Callable[[bytes], object], raw: RegistryManifest, name: str):  # noqa: ANN205
+    def _decode(parse: Callable[[bytes], object], raw: RegistryManifest, name: str):
         try:
             return parse(raw.data)
         except gojson.GoJSONError as exc:
@@ -519,7 +520,7 @@ class _Verifier:
                             extracted = tar.extractfile(member)
                             assert extracted is not None
                             hasher = hashlib.sha256()
-                            for piece in iter(lambda: extracted.read(1 << 20), b""):
+                            for piece in iter(lambda: extracted.read(1 << 20), b""):  # noqa: B023 - used at once
                                 hasher.update(piece)
                             all_hashes[name] = hasher.hexdigest()
                         elif member.islnk() and _clean(member.linkname) in all_hashes:

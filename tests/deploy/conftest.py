@@ -30,7 +30,9 @@ KUSTOMIZATIONS = {"base": BASE, "eks-example": OVERLAY, "tls-secret-reader": TLS
 
 def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
     """`kubectl kustomize DIR` parsed; only called when kubectl is installed."""
-    out = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, check=True, timeout=60
+    )
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 

@@ -34,10 +34,15 @@ def certs(run) -> Path:
 
 def test_printed_commands_create_the_secrets_the_manifests_and_code_use(run):
     out, stdout = run
-    for secret, side in ((defaults.BUILDER_DAEMON_TLS_SECRET, "daemon"), (defaults.BUILDER_CLIENT_TLS_SECRET, "client")):
+    for secret, side in (
+        (defaults.BUILDER_DAEMON_TLS_SECRET, "daemon"),
+        (defaults.BUILDER_CLIENT_TLS_SECRET, "client"),
+    ):
         assert (f"kubectl -n {defaults.BUILDER_NAMESPACE} create secret generic {secret} --from-file={out}/{side}"
                 in stdout), secret
-    assert f"kubectl -n {defaults.DAGSTER_NAMESPACE} create secret generic {defaults.BUILDER_CLIENT_TLS_SECRET}" in stdout
+    assert (
+        f"kubectl -n {defaults.DAGSTER_NAMESPACE} create secret generic {defaults.BUILDER_CLIENT_TLS_SECRET}" in stdout
+    )
     assert "BEGIN" not in stdout, "key material must never be printed"
 
 

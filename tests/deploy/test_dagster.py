@@ -35,18 +35,20 @@ CHART_KEYS: dict[str, Any] = {
         "runRetries": {"enabled": {}, "maxRetries": {}, "retryOnAssetOrOpFailure": {}},
         # a free dict in the chart; these are the keys its instance template reads
         "runMonitoring": {k: {} for k in ("enabled", "startTimeoutSeconds", "cancelTimeoutSeconds",
-                                          "maxResumeRunAttempts", "pollIntervalSeconds", "freeSlotsAfterRunEndSeconds")},
+                                          "maxResumeRunAttempts", "pollIntervalSeconds",
+                                          "freeSlotsAfterRunEndSeconds")},
     },
     "concurrency": {"enabled": {}, "pools": {"defaultLimit": {}, "granularity": {}, "opGranularityRunBuffer": {}},
                     "runs": {"maxConcurrentRuns": {}, "tagConcurrencyLimits": ANY}},
     "postgresql": {k: {} for k in ("enabled", "postgresqlHost", "postgresqlUsername", "postgresqlDatabase",
-                                   "postgresqlScheme")} | {"service": {"port": {}}, "postgresqlParams": ANY, "image": ANY},
+                                   "postgresqlScheme")}
+    | {"service": {"port": {}}, "postgresqlParams": ANY, "image": ANY},
     "generatePostgresqlPasswordSecret": {},
     "runLauncher": {"type": {}, "config": {"k8sRunLauncher": {
-        k: {} for k in ("imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "failPodOnRunFailure",
-                        "schedulerName")} | {k: ANY for k in ("image", "envConfigMaps", "envSecrets", "envVars",
-                                                              "volumeMounts", "volumes", "labels", "resources",
-                                                              "securityContext")} | {
+        k: {} for k in ("imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile",
+                        "failPodOnRunFailure", "schedulerName")}
+        | {k: ANY for k in ("image", "envConfigMaps", "envSecrets", "envVars", "volumeMounts", "volumes", "labels",
+                            "resources", "securityContext")} | {
         "runK8sConfig": {k: ANY for k in ("containerConfig", "podSpecConfig", "podTemplateSpecMetadata",
                                           "jobSpecConfig", "jobMetadata")}}}},
     "dagster-user-deployments": {"enabled": {}, "enableSubchart": {}, "imagePullSecrets": ANY, "deployments": [{
@@ -90,7 +92,8 @@ def test_values_only_use_keys_the_chart_defines(helm_values):
 
 
 def test_key_checker_catches_typos():
-    assert unknown_keys({"dagsterDaemon": {"runRetries": {"maxRetry": 2}}}, CHART_KEYS) == ["dagsterDaemon.runRetries.maxRetry"]
+    typo = {"dagsterDaemon": {"runRetries": {"maxRetry": 2}}}
+    assert unknown_keys(typo, CHART_KEYS) == ["dagsterDaemon.runRetries.maxRetry"]
     assert unknown_keys({"runLauncher": {"config": {"k8sRunLauncher": {"label": {}}}}}, CHART_KEYS) == [
         "runLauncher.config.k8sRunLauncher.label"]
 
@@ -106,7 +109,8 @@ def test_dagster_runs_as_the_irsa_service_account_from_deploy_k8s(helm_values, b
 
 
 def test_build_running_pods_carry_the_label_the_builder_network_policy_admits(helm_values, base):
-    policy = next(o for o in base if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == defaults.BUILDER_NAMESPACE)
+    policy = next(o for o in base
+                  if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == defaults.BUILDER_NAMESPACE)
     [peer] = policy["spec"]["ingress"][0]["from"]
     wanted = peer["podSelector"]["matchLabels"]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": defaults.DAGSTER_NAMESPACE}
@@ -142,9 +146,13 @@ def test_environment_matches_defaults_and_every_variable_is_read_by_the_code(hel
     assert env["STREAMABLE_CANARY_NAMESPACE"] == defaults.CANARY_NAMESPACE
     assert env["STREAMABLE_BUILDER_TLS"] == "secret", "the overlay installs the optional secret-reader Role for this"
     mounts = {m["mountPath"] for m in _deployment(helm_values)["volumeMounts"]}
-    assert any(env["STREAMABLE_TARGETS"].startswith(m + "/") for m in mounts), "targets file must be on a mounted volume"
+    assert any(env["STREAMABLE_TARGETS"].startswith(m + "/") for m in mounts), \
+        "targets file must be on a mounted volume"
+    from pipelines.settings import Settings, variable_name
+
+    settings = {variable_name(field) for field in Settings.model_fields}
     code = "\n".join(p.read_text() for d in ("resources", "pipelines") for p in (REPO / d).rglob("*.py"))
-    unread = [name for name in env if f'"{name}"' not in code]
+    unread = [name for name in env if name not in settings and f'"{name}"' not in code]
     assert unread == [], f"variables no code reads (typo or stale name?): {unread}"
 
 

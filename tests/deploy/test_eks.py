@@ -99,7 +99,9 @@ def test_containerd_config_routes_cri_pulls_through_soci_lazily():
     assert plugin["exports"]["enable_remote_snapshot_annotations"] == "true", "containerd 2.1+ transfer-service pulls"
     images = cfg["plugins"]["io.containerd.cri.v1.images"]
     assert images == {"snapshotter": "soci", "disable_snapshot_annotations": False}
-    assert {"platform": "linux", "snapshotter": "soci"} in cfg["plugins"]["io.containerd.transfer.v1.local"]["unpack_config"]
+    assert {"platform": "linux", "snapshotter": "soci"} in cfg["plugins"]["io.containerd.transfer.v1.local"][
+        "unpack_config"
+    ]
     # nodeadm picks the v3 template when it sees a cri.v1 section; a v2 section next to it would be migrated away.
     assert "io.containerd.grpc.v1.cri" not in cfg["plugins"]
 

@@ -177,13 +177,16 @@ def _tar(members: dict[str, bytes]) -> bytes:
 def _release_tree(versions: dict[str, str], arch: str) -> dict[str, bytes]:
     """URL path -> bytes, laid out like the upstream GitHub release assets."""
     v = versions
+    containerd = f"containerd-static-{v['CONTAINERD']}-linux-{arch}.tar.gz"
+    soci = f"soci-snapshotter-{v['SOCI']}-linux-{arch}.tar.gz"
     return {
         f"/moby/buildkit/releases/download/v{v['BUILDKIT']}/buildkit-v{v['BUILDKIT']}.linux-{arch}.tar.gz":
             _tar({"bin/buildctl": b"#!/bin/sh\necho buildctl\n", "bin/buildkitd": b"#!/bin/sh\necho buildkitd\n"}),
-        f"/containerd/containerd/releases/download/v{v['CONTAINERD']}/containerd-static-{v['CONTAINERD']}-linux-{arch}.tar.gz":
-            _tar({"bin/containerd": b"c", "bin/containerd-shim-runc-v2": b"s", "bin/ctr": b"t", "bin/containerd-stress": b"x"}),
+        f"/containerd/containerd/releases/download/v{v['CONTAINERD']}/{containerd}":
+            _tar({"bin/containerd": b"c", "bin/containerd-shim-runc-v2": b"s", "bin/ctr": b"t",
+                  "bin/containerd-stress": b"x"}),
         f"/opencontainers/runc/releases/download/v{v['RUNC']}/runc.{arch}": b"#!/bin/sh\necho runc\n",
-        f"/awslabs/soci-snapshotter/releases/download/v{v['SOCI']}/soci-snapshotter-{v['SOCI']}-linux-{arch}.tar.gz":
+        f"/awslabs/soci-snapshotter/releases/download/v{v['SOCI']}/{soci}":
             _tar({"./soci": b"soci", "./soci-snapshotter-grpc": b"grpc", "./THIRD_PARTY_LICENSES": b"l"}),
     }
 
@@ -196,7 +199,7 @@ class _Mirror:
         mirror = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server API
+            def do_GET(self):
                 mirror.requested.append(self.path)
                 body = mirror.files.get(self.path)
                 self.send_response(200 if body is not None else 404)

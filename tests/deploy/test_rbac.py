@@ -56,7 +56,9 @@ CLIENT_METHODS = {
     "list_namespaced_event": ("", "events", "list"),
     "read_namespaced_secret": ("", "secrets", "get"),
 }
-K8S_METHOD_RE = re.compile(r"^(read|list|create|delete|patch|replace|watch|connect_\w+)_(namespaced_\w+|\w+_for_all_namespaces)$")
+K8S_METHOD_RE = re.compile(
+    r"^(read|list|create|delete|patch|replace|watch|connect_\w+)_(namespaced_\w+|\w+_for_all_namespaces)$"
+)
 # Which namespace each calling module works in.
 MODULE_NAMESPACE = {
     "resources/builders/pool.py": defaults.BUILDER_NAMESPACE,
@@ -127,7 +129,9 @@ def code_kubernetes_calls() -> dict[str, set[tuple[str, str, str]]]:
     for path in sorted((REPO / "resources").rglob("*.py")) + sorted((REPO / "pipelines").rglob("*.py")):
         rel = path.relative_to(REPO).as_posix()
         for node in ast.walk(ast.parse(path.read_text(), filename=rel)):
-            if not (isinstance(node, ast.Attribute) and (node.attr in CLIENT_METHODS or K8S_METHOD_RE.match(node.attr))):
+            if not (
+                isinstance(node, ast.Attribute) and (node.attr in CLIENT_METHODS or K8S_METHOD_RE.match(node.attr))
+            ):
                 continue
             if node.attr not in CLIENT_METHODS:
                 problems.append(f"{rel}:{node.lineno}: {node.attr} is not in CLIENT_METHODS; add it and its RBAC")
@@ -150,4 +154,6 @@ def test_code_scan_sees_every_calling_module():
     """The scan above is only as good as its module table: each listed module really calls the API."""
     for rel in MODULE_NAMESPACE:
         text = Path(REPO / rel).read_text()
-        assert any(m in text for m in CLIENT_METHODS), f"{rel} no longer calls the Kubernetes API; update MODULE_NAMESPACE"
+        assert any(m in text for m in CLIENT_METHODS), (
+            f"{rel} no longer calls the Kubernetes API; update MODULE_NAMESPACE"
+        )

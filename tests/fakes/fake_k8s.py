@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ Step = tuple[float, Callable[["FakeKubernetes", dict], None]]
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _status(code: int, reason: str, message: str) -> dict:
@@ -204,7 +204,7 @@ class FakeKubernetes:
     def add_event(self, ns: str, pod_name: str, reason: str, message: str, type_: str = "Normal") -> None:
         with self._lock:
             n = next(self._counter)
-            ts = datetime.now(timezone.utc)
+            ts = datetime.now(UTC)
             self.events.setdefault(ns, []).append({
                 "apiVersion": "v1", "kind": "Event",
                 "metadata": {"name": f"{pod_name}.{n:08x}", "namespace": ns},

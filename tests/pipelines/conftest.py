@@ -10,7 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import DockerEngine, RunningRegistry
+from tests.support.docker import DockerEngine
+from tests.support.registry import RunningRegistry
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x",
            "PATH": "/usr/bin:/bin"}
@@ -27,7 +28,9 @@ RUN printf '%s' "$MSG" > /app/msg.txt
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], env=GIT_ENV, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], env=GIT_ENV, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @dataclass
@@ -62,8 +65,8 @@ class Project:
         )
 
     def resources(self, engine: DockerEngine) -> dict:
-        from pipelines.resource_defs.base import (  # noqa: PLC0415
-            CanaryBase, LocalBuilderResource, RegistryResource, TargetsResource, WorkspaceResource)
+        from pipelines.resource_defs.base import CanaryBase, RegistryResource, TargetsResource, WorkspaceResource
+        from pipelines.resource_defs.local import LocalBuilderResource
 
         return {
             "targets": TargetsResource(path=str(self.targets_file)),
@@ -80,7 +83,10 @@ def project(tmp_path: Path, registry: RunningRegistry) -> Project:
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     proj = Project(repo=repo, targets_file=tmp_path / "targets.yaml", registry=registry, state_dir=tmp_path / "state")
-    proj.commit({"svc/Dockerfile": APP_DOCKERFILE, "svc/app/run.sh": "#!/bin/sh\necho run\n", "svc/app/lib.txt": "lib\n" * 100}, "init")
+    proj.commit(
+        {"svc/Dockerfile": APP_DOCKERFILE, "svc/app/run.sh": "#!/bin/sh\necho run\n", "svc/app/lib.txt": "lib\n" * 100},
+        "init",
+    )
     proj.write_targets()
     return proj
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from tests.conftest import DockerEngine
 from tests.pipelines.conftest import Project
+from tests.support.docker import DockerEngine
 from tests.ui.dg_dev import local_dagster_home, running_dg_dev
 
 NASTY_ARG = "ui-arg;$(echo nope)|`x`"
@@ -24,7 +24,8 @@ query Logs($runId: ID!) {
       events {
         __typename
         ... on MessageEvent { message stepKey }
-        ... on MaterializationEvent { assetKey { path } metadataEntries { label ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } }
+        ... on MaterializationEvent { assetKey { path } metadataEntries { label
+            ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } }
         ... on ExecutionStepFailureEvent { error { message } }
         ... on RunFailureEvent { error { message } }
         ... on EngineEvent { error { message } }
@@ -54,7 +55,18 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
     sha = project.commit({"svc/app/ui.txt": "from the UI\n"})
     run_id = client.submit_job_execution(
         "build_and_release",
-        run_config={"ops": {"image": {"config": {"commit": sha, "ref": "refs/heads/main", "build_args": {"MSG": NASTY_ARG}}}}},
+        run_config={
+            "ops": {
+                "image": {
+                    "config": {
+                        "commit": sha,
+                        "ref": "refs/heads/main",
+                        "build_args": {"MSG": NASTY_ARG},
+                        "extra_tags": ["ui-try"],
+                    }
+                }
+            }
+        },
         tags={"dagster/partition": "svc"},
     )
     deadline = time.monotonic() + 420
@@ -64,14 +76,24 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(2)
-    res = httpx.post(f"http://127.0.0.1:{webserver}/graphql", json={"query": LOGS_QUERY, "variables": {"runId": run_id}}, timeout=60)
+    res = httpx.post(
+        f"http://127.0.0.1:{webserver}/graphql", json={"query": LOGS_QUERY, "variables": {"runId": run_id}}, timeout=60
+    )
     events = res.json()["data"]["logsForRun"]["events"]
     failures = [e["error"]["message"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
-    failures += [e["message"] for e in events if e["__typename"] in ("RunFailureEvent", "EngineEvent") and e.get("message")]
+    failures += [
+        e["message"] for e in events if e["__typename"] in ("RunFailureEvent", "EngineEvent") and e.get("message")
+    ]
     assert status == "SUCCESS", f"run {run_id} ended {status}: {failures}"
-    mats = {"/".join(e["assetKey"]["path"]): {m["label"]: m.get("text", m.get("intValue")) for m in e["metadataEntries"]}
-            for e in events if e["__typename"] == "MaterializationEvent"}
+    mats = {
+        "/".join(e["assetKey"]["path"]): {m["label"]: m.get("text", m.get("intValue")) for m in e["metadataEntries"]}
+        for e in events
+        if e["__typename"] == "MaterializationEvent"
+    }
     assert set(mats) == {"image", "soci_index", "release"}
     assert mats["image"]["commit"] == sha
     assert mats["soci_index"]["image_index_digest"].startswith("sha256:")
-    assert f"sha-{sha[:7]}" in mats["release"]["released_refs"]
+    # build args other than targets.yaml's: only the explicit extra tag moves, and the run says so
+    assert mats["release"]["released_refs"].endswith("/team/svc:ui-try")
+    assert f"sha-{sha[:7]}" in mats["release"]["tags_not_moved"] and "MSG" in mats["release"]["release_rule"] + \
+        mats["image"]["build_args_overridden"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_SPAN_SIZE
+from resources.errors import StreamableError
 from resources.oci.media_types import LayerCompression, is_layer_type, layer_compression
 from resources.soci.ztoc.flatbuf import ZtocEntries, check_ztoc_fields, serialize_table
 from resources.soci.ztoc.gzip_index import GzipFormatError, GzipIndexer
@@ -33,7 +34,7 @@ READ_CHUNK = 1 << 20
 Progress = Callable[[int], None]
 
 
-class ZtocBuildError(Exception):
+class ZtocBuildError(StreamableError):
     """A layer blob could not be indexed (the message names the layer and what is wrong)."""
 
 
@@ -72,7 +73,7 @@ class BuiltZtoc:
 
 
 def compression_for_media_type(media_type: str, layer: str = "layer") -> CompressionAlgorithm:
-    """The zTOC algorithm for a layer media type, or UnsupportedLayerError (spec section 3)."""
+    """The zTOC algorithm for a layer media type, or UnsupportedLayerError (docs/soci-format.md section 3)."""
     if not is_layer_type(media_type):
         raise UnsupportedLayerError(f"{layer}: {media_type!r} is not a layer media type", media_type)
     kind = layer_compression(media_type)

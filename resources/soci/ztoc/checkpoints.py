@@ -1,9 +1,11 @@
-"""The gzip checkpoint blob of a zTOC (spec section 7): layout, parsing and span arithmetic."""
+"""The gzip checkpoint blob of a zTOC (docs/soci-format.md section 7): layout, parsing and span arithmetic."""
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+
+from resources.errors import StreamableError
 
 WINDOW_SIZE = 32768
 BLOB_HEADER = struct.Struct("<iq")  # int32 count, int64 span size
@@ -11,8 +13,8 @@ RECORD_HEADER = struct.Struct("<qqB")  # int64 in, int64 out, uint8 bits
 RECORD_SIZE = RECORD_HEADER.size + WINDOW_SIZE  # 32785
 
 
-class CheckpointFormatError(ValueError):
-    """A checkpoint blob does not have the spec section 7 layout."""
+class CheckpointFormatError(StreamableError, ValueError):
+    """A checkpoint blob does not have the layout of docs/soci-format.md section 7."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Streaming gzip checkpoint indexer: places SOCI checkpoints and span digests in one pass.
 
-Placement follows soci-snapshotter's zlib code (zran.c lineage, spec section 7): raw inflate with
+Placement follows soci-snapshotter's zlib code (zran.c lineage, docs/soci-format.md section 7): raw inflate with
 ``Z_BLOCK``; at a block boundary that is not inside/after the last block, add a point when the
 output count is still 0 or has grown by more than ``span_size`` since the last point. Point 0 sits
 right after the first member's gzip header. Later members reset the inflater; the end of their
@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from resources.errors import StreamableError
 from resources.soci.ztoc.checkpoints import (
     BLOB_HEADER,
     RECORD_HEADER,
@@ -65,7 +66,7 @@ OUTPUT_BUFFERS = 3
 _HEADER, _DEFLATE, _TRAILER, _MEMBER_END = range(4)
 
 
-class GzipFormatError(ValueError):
+class GzipFormatError(StreamableError, ValueError):
     """The blob is not a valid (multi-member) gzip stream; ``offset`` is the compressed offset."""
 
     def __init__(self, message: str, offset: int) -> None:

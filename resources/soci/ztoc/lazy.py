@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from resources.errors import StreamableError
 from resources.soci.ztoc.checkpoints import (
     WINDOW_SIZE,
     Checkpoint,
@@ -33,7 +34,7 @@ Fetch = Callable[[int, int], bytes]
 _OUTPUT_CHUNK = 1 << 18
 
 
-class LazyReadError(Exception):
+class LazyReadError(StreamableError):
     """A lazy read failed: bad range, missing entry, short fetch or corrupt data."""
 
 

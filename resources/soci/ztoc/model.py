@@ -11,13 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from resources.errors import StreamableError
+
 ZTOC_VERSION = "0.9"
 TAR_BLOCK_SIZE = 512
 TEXT_ENCODING = "utf-8"
 TEXT_ERRORS = "surrogateescape"
 
 
-class ZtocFormatError(ValueError):
+class ZtocFormatError(StreamableError, ValueError):
     """A zTOC (or a TarZinfo inside it) is malformed or cannot be encoded."""
 
 

@@ -1,4 +1,4 @@
-"""TarZinfo: the `checkpoints` blob of a zTOC for an uncompressed tar layer (spec section 7).
+"""TarZinfo: the `checkpoints` blob of a zTOC for an uncompressed tar layer (docs/soci-format.md section 7).
 
 Upstream schema (`ztoc/compression/fbs/zinfo.fbs`):
 

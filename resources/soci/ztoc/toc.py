@@ -1,5 +1,5 @@
 """Streaming tar TOC builder with Go `archive/tar` semantics, as soci-snapshotter's
-`metadataFromTarReader` sees a layer (spec section 6).
+`metadataFromTarReader` sees a layer (docs/soci-format.md section 6).
 
 Feed every uncompressed byte of the layer, in chunks of any size, then call `finish()`.
 Only 512-byte header blocks and PAX / GNU long-name payloads are buffered; file data is skipped

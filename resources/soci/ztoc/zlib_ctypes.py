@@ -12,6 +12,8 @@ import ctypes.util
 import functools
 from types import TracebackType
 
+from resources.errors import StreamableError
+
 Z_OK = 0
 Z_STREAM_END = 1
 Z_NEED_DICT = 2
@@ -45,7 +47,7 @@ _RETURN_NAMES = {
 }
 
 
-class ZlibError(Exception):
+class ZlibError(StreamableError):
     """A zlib call returned an error code; ``code`` is the zlib return value."""
 
     def __init__(self, message: str, code: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 from resources.builders.candidates import discard_one, discard_pushed
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
-from tests.automation.images import gzip_layer, push_image, random_files
+from tests.support.images import gzip_layer, push_image, random_files
 from tests.conftest import RunningRegistry, start_registry
 
 

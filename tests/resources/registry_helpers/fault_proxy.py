@@ -86,10 +86,10 @@ class ObjectStore:
                 if with_body:
                     self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._serve(True)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._serve(False)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -46,7 +46,7 @@ class TokenServer:
     def __post_init__(self) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streamable test token issuer")])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(name).issuer_name(name).public_key(self.key.public_key())
@@ -76,7 +76,7 @@ class TokenServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 scopes = [s for value in query.get("scope", []) for s in value.split()]
                 header = self.headers.get("Authorization")
@@ -90,7 +90,7 @@ class TokenServer:
                     user = name
                 self._answer(user, scopes, "basic" if user else "anonymous")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode())
                 user = server.refresh_tokens.get(form.get("refresh_token", [""])[0])

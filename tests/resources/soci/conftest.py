@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from resources.oci import media_types as mt
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
-from resources.oci import media_types as mt
 
 if TYPE_CHECKING:
     from tests.conftest import DockerEngine, RunningRegistry
@@ -101,7 +101,7 @@ def tar_layer(files: dict[str, bytes]) -> Layer:
 
 
 def zstd_layer(files: dict[str, bytes]) -> Layer:
-    import zstandard  # noqa: PLC0415 - test-only dependency
+    import zstandard
 
     tar = tar_bytes(files)
     return Layer(zstandard.ZstdCompressor(level=3).compress(tar), mt.OCI_LAYER_ZSTD, sha256(tar), files)
@@ -206,7 +206,7 @@ class ImageFactory:
         return PushedImage(self.ref(repo, tag), sha256(data), media_type, data, children=list(images))
 
     def tags(self, repo: str) -> list[str]:
-        from resources.registry import RegistryNotFoundError  # noqa: PLC0415
+        from resources.registry import RegistryNotFoundError
 
         try:
             return sorted(self.client.list_tags(repo))

@@ -97,10 +97,14 @@ def test_convert_verify_inspect(images: ImageFactory, tmp_path: Path) -> None:
 
 def test_empty_index_and_bad_arguments_are_one_line_errors(images: ImageFactory, tmp_path: Path) -> None:
     src = images.push_image("cli/tiny", "1", [gzip_layer({"x": b"tiny"})]).ref
-    _assert_one_line_error(run("soci", "convert", str(src), str(src.with_tag("s")), tmp=tmp_path), "not lazily loadable", str(src))
+    _assert_one_line_error(
+        run("soci", "convert", str(src), str(src.with_tag("s")), tmp=tmp_path), "not lazily loadable", str(src)
+    )
     _assert_one_line_error(run("soci", "convert", "UPPER/Case:tag", "a/b:c", tmp=tmp_path), "invalid")
-    _assert_one_line_error(run("soci", "convert", str(src), str(src.with_tag("s")), "--platform", "linux/", tmp=tmp_path),
-                           "invalid platform")
+    _assert_one_line_error(
+        run("soci", "convert", str(src), str(src.with_tag("s")), "--platform", "linux/", tmp=tmp_path),
+        "invalid platform",
+    )
     both = run("soci", "convert", str(src), "x/y:z", "--platform", "linux/amd64", "--all-platforms")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
@@ -114,7 +118,16 @@ def test_credentials_come_from_the_environment_never_argv(auth_registry, tmp_pat
     factory = ImageFactory(auth_registry)
     src = factory.push_image("cli/private", "1", [gzip_layer({"p.bin": random_bytes(100_000, 5)})]).ref
     factory.client.close()
-    args = ("soci", "convert", str(src), str(src.with_tag("soci")), "--min-layer-size", "1000", "--username", "streamable")
+    args = (
+        "soci",
+        "convert",
+        str(src),
+        str(src.with_tag("soci")),
+        "--min-layer-size",
+        "1000",
+        "--username",
+        "streamable",
+    )
 
     missing = run(*args, tmp=tmp_path)
     _assert_one_line_error(missing, "STREAMABLE_REGISTRY_PASSWORD")

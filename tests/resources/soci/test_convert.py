@@ -7,6 +7,8 @@ import json
 import httpx
 import pytest
 
+from resources.oci import media_types as mt
+from resources.oci.manifest import ImageIndex, Manifest, parse_index, parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import (
     RegistryAuthError,
@@ -16,7 +18,6 @@ from resources.registry import (
     referrers_tag,
 )
 from resources.soci import gojson
-from resources.oci import media_types as mt
 from resources.soci.convert import (
     ConvertResult,
     EmptySociIndexError,
@@ -25,13 +26,12 @@ from resources.soci.convert import (
     PlatformNotFoundError,
     SociConverter,
 )
-from resources.oci.manifest import ImageIndex, Manifest, parse_index, parse_manifest
 from resources.soci.verify import verify_image
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from tests.conftest import free_port
 
-from .conftest import MiB, ImageFactory, gzip_layer, random_bytes, tar_layer, text_bytes, zstd_layer
+from .conftest import ImageFactory, MiB, gzip_layer, random_bytes, tar_layer, text_bytes, zstd_layer
 
 SMALL = 64 * 1024  # min layer size used with hand-made images, to keep them small
 
@@ -405,7 +405,7 @@ def test_corrupt_gzip_layer_names_the_layer_and_tags_nothing(images: ImageFactor
     good = gzip_layer({"ok.bin": random_bytes(100_000, 100)})
     blob = bytearray(gzip_layer({"bad.bin": random_bytes(200_000, 101)}).blob)
     blob[len(blob) // 2] ^= 0xFF  # deflate data or CRC now wrong
-    from .conftest import Layer, sha256  # noqa: PLC0415
+    from .conftest import Layer, sha256
 
     bad = Layer(bytes(blob), mt.OCI_LAYER_GZIP, sha256(b""), {})
     src = images.push_image("corrupt/app", "1", [good, bad]).ref
@@ -416,7 +416,7 @@ def test_corrupt_gzip_layer_names_the_layer_and_tags_nothing(images: ImageFactor
 
 
 def test_truncated_gzip_layer_is_an_error(images: ImageFactory, client) -> None:
-    from .conftest import Layer, sha256  # noqa: PLC0415
+    from .conftest import Layer, sha256
 
     data = gzip_layer({"t.bin": random_bytes(200_000, 102)}).blob[:-4000]
     bad = Layer(data, mt.OCI_LAYER_GZIP, sha256(b""), {})
@@ -438,7 +438,7 @@ def test_not_an_image_is_refused_by_name(images: ImageFactory, client) -> None:
     with pytest.raises(NotAnImageError, match=r"notimg/art:1.*application/vnd.example.chart.config\+json"):
         SociConverter(client, min_layer_size=SMALL).convert(artifact, artifact.with_tag("x"))
 
-    from .conftest import Layer  # noqa: PLC0415
+    from .conftest import Layer
 
     weird = Layer(layer.blob, "application/vnd.in-toto+json", layer.diff_id, {})
     odd = images.push_image("notimg/odd", "1", [weird]).ref
@@ -505,9 +505,9 @@ def test_layer_whose_ztoc_would_hold_the_prefetch_separator_is_skipped(images: I
 
 
 def test_multi_member_gzip_layer_converts_and_verifies(images: ImageFactory, client) -> None:
-    import gzip as gz  # noqa: PLC0415
+    import gzip as gz
 
-    from tests.resources.soci.conftest import Layer, sha256, tar_bytes  # noqa: PLC0415
+    from tests.resources.soci.conftest import Layer, sha256, tar_bytes
 
     files = {f"data/part-{i}.bin": random_bytes(90_000, 50 + i) for i in range(4)}
     tar = tar_bytes(files)

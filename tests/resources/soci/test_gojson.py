@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from resources.soci import gojson
 from resources.oci import media_types as mt
+from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform
+from resources.soci import gojson
 from resources.soci.gojson import GoJSONError, encode_go_string, marshal, unmarshal
 from resources.soci.index import SociVersion, build_soci_index, subject_descriptor, ztoc_descriptor
-from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "gojson_golden.json").read_text())
 CASES = GOLDEN["cases"]

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from resources.soci import gojson
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
+from resources.oci.manifest import Descriptor, ImageIndex, Platform, encode, parse_index, parse_manifest
+from resources.soci import gojson
 from resources.soci.index import (
     RewrittenManifest,
     SociIndexError,
@@ -24,7 +25,6 @@ from resources.soci.index import (
     subject_descriptor,
     ztoc_descriptor,
 )
-from resources.oci.manifest import Descriptor, ImageIndex, Platform, encode, parse_index, parse_manifest
 
 D = "sha256:" + "d" * 64
 
@@ -42,7 +42,7 @@ def _ztoc(i: int, *, xattrs_off: bool = False, media_type: str = mt.OCI_LAYER_GZ
 
 def test_config_blob_constants() -> None:
     assert gojson.marshal({}) == mt.EMPTY_CONFIG
-    from resources.oci.manifest import sha256_digest  # noqa: PLC0415
+    from resources.oci.manifest import sha256_digest
 
     assert sha256_digest(mt.EMPTY_CONFIG) == mt.EMPTY_CONFIG_DIGEST
     assert config_descriptor(SociVersion.V1) == Descriptor(mt.SOCI_INDEX_V1, mt.EMPTY_CONFIG_DIGEST, 2)

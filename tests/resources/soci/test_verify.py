@@ -8,12 +8,12 @@ import json
 import httpx
 import pytest
 
+from resources.oci import media_types as mt
+from resources.oci.manifest import encode, parse_index, parse_manifest, sha256_digest
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.soci import gojson
-from resources.oci import media_types as mt
 from resources.soci.convert import ConvertResult, SociConverter
-from resources.oci.manifest import encode, parse_index, parse_manifest, sha256_digest
 from resources.soci.verify import verify_image
 from resources.soci.ztoc.flatbuf import parse_ztoc, serialize_ztoc
 

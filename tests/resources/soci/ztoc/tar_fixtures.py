@@ -6,7 +6,7 @@ import io
 import os
 import random
 import tarfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from resources.soci.ztoc.toc import TarTocBuilder, TocResult
@@ -138,7 +138,7 @@ def add(tf: tarfile.TarFile, name: str, data: bytes = b"", **attrs: object) -> N
 
 def utc_text(seconds: int) -> str:
     """Whole-second RFC 3339 in UTC, computed with datetime (an independent reference)."""
-    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
     return moment.isoformat().replace("+00:00", "Z")
 
 

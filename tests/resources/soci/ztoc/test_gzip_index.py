@@ -44,7 +44,7 @@ def index_blob(
 
 
 def indexed_gzip_checkpoints(blob: bytes, span: int) -> bytes:
-    """Checkpoints from indexed_gzip, converted to the SOCI blob layout (spec section 7)."""
+    """Checkpoints from indexed_gzip, converted to the SOCI blob layout (docs/soci-format.md section 7)."""
     with indexed_gzip.IndexedGzipFile(fileobj=io.BytesIO(blob), spacing=span + 1, window_size=WINDOW) as f:
         f.build_full_index()
         exported = io.BytesIO()

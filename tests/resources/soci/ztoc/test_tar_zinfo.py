@@ -1,4 +1,4 @@
-"""TarZinfo: the checkpoints blob of uncompressed tar layers (spec section 7)."""
+"""TarZinfo: the checkpoints blob of uncompressed tar layers (docs/soci-format.md section 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The streaming tar TOC builder against Go archive/tar semantics (spec section 6)."""
+"""The streaming tar TOC builder against Go archive/tar semantics (docs/soci-format.md section 6)."""
 
 from __future__ import annotations
 

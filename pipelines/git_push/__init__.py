@@ -1,0 +1,1 @@
+"""Git push sensor: builds the targets whose context changed on their remotes."""

@@ -1,0 +1,1 @@
+"""ECR push events (EventBridge -> SQS): index images as they are pushed."""
