@@ -36,8 +36,8 @@ from resources.registry import (
     referrers_tag,
 )
 from tests.conftest import DockerEngine, RunningRegistry, free_port
-from tests.resources.registry_helpers.fault_proxy import Fault, FaultProxy, fault_proxy
-from tests.resources.registry_helpers.token_server import TokenServer, start_token_registry
+from tests.support.registry_helpers.fault_proxy import Fault, FaultProxy, fault_proxy
+from tests.support.registry_helpers.token_server import TokenServer, start_token_registry
 
 REPO = "team/app"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
