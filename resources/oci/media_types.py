@@ -1,4 +1,4 @@
-"""Media types, artifact types and annotation keys used by SOCI and OCI images (spec section 2)."""
+"""Media types, artifact types and annotation keys used by SOCI and OCI images: the one place they are defined."""
 
 from __future__ import annotations
 
@@ -27,12 +27,15 @@ DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.ta
 IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 IMAGE_INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+# What a registry client asks for (Accept) when it fetches a manifest, in order of preference.
+MANIFEST_MEDIA_TYPES: tuple[str, ...] = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+OCTET_STREAM = "application/octet-stream"
 
 # SOCI (soci-snapshotter soci/soci_index.go).
 SOCI_INDEX_V1 = "application/vnd.amazon.soci.index.v1+json"
 SOCI_INDEX_V2 = "application/vnd.amazon.soci.index.v2+json"
 SOCI_ARTIFACT_TYPES = frozenset({SOCI_INDEX_V1, SOCI_INDEX_V2})
-SOCI_ZTOC = "application/octet-stream"
+SOCI_ZTOC = OCTET_STREAM
 SOCI_PREFETCH = "application/vnd.amazon.soci.prefetch.v1+json"
 
 ANNOTATION_LAYER_DIGEST = "com.amazon.soci.image-layer-digest"
