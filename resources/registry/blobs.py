@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -87,8 +87,7 @@ def blob_chunks(
             if size is not None and not extended:
                 deadline.extend((size - start) / retry.MIN_TRANSFER_RATE)
                 extended = True
-            for chunk in response.iter_raw(chunk_size):
-                deadline.check(on_deadline)
+            for chunk in _rechunk(response.iter_raw(), chunk_size, lambda: deadline.check(on_deadline)):
                 if skip:
                     drop = min(skip, len(chunk))
                     chunk, skip = chunk[drop:], skip - drop
@@ -103,10 +102,13 @@ def blob_chunks(
                     hasher.update(chunk)
                 received += len(chunk)
                 yield chunk
-            if size is not None and received < size:
+            complete = hasher is not None and f"{digest_algorithm(digest)}:{hasher.hexdigest()}" == digest
+            if size is not None and received < size and not complete:  # the digest, not a header, says when it is whole
                 raise httpx.RemoteProtocolError(f"body ended at byte {received} of {size}")
             break
         except httpx.TransportError as exc:
+            if hasher is not None and received and f"{digest_algorithm(digest)}:{hasher.hexdigest()}" == digest:
+                break  # all there: the connection broke after the last byte (or a Content-Length overstated it)
             failure = retry.Retry(t.transport_error(exc, f"{action} (broke at byte {received})", repo, digest, budget.attempts))
         finally:
             response.close()
@@ -118,6 +120,20 @@ def blob_chunks(
                 f"registry {t.label}: blob {repo}@{digest} hashes to {actual} ({received} bytes)",
                 registry=t.registry, repository=repo, reference=digest,
             )
+
+
+def _rechunk(reads: Iterator[bytes], chunk_size: int, check: Callable[[], None]) -> Iterator[bytes]:
+    """Network reads regrouped into chunks of `chunk_size` bytes (the last may be shorter); `check()` after each
+    read, so a deadline holds even when a registry drips bytes slower than a chunk fills."""
+    pending = bytearray()
+    for data in reads:
+        check()
+        pending += data
+        while len(pending) >= chunk_size:
+            yield bytes(pending[:chunk_size])
+            del pending[:chunk_size]
+    if pending:
+        yield bytes(pending)
 
 
 def _resume_skip(t: Transport, response: httpx.Response, repo: str, digest: str, received: int) -> int:

@@ -18,13 +18,16 @@ from resources.oci.refs import DEFAULT_REGISTRY, is_digest
 MAX_REGISTRY_TEXT = 300
 REDACTED = "[redacted]"
 
-_AUTH_VALUE = re.compile(r"(?i)\b(basic|bearer|token|digest|negotiate)(\s+|%20)[A-Za-z0-9._~+/=%-]{4,}")
+_AUTH_VALUE = re.compile(
+    r"(?i)\b(basic|bearer)(?:\s+|%20)[A-Za-z0-9._~+/=%-]{4,}|\b(token|digest|negotiate)(?:\s+|%20)[A-Za-z0-9._~+/=%-]{16,}"
+)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*)?")
 _KEY_VALUE = re.compile(
     r"""(?ix)
     (["']?\b(?:password|passwd|pwd|secret|client_secret|token|access_token|refresh_token|id_token|identitytoken
     |registrytoken|auth|authorization|api[_-]?key|x-amz-security-token|x-amz-signature|signature|credential)\b["']?
     \s*[:=]\s*)
+    (?!(?:basic|bearer|token|digest|negotiate)\s|\[redacted\])
     ("[^"]*"|'[^']*'|[^\s&,;"'}]+)
     """
 )
@@ -47,7 +50,7 @@ def _long_run(match: re.Match[str]) -> str:
 def redact(text: str, limit: int = MAX_REGISTRY_TEXT) -> str:
     """Text a registry sent, with anything like a credential removed (Authorization values, JWTs, `password=`,
     long base64 runs), cut to `limit` characters."""
-    text = _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _AUTH_VALUE.sub(lambda m: f"{m.group(1) or m.group(2)} {REDACTED}", text)
     text = _JWT.sub(REDACTED, text)
     text = _KEY_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
     text = _LONG_RUN.sub(_long_run, text)

@@ -474,7 +474,7 @@ class SociConverter:
     def _build(self, src: ImageRef, img: _PlatformImage, layer: Descriptor) -> BuiltZtoc:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
-            with self.client.stream_blob(src.repository, layer.digest) as chunks:
+            with self.client.stream_blob(src.repository, layer.digest, size=layer.size) as chunks:
                 built = self._builder.build(self._with_progress(chunks, layer), layer.media_type, layer=layer.digest)
                 for _ in chunks:  # drain, so the client verifies the blob digest
                     pass
@@ -520,12 +520,7 @@ class SociConverter:
             self._copy_blob(src_repo, dst_repo, d.digest, d.size)
 
     def _copy_blob(self, src_repo: str, dst_repo: str, digest: str, size: int) -> None:
-        if self.client.blob_size(dst_repo, digest) is not None:
-            return
-        if self.client.mount_blob(dst_repo, digest, src_repo):
-            return
-        with self.client.stream_blob(src_repo, digest) as chunks:
-            self.client.push_blob_stream(dst_repo, chunks, digest, size)
+        self.client.copy_blob(src_repo, dst_repo, digest, size)
 
     # ---- writing the result --------------------------------------------------------------------
 
