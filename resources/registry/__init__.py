@@ -6,7 +6,13 @@ Parts: `client` (RegistryClient), `transport` (HTTP, auth), `retry` (the one ret
 """
 
 from resources.oci.manifest import Descriptor, RawManifest
-from resources.oci.media_types import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MANIFEST_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST
+from resources.oci.media_types import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    MANIFEST_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
 from resources.registry.client import RegistryClient
 from resources.registry.errors import (
     DigestMismatchError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import httpx
@@ -60,7 +60,7 @@ def _declared_length(response: httpx.Response) -> int | None:
 def blob_chunks(
     t: Transport, repo: str, digest: str, *, chunk_size: int, size: int | None, deadline: retry.Deadline,
     start: int = 0, action: str = "pull blob",
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Blob bytes from `start` in chunks; resumes with Range after a broken connection; never reads past the
     declared size (`size`, else the first answer's Content-Length, else HEAD); verifies the digest when read from 0."""
     on_deadline = t.deadline_error(action, repo, digest)

@@ -115,9 +115,9 @@ class RegistryClient:
         """Descriptor of a manifest by tag or digest, or None when it does not exist."""
         repo, ref = self._repo(repository), validate_reference(reference)
         found = manifests.head_manifest(self._t, repo, ref, self._deadline("check manifest"))
-        if found is False:
-            return self.get_manifest(repo, ref).descriptor()
-        return found or None
+        if isinstance(found, Descriptor) or found is None:
+            return found
+        return self.get_manifest(repo, ref).descriptor()
 
     def _put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> tuple[str, httpx.Response]:
         repo, ref = self._repo(repository), validate_reference(reference)

@@ -143,15 +143,15 @@ def status_error(
     detail = f"HTTP {status}" + (f" {', '.join(codes)}" if codes else "") + (f": {message}" if message else "")
     target = describe_target(repository, reference)
     label = registry_label(registry)
-    kwargs = dict(registry=registry, repository=repository, reference=reference, status=status, codes=codes)
+    cls: type[RegistryError] = RegistryError
+    message = f"registry {label}: failed to {action} {target} ({detail})"
     if status in (401, 403):
         what = "not authorized to" if status == 401 else "access denied to"
-        return RegistryAuthError(f"registry {label}: {what} {action} {target} ({detail}); {auth}", **kwargs)
-    if status == 404:
-        return RegistryNotFoundError(f"registry {label}: {target} not found while trying to {action} ({detail})", **kwargs)
-    if status == 429 or status >= 500:
+        cls, message = RegistryAuthError, f"registry {label}: {what} {action} {target} ({detail}); {auth}"
+    elif status == 404:
+        cls, message = RegistryNotFoundError, f"registry {label}: {target} not found while trying to {action} ({detail})"
+    elif status in (408, 429) or status >= 500:
         plural = "s" if attempts > 1 else ""
-        return RegistryUnavailableError(
-            f"registry {label}: failed to {action} {target} after {attempts} attempt{plural} ({detail})", **kwargs
-        )
-    return RegistryError(f"registry {label}: failed to {action} {target} ({detail})", **kwargs)
+        cls = RegistryUnavailableError
+        message = f"registry {label}: failed to {action} {target} after {attempts} attempt{plural} ({detail})"
+    return cls(message, registry=registry, repository=repository, reference=reference, status=status, codes=codes)

@@ -28,7 +28,7 @@ _REFERRERS_TAG_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
 
 def is_referrers_tag(tag: str | None) -> bool:
     """True for an OCI referrers fallback tag (`sha256-<hex>`)."""
-    return bool(tag) and _REFERRERS_TAG_RE.match(tag) is not None
+    return tag is not None and _REFERRERS_TAG_RE.match(tag) is not None
 
 
 def referrers_tag(digest: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from resources.oci import media_types as mt
 from resources.oci.refs import digest_algorithm
 from resources.registry import retry
 from resources.registry.errors import (
@@ -256,7 +257,7 @@ def _patch(t: Transport, repo: str, location: httpx.URL, offset: int, chunk: byt
     try:
         response = t.request(
             "PATCH", location, action="upload blob chunk", repository=repo, scopes=scopes(repo),
-            headers={"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + len(chunk) - 1}"},
+            headers={"Content-Type": mt.OCTET_STREAM, "Content-Range": f"{offset}-{offset + len(chunk) - 1}"},
             content=chunk, expect=(202,), retry_transient=False, deadline=deadline,
         )
     except RegistryError as exc:
@@ -279,7 +280,7 @@ def _finish(t: Transport, repo: str, digest: str, location: httpx.URL, body: byt
             f"blob streamed to {repo} is {sent} bytes with digest {actual or '(not hashed: resumed)'}, expected {size} "
             f"bytes with {digest}; upload cancelled", registry=t.registry, repository=repo, reference=digest,
         )
-    headers = {"Content-Type": "application/octet-stream"} if body is not None else None
+    headers = {"Content-Type": mt.OCTET_STREAM} if body is not None else None
     try:
         t.request("PUT", location, action="finish blob upload", repository=repo, reference=digest, scopes=scopes(repo),
                   params={"digest": digest}, headers=headers, content=body, expect=(201,), retry_transient=False,

@@ -20,7 +20,7 @@ from resources.defaults import SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE, SOCI_TAG_SUF
 from resources.aws.ecr import EcrRegistry, tag_is_immutable
 from resources.aws.push_events import ImageFilter, is_soci_output
 from resources.oci.refs import ImageRef
-from resources.registry import Manifest as RegistryManifest
+from resources.oci.manifest import RawManifest as RegistryManifest
 from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError
 from resources.soci import gojson
 from resources.oci import media_types as mt

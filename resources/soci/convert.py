@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient
-from resources.registry import Manifest as RegistryManifest
+from resources.oci.manifest import RawManifest as RegistryManifest
 from resources.soci import gojson
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient, RegistryNotFoundError
-from resources.registry import Manifest as RegistryManifest
+from resources.oci.manifest import RawManifest as RegistryManifest
 from resources.soci import gojson
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat

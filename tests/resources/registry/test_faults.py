@@ -129,7 +129,7 @@ def test_copy_resumes_after_lost_patch_answer_and_names_a_missing_source(proxy: 
 
 def test_v1_convert_into_another_repository_survives_lost_upload_answers(registry: RunningRegistry) -> None:
     """convert copies blobs between repositories; lost PATCH/PUT answers and a refused mount must not fail it."""
-    from tests.resources.soci.conftest import ImageFactory, gzip_layer, random_bytes  # noqa: PLC0415
+    from tests.resources.soci.conftest import ImageFactory, gzip_layer, random_bytes
 
     images = ImageFactory(registry)
     layer = gzip_layer({"app/data.bin": random_bytes(400_000, 5)})
@@ -266,9 +266,8 @@ def test_manifest_put_retried_while_registry_settles(proxy: FaultProxy) -> None:
 def test_manifest_naming_a_missing_blob_is_not_retried(proxy: FaultProxy) -> None:
     doc = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
            "config": {"mediaType": mt.OCI_CONFIG, "digest": compute_digest(b"missing"), "size": 7}, "layers": []}
-    with make_client(proxy.addr) as c:
-        with pytest.raises(RegistryError) as exc:
-            c.put_manifest(REPO, "broken", json.dumps(doc).encode(), mt.OCI_MANIFEST)
+    with make_client(proxy.addr) as c, pytest.raises(RegistryError) as exc:
+        c.put_manifest(REPO, "broken", json.dumps(doc).encode(), mt.OCI_MANIFEST)
     assert exc.value.status == 400 and compute_digest(b"missing") in str(exc.value)
     assert proxy.count("PUT", r"/manifests/broken") == 1
 
