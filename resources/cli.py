@@ -6,6 +6,9 @@
     streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--plain-http]
     streamable soci inspect ZTOC_FILE|REF [--entries N] [--plain-http]
 
+Every registry command takes --timeout SECONDS (default 60): each registry operation (a manifest, a
+request, a listing page) ends within it, retries included; blob reads and uploads get 1 s more per MiB.
+
 Registry credentials: `--username NAME` with the password in the environment variable
 STREAMABLE_REGISTRY_PASSWORD (never on the command line, where `ps` would show it), else the
 registry's entry in the Docker config (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`,
@@ -22,10 +25,11 @@ import collections
 import json
 import logging
 import os
+import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
 from resources.registry.docker_config import DockerConfigError
@@ -33,6 +37,7 @@ from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient, RegistryError
 from resources.oci import media_types as mt
 from resources.soci.convert import SociConverter, SociConvertError
+from resources.soci import limits
 from resources.soci.index import SociIndexError
 from resources.oci.platforms import PlatformError
 from resources.soci.verify import locate_soci_indexes, verify_image
@@ -100,6 +105,14 @@ def _mib(n: int) -> str:
 # ---- commands --------------------------------------------------------------------------------
 
 
+def _image_ref(text: str, err: TextIO) -> ImageRef:
+    """Parse a reference; say so when it names no registry host and therefore means Docker Hub."""
+    ref = ImageRef.parse(text)
+    if ref.registry == "docker.io" and not text.startswith("docker.io/"):
+        err.write(f"streamable: warning: {text!r} names no registry host: using docker.io (Docker Hub)\n")
+    return ref
+
+
 def _client(args: argparse.Namespace, registry: str) -> RegistryClient:
     password = os.environ.get(PASSWORD_ENV)
     if args.username and password is None:
@@ -113,16 +126,23 @@ def _client(args: argparse.Namespace, registry: str) -> RegistryClient:
         docker_config=Path(args.docker_config) if args.docker_config else None,
         plain_http=True if args.plain_http else None,
         retries=args.retries,
+        timeout=min(float(args.timeout), 60.0),
+        deadline=float(args.timeout),
     )
 
 
 def cmd_ztoc(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     layer = Path(args.layer_file)
-    size = layer.stat().st_size
+    info = layer.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise CliError(f"layer file {layer} is not a regular file: give the layer blob as a file (its size is the "
+                       "layer's size, and reading stops there)")
+    size = info.st_size
     progress = Progress(err)
     builder = ZtocBuilder(span_size=args.span_size, build_tool_identifier=args.build_tool_identifier)
     with layer.open("rb") as f:
-        built = builder.build(f, args.media_type, progress=progress.bytes_for(str(layer), size), layer=str(layer))
+        capped = _capped_chunks(f, size, layer)
+        built = builder.build(capped, args.media_type, progress=progress.bytes_for(str(layer), size), layer=str(layer))
     Path(args.output).write_bytes(built.data)
     summary = {
         "layer": str(layer),
@@ -141,8 +161,21 @@ def cmd_ztoc(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _capped_chunks(f: BinaryIO, size: int, layer: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes, never more than the `size` it had when opened (a growing file is an error)."""
+    left = size
+    while left:
+        data = f.read(min(chunk, left))
+        if not data:
+            raise CliError(f"layer file {layer} shrank while being read ({size - left} of {size} bytes)")
+        left -= len(data)
+        yield data
+    if f.read(1):
+        raise CliError(f"layer file {layer} grew while being read (more than its {size} bytes)")
+
+
 def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    src, dst = ImageRef.parse(args.src), ImageRef.parse(args.dst)
+    src, dst = _image_ref(args.src, err), _image_ref(args.dst, err)
     progress = Progress(err)
     with _client(args, src.registry) as client:
         converter = SociConverter(
@@ -162,7 +195,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    ref = ImageRef.parse(args.ref)
+    ref = _image_ref(args.ref, err)
     with _client(args, ref.registry) as client:
         report = verify_image(
             client, ref, sample=args.sample, required_files=args.file or (), platform=args.platform, seed=args.seed
@@ -181,7 +214,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(describe_ztoc(parse_ztoc(data), f"zTOC file {target}", len(data), args.entries))
         return EXIT_OK
     try:
-        ref = ImageRef.parse(args.target)
+        ref = _image_ref(args.target, err)
     except ValueError:
         raise CliError(f"{args.target!r} is neither an existing zTOC file nor an image reference") from None
     with _client(args, ref.registry) as client:
@@ -231,25 +264,25 @@ def describe_ztoc(ztoc: Ztoc, title: str, size: int, max_entries: int) -> str:
 # ---- argument parsing ------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+def _bounded(name: str, bound: limits.Bound) -> Callable[[str], int]:
+    """An argparse type: an integer within `bound`, else an error naming the flag and the allowed range."""
+    def parse(text: str) -> int:
+        try:
+            return bound.check(name, int(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc) if "out of range" in str(exc) else f"{name} must be an integer, "
+                                             f"got {text!r}") from None
+    return parse
 
 
 def _registry_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain-http", action="store_true", help="talk HTTP instead of HTTPS (loopback registries use HTTP anyway)")
     p.add_argument("--username", help=f"registry user; the password is read from ${PASSWORD_ENV}")
     p.add_argument("--docker-config", help="Docker config.json to read credentials from")
-    p.add_argument("--retries", type=_non_negative, default=5, help="retries on connection errors, 429 and 5xx")
+    p.add_argument("--retries", type=_bounded("--retries", limits.RETRIES), default=5,
+                   help="retries on connection errors, 429 and 5xx")
+    p.add_argument("--timeout", type=_bounded("--timeout", limits.TIMEOUT_SECONDS), default=60, metavar="SECONDS",
+                   help="deadline of each registry operation, retries included (blobs: +1 s per MiB)")
     p.add_argument("-v", "--verbose", action="store_true", help="log decisions and retries on stderr")
 
 
@@ -261,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = soci.add_parser("ztoc", help="write the zTOC of a local layer blob")
     p.add_argument("layer_file")
     p.add_argument("--media-type", required=True, help="layer mediaType, e.g. application/vnd.oci.image.layer.v1.tar+gzip")
-    p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE)
+    p.add_argument("--span-size", type=_bounded("--span-size", limits.SPAN_SIZE), default=SOCI_SPAN_SIZE)
     p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER)
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_ztoc)
@@ -269,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = soci.add_parser("convert", help="index an image in a registry and push the SOCI-enabled image")
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE)
-    p.add_argument("--min-layer-size", type=_non_negative, default=SOCI_MIN_LAYER_SIZE)
+    p.add_argument("--span-size", type=_bounded("--span-size", limits.SPAN_SIZE), default=SOCI_SPAN_SIZE)
+    p.add_argument("--min-layer-size", type=_bounded("--min-layer-size", limits.MIN_LAYER_SIZE),
+                   default=SOCI_MIN_LAYER_SIZE)
     p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--platform", action="append", help="os/arch[/variant]; repeat for several")
@@ -281,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = soci.add_parser("verify", help="check that an image would lazy-load (exit 1 when not)")
     p.add_argument("ref")
-    p.add_argument("--sample", type=_non_negative, default=8, help="files to lazily read per platform (at least the largest)")
+    p.add_argument("--sample", type=_bounded("--sample", limits.SAMPLE), default=8, help="files to lazily read per platform (at least the largest)")
     p.add_argument("--file", action="append", help="a path that must be present and is always read (repeatable)")
     p.add_argument("--platform", help="verify only this platform")
     p.add_argument("--seed", type=int, default=0)
@@ -290,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = soci.add_parser("inspect", help="summarize a zTOC file, or the SOCI indexes of an image")
     p.add_argument("target", metavar="ZTOC_FILE|REF")
-    p.add_argument("--entries", type=_non_negative, default=20, help="how many TOC entries to list")
+    p.add_argument("--entries", type=_bounded("--entries", limits.ENTRIES), default=20, help="how many TOC entries to list")
     _registry_options(p)
     p.set_defaults(func=cmd_inspect)
     return parser

@@ -24,6 +24,8 @@ from resources.registry.errors import (
 )
 
 MAX_REDIRECTS = 10
+MAX_BODY_BYTES = 32 << 20  # a JSON answer (tag list page, referrers index) read whole
+MAX_ERROR_BODY_BYTES = 64 << 10  # an error answer: enough for its JSON error list
 REDIRECTS = (301, 302, 303, 307, 308)
 DOCKER_HUB_API = "registry-1.docker.io"
 
@@ -236,6 +238,21 @@ class Transport:
                 continue
             return response
 
+    def _read(self, response: httpx.Response, deadline: retry.Deadline | None, action: str, repository: str | None,
+              reference: str | None, limit: int) -> None:
+        """Read a (small) body within the deadline and at most `limit` bytes, so `response.json()` works."""
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                if deadline is not None:
+                    deadline.check(self.deadline_error(action, repository, reference))
+                body += chunk
+                if len(body) > limit:
+                    break
+        finally:
+            response.close()
+        response._content = bytes(body[:limit])  # what Response.read() sets; read() itself has no deadline
+
     # ---- with retries ----------------------------------------------------------------------
 
     def request(
@@ -272,7 +289,7 @@ class Transport:
             return self._attempt(method, url, number, action=action, repository=repository, reference=reference,
                                  scopes=scopes, headers=headers, params=params, content=content, expect=expect,
                                  stream=stream, follow_redirects=follow_redirects, retry_transient=retry_transient,
-                                 timeout=timeout)
+                                 timeout=timeout, deadline=deadline)
 
         return retry.run(attempt, policy=self.policy, deadline=deadline, what=f"registry {self.label}: {action}",
                          on_deadline=on_deadline)
@@ -280,7 +297,7 @@ class Transport:
     def _attempt(self, method: str, url: str | httpx.URL, number: int, *, action: str, repository: str | None,
                  reference: str | None, scopes: list[str], headers: Mapping[str, str] | None, params: Any,
                  content: bytes | None, expect: Collection[int], stream: bool, follow_redirects: bool,
-                 retry_transient: bool, timeout: httpx.Timeout) -> httpx.Response:
+                 retry_transient: bool, timeout: httpx.Timeout, deadline: retry.Deadline | None) -> httpx.Response:
         """One request; raises retry.Retry for what the policy may retry, a RegistryError otherwise."""
         response: httpx.Response | None = None
         failure: RegistryError | retry.Retry
@@ -289,9 +306,9 @@ class Transport:
                                  follow_redirects=follow_redirects, action=action, timeout=timeout)
             if response.status_code in expect:
                 if not stream:
-                    response.read()
+                    self._read(response, deadline, action, repository, reference, MAX_BODY_BYTES)
                 return response
-            response.read()
+            self._read(response, deadline, action, repository, reference, MAX_ERROR_BODY_BYTES)
             error = self.status_error(response, action, repository, reference, number + 1)
             if retry.is_retryable_status(response.status_code) and retry_transient:
                 after = retry.parse_retry_after(response.headers.get_list("retry-after"))

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from resources import defaults
+from resources.soci import limits
 
 TARGETS_ENV_VAR = "STREAMABLE_TARGETS"
 DEFAULT_TARGETS_FILE = "targets.yaml"
@@ -70,8 +71,10 @@ class SociSettings(_Strict):
     """How the SOCI index is built."""
 
     format: Literal["v2", "v1"] = "v2"
-    span_size: int = Field(default=defaults.SOCI_SPAN_SIZE, gt=0)
-    min_layer_size: int = Field(default=defaults.SOCI_MIN_LAYER_SIZE, ge=0)
+    span_size: int = Field(default=defaults.SOCI_SPAN_SIZE, ge=limits.SPAN_SIZE.low, le=limits.SPAN_SIZE.high)
+    min_layer_size: int = Field(
+        default=defaults.SOCI_MIN_LAYER_SIZE, ge=limits.MIN_LAYER_SIZE.low, le=limits.MIN_LAYER_SIZE.high
+    )
 
 
 class CanarySettings(_Strict):
@@ -86,7 +89,7 @@ class CanarySettings(_Strict):
 class VerifySettings(_Strict):
     """How the SOCI-enabled image is verified before release."""
 
-    sample: int = Field(default=8, ge=0)
+    sample: int = Field(default=8, ge=limits.SAMPLE.low, le=limits.SAMPLE.high)
     required_files: tuple[str, ...] = ()
     canary: CanarySettings = CanarySettings()
 
