@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import subprocess
@@ -36,17 +37,14 @@ def assert_clear_error(proc: subprocess.CompletedProcess[str], *needles: str) ->
         assert needle in proc.stderr, proc.stderr
 
 
-@pytest.fixture
-def tar_file(tmp_path: Path) -> Path:
+@pytest.mark.parametrize("media_type", [mt.OCI_LAYER_GZIP, mt.OCI_LAYER_TAR])
+def test_huge_span_size_is_refused_before_reading_the_layer(tmp_path: Path, media_type: str) -> None:
     from tests.resources.soci.conftest import tar_bytes  # noqa: PLC0415
 
-    path = tmp_path / "layer.tar"
-    path.write_bytes(tar_bytes({"a.txt": b"hello"}))
-    return path
-
-
-def test_huge_span_size_is_refused_before_reading_the_layer(tar_file: Path, tmp_path: Path) -> None:
-    proc = run("soci", "ztoc", str(tar_file), "--media-type", mt.OCI_LAYER_TAR, "--span-size",
+    tar = tar_bytes({"a.txt": b"hello" * 1000})
+    layer = tmp_path / "layer"
+    layer.write_bytes(gzip.compress(tar) if media_type == mt.OCI_LAYER_GZIP else tar)
+    proc = run("soci", "ztoc", str(layer), "--media-type", media_type, "--span-size",
                "9223372036854775808", "-o", str(tmp_path / "out"))
     assert_clear_error(proc, "--span-size 9223372036854775808 is out of range", "64 KiB..1 GiB")
     assert not (tmp_path / "out").exists()

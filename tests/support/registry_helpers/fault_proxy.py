@@ -31,8 +31,8 @@ class Fault:
     "drip" (forward, then send the body one byte every `delay` seconds), "reset_mid_body" (forward, send half the
     body, then reset the connection), "endless" (forward, then the body followed by zeros without end, no
     Content-Length), "wrong_length" (forward, announce Content-Length + `extra`, send the body, close),
-    "forward_then_reset" (forward, then reset the connection unanswered: a lost response), "delay" (wait `delay`
-    seconds, then forward), "echo_auth" (answer `status` with an error message quoting the Authorization header).
+    "forward_then_reset" (forward, then reset the connection unanswered: a lost response), "delay" (forward,
+    then hold the answer `delay` seconds: a slow reader acting on what was true when it asked), "echo_auth" (answer `status` with an error message quoting the Authorization header).
     `status` answers carry `body` when given and `header_list` (repeatable headers) besides `headers`.
     """
 
@@ -199,8 +199,9 @@ class FaultProxy:
                     data = json.dumps({"errors": [{"code": "DENIED", "message": message}]}).encode()
                     self._reply(fault.status, [("Content-Type", "application/json")], data)
                 elif fault.kind == "delay":
+                    answer = self._forward(body)
                     time.sleep(fault.delay)
-                    self._reply(*self._forward(body))
+                    self._reply(*answer)
                 elif fault.kind in ("drip", "reset_mid_body", "endless", "wrong_length"):
                     self._misbehave(fault, *self._forward(body))
                 elif fault.kind == "forward_then_reset":
