@@ -76,9 +76,7 @@ def is_layer_type(media_type: str) -> bool:
 
 def is_nondistributable(media_type: str) -> bool:
     """Layers that registries may not serve (Windows base layers with `urls`)."""
-    return media_type.startswith(OCI_NONDISTRIBUTABLE_PREFIX) or media_type.startswith(
-        "application/vnd.docker.image.rootfs.foreign."
-    )
+    return media_type.startswith((OCI_NONDISTRIBUTABLE_PREFIX, "application/vnd.docker.image.rootfs.foreign."))
 
 
 def layer_compression(media_type: str) -> LayerCompression:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from resources.registry.docker_config import Credentials
 from resources.oci.refs import is_loopback_host
+from resources.registry.docker_config import Credentials
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token server does not say (distribution's token spec default)
 TOKEN_CLIENT_ID = "streamable"

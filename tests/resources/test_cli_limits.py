@@ -27,7 +27,7 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = str(ROOT)
     env["DOCKER_CONFIG"] = "/nonexistent-docker-config"
     return subprocess.run([sys.executable, "-m", "resources.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=ROOT)
+                          check=False, timeout=timeout, cwd=ROOT)
 
 
 def assert_clear_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
