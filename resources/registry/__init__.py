@@ -3,6 +3,7 @@
 Parts: `client` (RegistryClient), `transport` (HTTP, auth), `retry` (the one retry and deadline policy),
 `manifests`, `blobs` (reads), `uploads` (writes), `referrers`, `errors` (exceptions, `redact`), `auth`,
 `docker_config`. Descriptor and RawManifest (exported here as `Manifest` too) live in `resources.oci.manifest`.
+The retry and deadline policy is described in docs/registry-client.md.
 """
 
 from resources.oci.manifest import Descriptor, RawManifest
