@@ -312,3 +312,18 @@ def test_docker_hub_is_named_as_such() -> None:
         with pytest.raises(RegistryUnavailableError) as exc:
             c.get_manifest(ref.repository, "3")
     assert "registry docker.io (Docker Hub)" in str(exc.value)
+
+
+def test_convert_stops_reading_an_endless_layer_body(registry: RunningRegistry) -> None:
+    from tests.resources.soci.conftest import ImageFactory, gzip_layer, random_bytes  # noqa: PLC0415
+
+    images = ImageFactory(registry)
+    layer = gzip_layer({"app/data.bin": random_bytes(300_000, 9)})
+    images.push_image("team/app", "v1", [layer])
+    images.client.close()
+    with fault_proxy(registry.addr) as p, make_client(p.addr, retries=0) as c:
+        p.add(Fault(path=rf"/blobs/{layer.digest}", method="GET", kind="endless", times=5))
+        converter = SociConverter(c, min_layer_size=1024, span_size=65536)
+        _, error, _ = finishes_within(30, lambda: converter.convert(ImageRef(p.addr, "team/app", "v1"),
+                                                                     ImageRef(p.addr, "team/app", "soci")))
+    assert error is not None and f"declared size of {layer.size} bytes" in str(error), error
