@@ -29,8 +29,8 @@ class Fault:
     "ignore_range" (forward without the Range header), "paginate_tags" (serve `tags/list` in pages of `?n=`
     with `Link` headers per the OCI spec, from the upstream's full list: distribution 2.8 ignores `n` for tags),
     "drip" (forward, then send the body one byte every `delay` seconds), "reset_mid_body" (forward, send half the
-    body, then reset the connection), "endless" (forward, then the body followed by zeros without end, no
-    Content-Length), "wrong_length" (forward, announce Content-Length + `extra`, send the body, close),
+    body, then reset the connection), "endless" (forward, then the body over and over without end, no
+    Content-Length: a gzip layer stays valid gzip), "wrong_length" (forward, announce Content-Length + `extra`, send the body, close),
     "forward_then_reset" (forward, then reset the connection unanswered: a lost response), "delay" (forward,
     then hold the answer `delay` seconds: a slow reader acting on what was true when it asked), "echo_auth" (answer `status` with an error message quoting the Authorization header).
     `status` answers carry `body` when given and `header_list` (repeatable headers) besides `headers`.
@@ -259,10 +259,10 @@ class FaultProxy:
                         self.wfile.write(data[: len(data) // 2])
                         self._reset()
                     elif fault.kind == "endless":
-                        self.wfile.write(data)
-                        zeros = bytes(64 << 10)
-                        for _ in range(64 << 10):  # 4 GiB at most: the client must stop long before
-                            self.wfile.write(zeros)
+                        sent = 0
+                        while data and sent < 4 << 30:  # 4 GiB at most: the client must stop long before
+                            self.wfile.write(data)
+                            sent += len(data)
                     else:
                         self.wfile.write(data[: len(data) + min(fault.extra, 0)] if fault.extra < 0 else data)
                         self.wfile.flush()
