@@ -173,12 +173,13 @@ class Transport:
         base = httpx.URL(self.base_url)
         return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
-    def check_url(self, url: httpx.URL, action: str) -> None:
+    def check_url(self, url: httpx.URL, action: str, repository: str | None = None, reference: str | None = None) -> None:
         """Refuse a URL (redirect or upload Location) on plain HTTP off loopback unless plain_http=True was given."""
+        target = describe_target(repository, reference)
         if url.scheme == "http" and not self.plain_http_anywhere and not is_loopback_host(url.host):
-            raise self.error(f"refusing to {action} via plain-HTTP location on {url.host}")
+            raise self.error(f"refusing to {action} via plain-HTTP location on {url.host} ({target})", repository, reference)
         if url.scheme not in ("http", "https"):
-            raise self.error(f"unsupported location scheme {url.scheme!r}")
+            raise self.error(f"unsupported location scheme {url.scheme!r} to {action} {target}", repository, reference)
 
     # ---- one attempt -----------------------------------------------------------------------
 
@@ -194,7 +195,7 @@ class Transport:
 
     def send(self, method: str, url: str | httpx.URL, *, scopes: list[str], headers: Mapping[str, str] | None,
              params: Any, content: bytes | None, follow_redirects: bool, action: str,
-             timeout: httpx.Timeout) -> httpx.Response:
+             timeout: httpx.Timeout, repository: str | None = None, reference: str | None = None) -> httpx.Response:
         """One attempt: auth header, one re-try after a 401 challenge, redirects; returns an unread response."""
         early = self._ensure_auth_known(timeout)
         if early is not None:
@@ -202,7 +203,7 @@ class Transport:
         target = self.http.build_request(method, url).url
         if params:
             target = target.copy_merge_params(params)  # keep Location's own query (e.g. upload `_state`)
-        self.check_url(target, action)
+        self.check_url(target, action, repository, reference)
         tried_challenge, hops = False, 0
         while True:
             request_headers = dict(headers or {})
@@ -230,9 +231,10 @@ class Transport:
                 location = response.headers["location"]
                 response.close()
                 if hops > MAX_REDIRECTS:
-                    raise self.error(f"too many redirects while trying to {action}")
+                    raise self.error(f"too many redirects while trying to {action} {describe_target(repository, reference)}",
+                                     repository, reference)
                 target = target.join(location)
-                self.check_url(target, action)
+                self.check_url(target, action, repository, reference)
                 if response.status_code == 303 and method != "HEAD":
                     method, content = "GET", None
                 continue
@@ -303,7 +305,8 @@ class Transport:
         failure: RegistryError | retry.Retry
         try:
             response = self.send(method, url, scopes=scopes, headers=headers, params=params, content=content,
-                                 follow_redirects=follow_redirects, action=action, timeout=timeout)
+                                 follow_redirects=follow_redirects, action=action, timeout=timeout,
+                                 repository=repository, reference=reference)
             if response.status_code in expect:
                 if not stream:
                     self._read(response, deadline, action, repository, reference, MAX_BODY_BYTES)

@@ -75,9 +75,10 @@ def upload_location(t: Transport, response: httpx.Response, repo: str, digest: s
     """The checked Location of an upload answer."""
     location = response.headers.get("location")
     if not location:
-        raise t.error(f"upload to {repo} answered HTTP {response.status_code} without a Location", repo, digest)
+        raise t.error(f"upload of {digest or 'a blob'} to {repo} answered HTTP {response.status_code} without a Location",
+                      repo, digest)
     url = response.request.url.join(location)
-    t.check_url(url, "upload blob")
+    t.check_url(url, "upload blob", repo, digest)
     return url
 
 
@@ -225,7 +226,7 @@ def _send(t: Transport, repo: str, stream: _Stream, digest: str, size: int, loca
         chunk = stream.next_chunk(size + 1 if monolithic else chunk_size, size, repo, digest, t)
         if monolithic or not chunk:
             break
-        location = _patch(t, repo, location, stream.chunk_start, chunk, deadline)
+        location = _patch(t, repo, digest, location, stream.chunk_start, chunk, deadline)
         stream.sent()
     end = stream.chunk_start + len(chunk)
     _finish(t, repo, digest, location, chunk if monolithic else None, end, size, stream.hasher, deadline)
@@ -251,12 +252,13 @@ def _read_source(t: Transport, source: BlobSource, offset: int, repo: str, diges
             yield bytes(piece)
 
 
-def _patch(t: Transport, repo: str, location: httpx.URL, offset: int, chunk: bytes,
+def _patch(t: Transport, repo: str, digest: str, location: httpx.URL, offset: int, chunk: bytes,
            deadline: retry.Deadline) -> httpx.URL:
     """PATCH one chunk at `offset` (sent once: its answer may be lost); returns the new Location."""
     try:
         response = t.request(
-            "PATCH", location, action="upload blob chunk", repository=repo, scopes=scopes(repo),
+            "PATCH", location, action=f"upload bytes {offset}-{offset + len(chunk) - 1} of", repository=repo,
+            reference=digest, scopes=scopes(repo),
             headers={"Content-Type": mt.OCTET_STREAM, "Content-Range": f"{offset}-{offset + len(chunk) - 1}"},
             content=chunk, expect=(202,), retry_transient=False, deadline=deadline,
         )
@@ -266,8 +268,8 @@ def _patch(t: Transport, repo: str, location: httpx.URL, offset: int, chunk: byt
     held = held_bytes(response)
     expected = offset + len(chunk)
     if held is not None and held != expected:
-        raise _Failed(t.error(f"upload to {repo} holds {held} bytes after a chunk ending at byte {expected}", repo,
-                              cls=RegistryUnavailableError), new)
+        raise _Failed(t.error(f"upload of {digest} to {repo} holds {held} bytes after a chunk ending at byte {expected}",
+                              repo, digest, cls=RegistryUnavailableError), new)
     return new
 
 
