@@ -23,6 +23,7 @@ from resources.registry.errors import (
 from resources.registry.transport import Transport
 
 log = logging.getLogger(__name__)
+MAX_STALLED_PATCHES = 3  # PATCHes in a row the server answers 202 without taking a byte
 
 
 class BlobSource:
@@ -221,13 +222,20 @@ def upload(
 def _send(t: Transport, repo: str, stream: _Stream, digest: str, size: int, location: httpx.URL,
           chunk_size: int, deadline: retry.Deadline, monolithic: bool) -> httpx.URL:
     """PATCH the stream in chunks (or one PUT with the body when monolithic), then `PUT ?digest=`."""
+    stalls = 0
     while True:
         deadline.check(t.deadline_error("push blob", repo, digest))
         chunk = stream.next_chunk(size + 1 if monolithic else chunk_size, size, repo, digest, t)
         if monolithic or not chunk:
             break
-        location = _patch(t, repo, digest, location, stream.chunk_start, chunk, deadline)
-        stream.sent()
+        location, held = _patch(t, repo, digest, location, stream.chunk_start, chunk, deadline)
+        stalls = stalls + 1 if held <= stream.chunk_start else 0
+        if held == stream.chunk_start + len(chunk):
+            stream.sent()
+        elif stalls > MAX_STALLED_PATCHES or not stream.resume_at(held):  # the server kept part of the chunk: go on from its offset
+            raise _Failed(t.error(f"upload of {digest} to {repo} holds {held} bytes after a chunk of bytes "
+                                  f"{stream.chunk_start}-{stream.chunk_start + len(chunk) - 1}", repo, digest,
+                                  cls=RegistryUnavailableError), location)
     end = stream.chunk_start + len(chunk)
     _finish(t, repo, digest, location, chunk if monolithic else None, end, size, stream.hasher, deadline)
     return location
@@ -253,8 +261,9 @@ def _read_source(t: Transport, source: BlobSource, offset: int, repo: str, diges
 
 
 def _patch(t: Transport, repo: str, digest: str, location: httpx.URL, offset: int, chunk: bytes,
-           deadline: retry.Deadline) -> httpx.URL:
-    """PATCH one chunk at `offset` (sent once: its answer may be lost); returns the new Location."""
+           deadline: retry.Deadline) -> tuple[httpx.URL, int]:
+    """PATCH one chunk at `offset` (sent once: its answer may be lost); the new Location and the bytes the server
+    holds (the Range of its 202; without one, all that was sent)."""
     try:
         response = t.request(
             "PATCH", location, action=f"upload bytes {offset}-{offset + len(chunk) - 1} of", repository=repo,
@@ -264,13 +273,8 @@ def _patch(t: Transport, repo: str, digest: str, location: httpx.URL, offset: in
         )
     except RegistryError as exc:
         raise _Failed(exc, location) from None
-    new = upload_location(t, response, repo, None)
     held = held_bytes(response)
-    expected = offset + len(chunk)
-    if held is not None and held != expected:
-        raise _Failed(t.error(f"upload of {digest} to {repo} holds {held} bytes after a chunk ending at byte {expected}",
-                              repo, digest, cls=RegistryUnavailableError), new)
-    return new
+    return upload_location(t, response, repo, None), (offset + len(chunk) if held is None else held)
 
 
 def _finish(t: Transport, repo: str, digest: str, location: httpx.URL, body: bytes | None, sent: int, size: int,

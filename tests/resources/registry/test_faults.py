@@ -108,6 +108,18 @@ def test_lost_answer_to_the_final_put_is_recognised_by_head(proxy: FaultProxy) -
     assert proxy.count("POST", r"/blobs/uploads/$") == 2  # no restart: HEAD showed each blob exists
 
 
+def test_upload_follows_the_offset_in_the_registrys_202_range(proxy: FaultProxy) -> None:
+    data = os.urandom(200_000)
+    digest = compute_digest(data)
+    proxy.add(Fault(path=r"/blobs/uploads/", method="PATCH", kind="partial_patch"))  # keeps half the first chunk
+    with make_client(proxy.addr) as c:
+        c.push_blob_stream(REPO, (data[i : i + 50_000] for i in range(0, len(data), 50_000)), digest, len(data),
+                           chunk_size=100_000)
+        assert c.get_blob(REPO, digest) == data
+    assert proxy.count("POST", r"/blobs/uploads/$") == 1 and proxy.count("GET", r"/blobs/uploads/") == 0
+    assert proxy.count("PATCH", r"/blobs/uploads/") == 3  # half of chunk 1, its other half, chunk 2
+
+
 def test_copy_resumes_after_lost_patch_answer_and_names_a_missing_source(proxy: FaultProxy, registry: RunningRegistry) -> None:
     data = os.urandom(300_000)
     with make_client(registry.addr) as direct:

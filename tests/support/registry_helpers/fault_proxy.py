@@ -32,7 +32,8 @@ class Fault:
     body, then reset the connection), "endless" (forward, then the body over and over without end, no
     Content-Length: a gzip layer stays valid gzip), "wrong_length" (forward, announce Content-Length + `extra`, send the body, close),
     "forward_then_reset" (forward, then reset the connection unanswered: a lost response), "delay" (forward,
-    then hold the answer `delay` seconds: a slow reader acting on what was true when it asked), "echo_auth" (answer `status` with an error message quoting the Authorization header).
+    then hold the answer `delay` seconds: a slow reader acting on what was true when it asked), "partial_patch"
+    (forward only the first half of a PATCH body: the registry's 202 Range says how much it holds), "echo_auth" (answer `status` with an error message quoting the Authorization header).
     `status` answers carry `body` when given and `header_list` (repeatable headers) besides `headers`.
     """
 
@@ -204,6 +205,14 @@ class FaultProxy:
                     self._reply(*answer)
                 elif fault.kind in ("drip", "reset_mid_body", "endless", "wrong_length"):
                     self._misbehave(fault, *self._forward(body))
+                elif fault.kind == "partial_patch":
+                    start = int(self.headers.get("Content-Range", "0-0").split("-", 1)[0])
+                    half = body[: len(body) // 2]
+                    del self.headers["Content-Range"]
+                    self.headers["Content-Range"] = f"{start}-{start + len(half) - 1}"
+                    del self.headers["Content-Length"]
+                    self.headers["Content-Length"] = str(len(half))
+                    self._reply(*self._forward(half))
                 elif fault.kind == "forward_then_reset":
                     self._forward(body)
                     self._reset()
