@@ -131,7 +131,6 @@ class _Stream:
         self.hasher: Any = hashlib.new(digest_algorithm(digest)) if offset == 0 else None
         self.chunk_start = offset
         self.chunk = b""
-        self.done = False
 
     def resume_at(self, held: int) -> bool:
         """Point at byte `held` inside the chunk in flight; False when it lies outside."""
@@ -191,7 +190,7 @@ def upload(
             return
         except _Failed as exc:
             failed = exc
-        except (SourceReadError, DigestMismatchError):
+        except RegistryError:  # the source failed, the bytes were wrong, or the deadline passed
             if location is not None:
                 cancel(t, repo, location)
             raise
@@ -232,7 +231,7 @@ def _send(t: Transport, repo: str, stream: _Stream, digest: str, size: int, loca
         stalls = stalls + 1 if held <= stream.chunk_start else 0
         if held == stream.chunk_start + len(chunk):
             stream.sent()
-        elif stalls > MAX_STALLED_PATCHES or not stream.resume_at(held):  # the server kept part of the chunk: go on from its offset
+        elif stalls > MAX_STALLED_PATCHES or not stream.resume_at(held):  # else go on from the server's offset
             raise _Failed(t.error(f"upload of {digest} to {repo} holds {held} bytes after a chunk of bytes "
                                   f"{stream.chunk_start}-{stream.chunk_start + len(chunk) - 1}", repo, digest,
                                   cls=RegistryUnavailableError), location)

@@ -6,7 +6,7 @@ import pytest
 
 import resources.oci.manifest as oci
 import resources.oci.media_types as mt
-import resources.registry as registry
+from resources import registry
 from resources.oci.refs import compute_digest
 
 DIGEST = compute_digest(b"x")
