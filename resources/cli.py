@@ -9,6 +9,9 @@
     streamable soci inspect ZTOC_FILE|REF [--entries N] [--plain-http]
     streamable soci profile REF [--timeout S] [--ready-log RE | --ready-tcp-port N] [-o FILE] [-- CMD ...]
 
+Every registry command takes --timeout SECONDS (default 60): each registry operation (a manifest, a
+request, a listing page) ends within it, retries included; blob reads and uploads get 1 s more per MiB.
+
 Registry credentials: `--username NAME` with the password in the environment variable
 STREAMABLE_REGISTRY_PASSWORD (never on the command line, where `ps` would show it), else the
 registry's entry in the Docker config (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`,
@@ -26,16 +29,18 @@ import importlib.metadata
 import json
 import logging
 import os
+import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
 from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
+from resources.soci import limits
 from resources.soci.convert import SociConverter
 from resources.soci.node_compat import DEFAULT_NODE_COMPAT
 from resources.soci.verify import locate_soci_indexes, verify_image
@@ -103,6 +108,14 @@ def _mib(n: int) -> str:
 # ---- commands --------------------------------------------------------------------------------
 
 
+def _image_ref(text: str, err: TextIO) -> ImageRef:
+    """Parse a reference; say so when it names no registry host and therefore means Docker Hub."""
+    ref = ImageRef.parse(text)
+    if ref.registry == "docker.io" and not text.startswith("docker.io/"):
+        err.write(f"streamable: warning: {text!r} names no registry host: using docker.io (Docker Hub)\n")
+    return ref
+
+
 def _client(args: argparse.Namespace, registry: str) -> RegistryClient:
     password = os.environ.get(PASSWORD_ENV)
     if args.username and password is None:
@@ -118,16 +131,23 @@ def _client(args: argparse.Namespace, registry: str) -> RegistryClient:
         docker_config=Path(args.docker_config) if args.docker_config else None,
         plain_http=True if args.plain_http else None,
         retries=args.retries,
+        timeout=min(float(args.timeout), 60.0),
+        deadline=float(args.timeout),
     )
 
 
 def cmd_ztoc(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     layer = Path(args.layer_file)
-    size = layer.stat().st_size
+    info = layer.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise CliError(f"layer file {layer} is not a regular file: give the layer blob as a file (its size is the "
+                       "layer's size, and reading stops there)")
+    size = info.st_size
     progress = Progress(err)
     builder = ZtocBuilder(span_size=args.span_size, build_tool_identifier=args.build_tool_identifier)
     with layer.open("rb") as f:
-        built = builder.build(f, args.media_type, progress=progress.bytes_for(str(layer), size), layer=str(layer))
+        capped = _capped_chunks(f, size, layer)
+        built = builder.build(capped, args.media_type, progress=progress.bytes_for(str(layer), size), layer=str(layer))
     Path(args.output).write_bytes(built.data)
     summary = {
         "layer": str(layer),
@@ -146,8 +166,21 @@ def cmd_ztoc(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _capped_chunks(f: BinaryIO, size: int, layer: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes, never more than the `size` it had when opened (a growing file is an error)."""
+    left = size
+    while left:
+        data = f.read(min(chunk, left))
+        if not data:
+            raise CliError(f"layer file {layer} shrank while being read ({size - left} of {size} bytes)")
+        left -= len(data)
+        yield data
+    if f.read(1):
+        raise CliError(f"layer file {layer} grew while being read (more than its {size} bytes)")
+
+
 def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    src, dst = ImageRef.parse(args.src), ImageRef.parse(args.dst)
+    src, dst = _image_ref(args.src, err), _image_ref(args.dst, err)
     progress = Progress(err)
     with _client(args, src.registry) as client:
         converter = SociConverter(
@@ -171,7 +204,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    ref = ImageRef.parse(args.ref)
+    ref = _image_ref(args.ref, err)
     with _client(args, ref.registry) as client:
         report = verify_image(
             client, ref, sample=args.sample, required_files=args.file or (), platform=args.platform, seed=args.seed
@@ -190,7 +223,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(describe_ztoc(parse_ztoc(data), f"zTOC file {target}", len(data), args.entries))
         return EXIT_OK
     try:
-        ref = ImageRef.parse(args.target)
+        ref = _image_ref(args.target, err)
     except ValueError:
         raise CliError(f"{args.target!r} is neither an existing zTOC file nor an image reference") from None
     with _client(args, ref.registry) as client:
@@ -240,21 +273,18 @@ def describe_ztoc(ztoc: Ztoc, title: str, size: int, max_entries: int) -> str:
 # ---- argument parsing ------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _bounded(name: str, bound: limits.Bound) -> Callable[[str], int]:
+    """An argparse type: an integer within `bound`, else an error naming the flag and the allowed range."""
+    def parse(text: str) -> int:
+        try:
+            return bound.check(name, int(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc) if "out of range" in str(exc) else f"{name} must be an integer, "
+                                             f"got {text!r}") from None
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _registry_options(p: argparse.ArgumentParser) -> None:
+def _registry_options(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
     p.add_argument("--plain-http", action="store_true",
                    help="talk HTTP instead of HTTPS (loopback registries such as 127.0.0.1:5055 use HTTP anyway)")
     p.add_argument("--username", metavar="NAME", help=f"registry user; the password is read from ${PASSWORD_ENV} "
@@ -262,8 +292,12 @@ def _registry_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docker-config", metavar="PATH",
                    help="Docker config.json to read credentials from (default: $DOCKER_CONFIG/config.json, "
                         "else ~/.docker/config.json)")
-    p.add_argument("--retries", type=_non_negative, default=5, metavar="N",
+    p.add_argument("--retries", type=_bounded("--retries", limits.RETRIES), default=5, metavar="N",
                    help="retries on connection errors, 429 and 5xx (default: %(default)s)")
+    if timeout:
+        p.add_argument("--timeout", type=_bounded("--timeout", limits.TIMEOUT_SECONDS), default=60, metavar="SECONDS",
+                       help="deadline of each registry operation, retries included; blob reads and uploads get "
+                            "1 s more per MiB (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log decisions and retries on stderr")
 
 
@@ -324,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("layer_file", metavar="LAYER_FILE", help="a layer blob as stored in a registry (tar+gzip)")
     p.add_argument("--media-type", required=True, metavar="MT",
                    help="layer mediaType, e.g. application/vnd.oci.image.layer.v1.tar+gzip (required)")
-    p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE, metavar="BYTES",
+    p.add_argument("--span-size", type=_bounded("--span-size", limits.SPAN_SIZE), default=SOCI_SPAN_SIZE, metavar="BYTES",
                    help="uncompressed bytes between two checkpoints; a lazy read fetches whole spans "
                         "(default: %(default)s = 4 MiB, as soci-snapshotter)")
     p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER, metavar="NAME",
@@ -335,9 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("convert", "index an image in a registry and push the SOCI-enabled image")
     p.add_argument("src", metavar="SRC_REF", help="the image to index; " + REF_HELP)
     p.add_argument("dst", metavar="DST_REF", help="where to push the SOCI-enabled image (same registry as SRC_REF)")
-    p.add_argument("--span-size", type=_positive, default=SOCI_SPAN_SIZE, metavar="BYTES",
+    p.add_argument("--span-size", type=_bounded("--span-size", limits.SPAN_SIZE), default=SOCI_SPAN_SIZE, metavar="BYTES",
                    help="uncompressed bytes between two checkpoints (default: %(default)s = 4 MiB)")
-    p.add_argument("--min-layer-size", type=_non_negative, default=SOCI_MIN_LAYER_SIZE, metavar="BYTES",
+    p.add_argument("--min-layer-size", type=_bounded("--min-layer-size", limits.MIN_LAYER_SIZE), default=SOCI_MIN_LAYER_SIZE, metavar="BYTES",
                    help="layers smaller than this get no zTOC and are pulled whole (default: %(default)s = 10 MiB)")
     p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER, metavar="NAME",
                    help="written into every zTOC header (default: %(default)s)")
@@ -373,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("verify", "check that an image would lazy-load (exit 1 when not)")
     p.add_argument("ref", metavar="REF", help="the SOCI-enabled image; " + REF_HELP)
-    p.add_argument("--sample", type=_non_negative, default=8, metavar="N",
+    p.add_argument("--sample", type=_bounded("--sample", limits.SAMPLE), default=8, metavar="N",
                    help="files to lazily read per platform, the largest always among them (default: %(default)s)")
     p.add_argument("--file", action="append", metavar="PATH",
                    help="a path that must be present and is always read, e.g. app/bin/serve (repeatable)")
@@ -386,12 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("inspect", "summarize a zTOC file, or the SOCI indexes of an image")
     p.add_argument("target", metavar="ZTOC_FILE|REF", help="a zTOC file on disk, else an image reference")
-    p.add_argument("--entries", type=_non_negative, default=20, metavar="N",
+    p.add_argument("--entries", type=_bounded("--entries", limits.ENTRIES), default=20, metavar="N",
                    help="how many TOC entries to list per zTOC (default: %(default)s)")
     _registry_options(p)
     p.set_defaults(func=cmd_inspect)
 
-    add_profile_parser(soci, _registry_options, _client)
+    add_profile_parser(soci, lambda p: _registry_options(p, timeout=False), _client)  # profile: its own --timeout
     parser.set_defaults(_help_for={None: parser, "soci": soci_parser, **commands})
     return parser
 

@@ -1,4 +1,5 @@
-"""Media types, artifact types and annotation keys used by SOCI and OCI images (docs/soci-format.md section 2)."""
+"""Media types, artifact types and annotation keys used by SOCI and OCI images: the one place they are defined
+(docs/soci-format.md section 2)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.ta
 IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 IMAGE_INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+# What a registry client asks for (Accept) when it fetches a manifest, in order of preference.
+MANIFEST_MEDIA_TYPES: tuple[str, ...] = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+OCTET_STREAM = "application/octet-stream"
 
 # SOCI (soci-snapshotter soci/soci_index.go).
 SOCI_INDEX_V1 = "application/vnd.amazon.soci.index.v1+json"
 SOCI_INDEX_V2 = "application/vnd.amazon.soci.index.v2+json"
 SOCI_ARTIFACT_TYPES = frozenset({SOCI_INDEX_V1, SOCI_INDEX_V2})
-SOCI_ZTOC = "application/octet-stream"
+SOCI_ZTOC = OCTET_STREAM
 SOCI_PREFETCH = "application/vnd.amazon.soci.prefetch.v1+json"
 
 ANNOTATION_LAYER_DIGEST = "com.amazon.soci.image-layer-digest"
@@ -73,9 +77,7 @@ def is_layer_type(media_type: str) -> bool:
 
 def is_nondistributable(media_type: str) -> bool:
     """Layers that registries may not serve (Windows base layers with `urls`)."""
-    return media_type.startswith(OCI_NONDISTRIBUTABLE_PREFIX) or media_type.startswith(
-        "application/vnd.docker.image.rootfs.foreign."
-    )
+    return media_type.startswith((OCI_NONDISTRIBUTABLE_PREFIX, "application/vnd.docker.image.rootfs.foreign."))
 
 
 def layer_compression(media_type: str) -> LayerCompression:

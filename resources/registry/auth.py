@@ -213,6 +213,7 @@ class Authenticator:
             )
         creds = self._credentials
         headers = {"User-Agent": self._user_agent}
+        failure: TokenRequestError | None
         try:
             if creds is not None and creds.identity_token:
                 form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
@@ -221,7 +222,9 @@ class Authenticator:
                     form["service"] = self._service
                 resp = self._http.post(realm, data=form, headers=headers, timeout=timeout)
             else:
-                params: list[tuple[str, str]] = [("service", self._service)] if self._service else []
+                params: list[tuple[str, str | int | float | bool | None]] = (
+                    [("service", self._service)] if self._service else []
+                )
                 params += [("scope", s) for s in scopes]
                 if creds is not None and creds.username and creds.password is not None:
                     headers["Authorization"] = basic_header(creds.username, creds.password)

@@ -123,6 +123,8 @@ def run_credential_helper(helper: str, registry: str) -> Credentials | None:
         raise DockerConfigError(
             f"credential helper docker-credential-{helper} failed for {registry} (exit {proc.returncode})"
         )
+    username: str | None
+    secret: str | None
     try:
         answer = json.loads(proc.stdout)
         username, secret = str(answer["Username"]), str(answer["Secret"])

@@ -21,7 +21,7 @@ from resources.oci import media_types as mt
 from resources.oci import platforms as plat
 from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 from resources.oci.refs import ImageRef
-from resources.registry import Manifest as RegistryManifest
+from resources.oci.manifest import RawManifest as RegistryManifest
 from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError
 from resources.release.catalog import ImageCatalog, parse_image_key
 from resources.soci import gojson

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from resources.errors import StreamableError
+from resources.oci.media_types import IMAGE_INDEX_TYPES as INDEX_TYPES
 from resources.registry import RegistryClient
-
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
 class PromotionError(StreamableError, RuntimeError):

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from resources import defaults
 from resources.startup.settings import StartupSettings
 from resources.errors import StreamableError
+from resources.soci import limits
 
 TARGETS_ENV_VAR = "STREAMABLE_TARGETS"
 DEFAULT_TARGETS_FILE = "targets.yaml"
@@ -74,8 +75,10 @@ class SociSettings(_Strict):
     """How the SOCI index is built."""
 
     format: Literal["v2", "v1"] = "v2"
-    span_size: int = Field(default=defaults.SOCI_SPAN_SIZE, gt=0)
-    min_layer_size: int = Field(default=defaults.SOCI_MIN_LAYER_SIZE, ge=0)
+    span_size: int = Field(default=defaults.SOCI_SPAN_SIZE, ge=limits.SPAN_SIZE.low, le=limits.SPAN_SIZE.high)
+    min_layer_size: int = Field(
+        default=defaults.SOCI_MIN_LAYER_SIZE, ge=limits.MIN_LAYER_SIZE.low, le=limits.MIN_LAYER_SIZE.high
+    )
 
 
 class CanarySettings(_Strict):
@@ -90,7 +93,7 @@ class CanarySettings(_Strict):
 class VerifySettings(_Strict):
     """How the SOCI-enabled image is verified before release."""
 
-    sample: int = Field(default=8, ge=0)
+    sample: int = Field(default=8, ge=limits.SAMPLE.low, le=limits.SAMPLE.high)
     required_files: tuple[str, ...] = ()
     canary: CanarySettings = CanarySettings()
 

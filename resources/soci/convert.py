@@ -18,12 +18,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
-from resources.oci.refs import ImageRef
-from resources.registry import DigestMismatchError, RegistryClient
-from resources.registry import Manifest as RegistryManifest
-from resources.soci import gojson
+from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
+from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
+from resources.oci.manifest import RawManifest as RegistryManifest
+from resources.oci.refs import ImageRef
+from resources.registry import DigestMismatchError, RegistryClient
+from resources.soci import gojson
 from resources.soci.convert_prefetch import ConvertGates, PrefetchOptions, PrefetchReport
 from resources.soci.index import (
     RewrittenManifest,
@@ -39,7 +41,6 @@ from resources.soci.index import (
     ztoc_descriptor,
 )
 from resources.soci.node_compat import DEFAULT_NODE_COMPAT, NodeCompat
-from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
 from resources.soci.prefetch import Granularity
 from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
 from resources.soci.ztoc.builder import BuiltZtoc, ZtocBuilder, ZtocBuildError
@@ -55,7 +56,7 @@ LayerProgress = Callable[[str, int, int], None]
 """Called as bytes of a layer are read: (layer digest, bytes read so far, layer size)."""
 
 
-class SociConvertError(RuntimeError):
+class SociConvertError(StreamableError, RuntimeError):
     """The image cannot be converted; the message names the image (and layer) and nothing was tagged."""
 
 
@@ -504,7 +505,7 @@ class SociConverter:
     def _build(self, src: ImageRef, img: _PlatformImage, layer: Descriptor) -> BuiltZtoc:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
-            with self.client.stream_blob(src.repository, layer.digest) as chunks:
+            with self.client.stream_blob(src.repository, layer.digest, size=layer.size) as chunks:
                 built = self._builder.build(
                     self._with_progress(chunks, layer), layer.media_type, layer=layer.digest, verified_digest=layer.digest
                 )
@@ -555,12 +556,7 @@ class SociConverter:
             self._copy_blob(src_repo, dst_repo, d.digest, d.size)
 
     def _copy_blob(self, src_repo: str, dst_repo: str, digest: str, size: int) -> None:
-        if self.client.blob_size(dst_repo, digest) is not None:
-            return
-        if self.client.mount_blob(dst_repo, digest, src_repo):
-            return
-        with self.client.stream_blob(src_repo, digest) as chunks:
-            self.client.push_blob_stream(dst_repo, chunks, digest, size)
+        self.client.copy_blob(src_repo, dst_repo, digest, size)
 
     # ---- writing the result --------------------------------------------------------------------
 

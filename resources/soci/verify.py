@@ -36,7 +36,7 @@ from resources.oci import platforms as plat
 from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient, RegistryNotFoundError
-from resources.registry import Manifest as RegistryManifest
+from resources.oci.manifest import RawManifest as RegistryManifest
 from resources.soci import gojson
 from resources.soci.index import SociIndex, SociIndexError, SociVersion, parse_soci_index, soci_version_of
 from resources.soci.ztoc.flatbuf import parse_ztoc

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from resources.errors import StreamableError
 from resources.soci.ztoc.model import from_raw_bytes
 
 BLOCK_SIZE = 512
@@ -30,7 +31,7 @@ _VERSION_GNU = b" \x00"
 _TRAILER_STAR = b"tar\x00"
 
 
-class TarFormatError(ValueError):
+class TarFormatError(StreamableError, ValueError):
     """The layer is not a tar stream soci can index; the message names the entry and offset."""
 
 
@@ -95,7 +96,7 @@ def parse_go_int(text: str) -> int | None:
 # --------------------------------------------------------------------------- header fields
 
 
-class _FieldError(Exception):
+class _FieldError(StreamableError):
     """A numeric header field Go cannot parse."""
 
 

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from pipelines.builder_gc.jobs import builder_cache_gc_job
+from pipelines.metadata import sized
 from pipelines.resource_defs.local import LocalBuilderResource
 from resources.builders.base import PruneResult
 from resources.builders.gc import (
@@ -129,9 +130,11 @@ def test_gc_job_prunes_the_local_builder_and_records_freed_bytes(tmp_path: Path,
     assert "no final catch-all tier" in md["policy_warning_text"]
     (row,) = md["builders"].records
     assert row.data == {"builder": "local-dockerd", "status": "pruned", "bytes_before": pruned["bytes_before"],
-                        "bytes_freed": pruned["freed_bytes"], "bytes_after": pruned["bytes_after"], "error": ""}
+                        "bytes_freed": pruned["freed_bytes"], "bytes_after": pruned["bytes_after"], "error": "",
+                        "before": sized(pruned["bytes_before"]), "freed": sized(pruned["freed_bytes"]),
+                        "after": sized(pruned["bytes_after"])}
     assert [c.name for c in md["builders"].schema.columns] == [
-        "builder", "status", "bytes_before", "bytes_freed", "bytes_after", "error"]
+        "builder", "status", "before", "freed", "after", "bytes_before", "bytes_freed", "bytes_after", "error"]
 
 
 def test_gc_job_table_on_replayed_buildctl_transcripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,9 +167,10 @@ def test_gc_job_table_on_replayed_buildctl_transcripts(tmp_path: Path, monkeypat
     rows = [r.data for r in md["builders"].value.records]
     assert rows[:2] == [
         {"builder": "127.0.0.1:5092", "status": "pruned", "bytes_before": before, "bytes_freed": freed, "bytes_after": 0,
-         "error": ""},
+         "error": "", "before": sized(before), "freed": sized(freed), "after": sized(0)},
         {"builder": "127.0.0.1:5093", "status": "pruned", "bytes_before": 0, "bytes_freed": 0, "bytes_after": 0,
-         "error": ""}]
+         "error": "", "before": sized(0), "freed": sized(0), "after": sized(0)}]
+    assert rows[2]["before"] is None and rows[2]["freed"] is None
     assert rows[2]["builder"] == "127.0.0.1:5094" and rows[2]["status"] == "failed"
     assert "connection refused" in rows[2]["error"] and rows[2]["bytes_before"] is None
     assert md["freed_bytes"].value == freed and md["builders_failed"].value == 1

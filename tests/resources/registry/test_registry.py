@@ -36,8 +36,8 @@ from resources.registry import (
     referrers_tag,
 )
 from tests.conftest import DockerEngine, RunningRegistry, free_port
-from tests.resources.registry_helpers.fault_proxy import Fault, FaultProxy, fault_proxy
-from tests.resources.registry_helpers.token_server import TokenServer, start_token_registry
+from tests.support.registry_helpers.fault_proxy import Fault, FaultProxy, fault_proxy
+from tests.support.registry_helpers.token_server import TokenServer, start_token_registry
 
 REPO = "team/app"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -655,7 +655,7 @@ def test_chunk_failure_resumes_and_lost_session_restarts(proxy: FaultProxy) -> N
         # Same with a one-shot generator: a clear error instead of a corrupt blob.
         third = os.urandom(200_000)
         proxy.add(Fault(path=r"/blobs/uploads/", method="PATCH", kind="forward_then_status", status=502))
-        with pytest.raises(RegistryUnavailableError, match="one-shot iterator"):
+        with pytest.raises(RegistryUnavailableError, match="can be read only once"):
             c.push_blob_stream(REPO, (p for p in [third]), compute_digest(third), len(third), chunk_size=64 * 1024)
         assert c.blob_size(REPO, compute_digest(third)) is None
 

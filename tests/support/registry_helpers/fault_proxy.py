@@ -5,7 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
+import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +27,14 @@ class Fault:
     as if the answer was lost), "truncate" (forward, send half the body and drop the connection),
     "redirect_to_store" (fetch from upstream, answer 307 to the object store), "redirect" (307 to `location`),
     "ignore_range" (forward without the Range header), "paginate_tags" (serve `tags/list` in pages of `?n=`
-    with `Link` headers per the OCI spec, from the upstream's full list: distribution 2.8 ignores `n` for tags).
+    with `Link` headers per the OCI spec, from the upstream's full list: distribution 2.8 ignores `n` for tags),
+    "drip" (forward, then send the body one byte every `delay` seconds), "reset_mid_body" (forward, send half the
+    body, then reset the connection), "endless" (forward, then the body over and over without end, no
+    Content-Length: a gzip layer stays valid gzip), "wrong_length" (forward, announce Content-Length + `extra`, send the body, close),
+    "forward_then_reset" (forward, then reset the connection unanswered: a lost response), "delay" (forward,
+    then hold the answer `delay` seconds: a slow reader acting on what was true when it asked), "partial_patch"
+    (forward only the first half of a PATCH body: the registry's 202 Range says how much it holds), "echo_auth" (answer `status` with an error message quoting the Authorization header).
+    `status` answers carry `body` when given and `header_list` (repeatable headers) besides `headers`.
     """
 
     path: str
@@ -34,6 +44,10 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     times: int = 1
     location: str = ""
+    delay: float = 0.0
+    body: bytes | None = None
+    header_list: list[tuple[str, str]] = field(default_factory=list)
+    extra: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and (self.method is None or self.method == method) and re.search(self.path, path) is not None
@@ -178,7 +192,30 @@ class FaultProxy:
                 if fault is None:
                     self._reply(*self._forward(body))
                 elif fault.kind == "status":
-                    self._reply(fault.status, list(fault.headers.items()), b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}')
+                    body = fault.body if fault.body is not None else b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
+                    self._reply(fault.status, [*fault.headers.items(), *fault.header_list], body)
+                elif fault.kind == "echo_auth":
+                    echoed = self.headers.get("Authorization", "")
+                    message = f"request with Authorization: {echoed} refused; token={echoed.split(' ')[-1]}"
+                    data = json.dumps({"errors": [{"code": "DENIED", "message": message}]}).encode()
+                    self._reply(fault.status, [("Content-Type", "application/json")], data)
+                elif fault.kind == "delay":
+                    answer = self._forward(body)
+                    time.sleep(fault.delay)
+                    self._reply(*answer)
+                elif fault.kind in ("drip", "reset_mid_body", "endless", "wrong_length"):
+                    self._misbehave(fault, *self._forward(body))
+                elif fault.kind == "partial_patch":
+                    start = int(self.headers.get("Content-Range", "0-0").split("-", 1)[0])
+                    half = body[: len(body) // 2]
+                    del self.headers["Content-Range"]
+                    self.headers["Content-Range"] = f"{start}-{start + len(half) - 1}"
+                    del self.headers["Content-Length"]
+                    self.headers["Content-Length"] = str(len(half))
+                    self._reply(*self._forward(half))
+                elif fault.kind == "forward_then_reset":
+                    self._forward(body)
+                    self._reset()
                 elif fault.kind == "forward_then_status":
                     self._forward(body)
                     self._reply(fault.status, list(fault.headers.items()), b"")
@@ -199,6 +236,47 @@ class FaultProxy:
                     self._paginate_tags(body)
                 else:
                     raise AssertionError(f"unknown fault kind {fault.kind}")
+
+            def _reset(self) -> None:
+                """Drop the connection with a TCP reset (SO_LINGER 0)."""
+                self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+
+            def _misbehave(self, fault: Fault, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                kept = [(k, v) for k, v in headers if k.lower() != "content-length"]
+                self.send_response(status)
+                for k, v in kept:
+                    self.send_header(k, v)
+                if fault.kind == "endless":
+                    self.send_header("Connection", "close")
+                elif fault.kind == "wrong_length":
+                    self.send_header("Content-Length", str(max(0, len(data) + fault.extra)))
+                    self.send_header("Connection", "close")
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    if fault.kind == "drip":
+                        for i in range(len(data)):
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(fault.delay)
+                    elif fault.kind == "reset_mid_body":
+                        self.wfile.write(data[: len(data) // 2])
+                        self._reset()
+                    elif fault.kind == "endless":
+                        sent = 0
+                        while data and sent < 4 << 30:  # 4 GiB at most: the client must stop long before
+                            self.wfile.write(data)
+                            sent += len(data)
+                    else:
+                        self.wfile.write(data[: len(data) + min(fault.extra, 0)] if fault.extra < 0 else data)
+                        self.wfile.flush()
+                except OSError:
+                    pass
 
             def _paginate_tags(self, body: bytes) -> None:
                 url = urlsplit(self.path)
@@ -224,6 +302,7 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.block_on_close = False
         self.addr = f"127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
