@@ -21,12 +21,29 @@ from dataclasses import dataclass, field
 from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
-from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
+from resources.oci.manifest import (
+    Descriptor,
+    ImageIndex,
+    Manifest,
+    Platform,
+    parse_index,
+    parse_manifest,
+)
 from resources.oci.refs import ImageRef
-from resources.registry import DigestMismatchError, RegistryClient, RegistryNotFoundError
+from resources.registry import (
+    DigestMismatchError,
+    RegistryClient,
+    RegistryNotFoundError,
+)
 from resources.registry import Manifest as RegistryManifest
 from resources.soci import gojson
-from resources.soci.index import SociIndex, SociIndexError, SociVersion, parse_soci_index, soci_version_of
+from resources.soci.index import (
+    SociIndex,
+    SociIndexError,
+    SociVersion,
+    parse_soci_index,
+    soci_version_of,
+)
 
 
 class NodeReadError(StreamableError):
@@ -43,6 +60,9 @@ class NodeConfig:
 
     soci_v1: bool = False
     soci_v2: bool = True
+
+
+DEFAULT_NODE = NodeConfig()
 
 
 @dataclass
@@ -68,7 +88,7 @@ class ImageView:
     configs: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
-def _decode(parse: Callable[[bytes], object], raw: RegistryManifest, name: str):  # noqa: ANN202
+def _decode(parse: Callable[[bytes], object], raw: RegistryManifest, name: str):
     try:
         return parse(raw.data)
     except gojson.GoJSONError as exc:
@@ -177,14 +197,15 @@ class Discovery:
         return f"no {mt.ANNOTATION_INDEX_DIGEST} annotation and no v1 referrers"
 
 
-def find_soci_index(client: RegistryClient, repository: str, image: PlatformImage, node: NodeConfig = NodeConfig()) -> Discovery:
+def find_soci_index(client: RegistryClient, repository: str, image: PlatformImage, node: NodeConfig | None = None) -> Discovery:
     """The node's search (fs/fs.go findSociIndexDesc): v2 annotation first, then the first v1 referrer."""
+    node = node or DEFAULT_NODE
     annotated = (image.manifest.annotations or {}).get(mt.ANNOTATION_INDEX_DIGEST) if node.soci_v2 else None
+    if annotated:
+        return Discovery(FoundIndex(annotated, SociVersion.V2, "v2 annotation"), [])
     referrers = [
         r["digest"] for r in client.referrers(repository, image.raw.digest, mt.SOCI_INDEX_V1) if isinstance(r.get("digest"), str)
     ]
-    if annotated:
-        return Discovery(FoundIndex(annotated, SociVersion.V2, "v2 annotation"), referrers)
     if node.soci_v1 and referrers:
         how = f"v1 referrer 1 of {len(referrers)} (the first: SelectFirstPolicy)"
         return Discovery(FoundIndex(referrers[0], SociVersion.V1, how), referrers)

@@ -9,8 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resources.soci.ztoc.checkpoints import CheckpointFormatError, Checkpoint, parse_checkpoints, span_compressed_range
-from resources.soci.ztoc.model import CompressionAlgorithm, Ztoc, ZtocFormatError, check_toc_offsets
+from resources.soci.ztoc.checkpoints import (
+    Checkpoint,
+    CheckpointFormatError,
+    parse_checkpoints,
+    span_compressed_range,
+)
+from resources.soci.ztoc.model import (
+    CompressionAlgorithm,
+    Ztoc,
+    ZtocFormatError,
+    check_toc_offsets,
+)
 from resources.soci.ztoc.tar_zinfo import decode_tar_zinfo, uncompressed_max_span_id
 
 

@@ -28,7 +28,7 @@ import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from resources.errors import StreamableError
 from resources.oci import media_types as mt
@@ -42,7 +42,7 @@ CAPTURE_COMPRESSED = 16384
 """Compressed bytes kept from each checkpoint's span start to resume inflation from."""
 TAR_BUFSIZE = 1 << 20
 _INFLATE_PIECE = 1 << 20
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TYPES = {
     tarfile.REGTYPE: "reg", tarfile.AREGTYPE: "reg", tarfile.LNKTYPE: "hardlink", tarfile.SYMTYPE: "symlink",
     tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.DIRTYPE: "dir", tarfile.FIFOTYPE: "fifo",
