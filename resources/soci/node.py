@@ -124,10 +124,16 @@ def config_platform(config: dict[str, object]) -> Platform:
     )
 
 
-def read_image(client: RegistryClient, ref: ImageRef) -> ImageView:
-    """Resolve `ref` and decode its runnable image manifests (index order); NotAnImage when there is none."""
+def read_image(
+    client: RegistryClient, ref: ImageRef, *, top: RegistryManifest | None = None, config_platform_of_manifest: bool = True
+) -> ImageView:
+    """Resolve `ref` (or use `top`, already fetched) and decode its runnable image manifests in index order.
+
+    A single manifest's platform comes from its config (one blob GET) unless `config_platform_of_manifest`
+    is False. NotAnImage when there is no runnable image.
+    """
     repo = ref.repository
-    top = client.get_manifest(repo, ref.reference)
+    top = top or client.get_manifest(repo, ref.reference)
     if top.media_type in mt.IMAGE_MANIFEST_TYPES:
         manifest = _decode(parse_manifest, top, f"manifest {ref}")
         name = f"{ref} ({top.digest})"
@@ -137,7 +143,10 @@ def read_image(client: RegistryClient, ref: ImageRef) -> ImageView:
         if manifest.config.media_type not in mt.IMAGE_CONFIG_TYPES:
             raise NotAnImage(f"{name} is not a container image: its config mediaType is {manifest.config.media_type!r}")
         view = ImageView(ref, top, None, [])
-        platform = config_platform(image_config(client, repo, manifest.config.digest, view))
+        platform = (
+            config_platform(image_config(client, repo, manifest.config.digest, view))
+            if config_platform_of_manifest else Platform()
+        )
         entry = Descriptor(media_type=top.media_type, digest=top.digest, size=len(top.data), platform=platform)
         view.images.append(PlatformImage(entry, platform, top, manifest))
         return view
