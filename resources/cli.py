@@ -3,7 +3,7 @@
     streamable soci ztoc LAYER_FILE --media-type MT [--span-size N] [--build-tool-identifier S] -o OUT
     streamable soci convert SRC_REF DST_REF [--span-size N] [--min-layer-size N]
                             [--platform P ... | --all-platforms] [--format v2|v1] [--plain-http]
-    streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--plain-http]
+    streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--quick] [--json] [--plain-http]
     streamable soci inspect ZTOC_FILE|REF [--entries N] [--plain-http]
 
 Registry credentials: `--username NAME` with the password in the environment variable
@@ -35,6 +35,7 @@ from resources.oci import media_types as mt
 from resources.soci.convert import SociConverter, SociConvertError
 from resources.soci.index import SociIndexError
 from resources.oci.platforms import PlatformError
+from resources.soci.node import NodeConfig
 from resources.soci.verify import locate_soci_indexes, verify_image
 from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.flatbuf import parse_ztoc
@@ -165,9 +166,11 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ref = ImageRef.parse(args.ref)
     with _client(args, ref.registry) as client:
         report = verify_image(
-            client, ref, sample=args.sample, required_files=args.file or (), platform=args.platform, seed=args.seed
+            client, ref, sample=args.sample, required_files=args.file or (), platform=args.platform, seed=args.seed,
+            quick=args.quick, node=NodeConfig(soci_v1=args.soci_v1),
         )
-    out.write(report.to_json() + "\n")
+    as_json = args.json or not (hasattr(out, "isatty") and out.isatty())
+    out.write(report.to_json() + "\n" if as_json else report.summary())
     if not report.passed:
         err.write(f"streamable: {ref} would not lazy-load: {report.failure}\n")
         return EXIT_VERIFY_FAILED
@@ -285,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", action="append", help="a path that must be present and is always read (repeatable)")
     p.add_argument("--platform", help="verify only this platform")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="sample spans and files instead of proving every indexed layer in full")
+    p.add_argument("--json", action="store_true", help="print the full JSON report (the default when stdout is not a terminal)")
+    p.add_argument("--soci-v1", action="store_true", help="nodes enable SOCI v1 (pull_modes.soci_v1); off by default since v0.10")
     _registry_options(p)
     p.set_defaults(func=cmd_verify)
 

@@ -163,7 +163,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         digest = soci_index["image_index_digest"]
         ref = ImageRef(registry=soci_index["registry"], repository=soci_index["repository"], digest=digest)
         with registry.client(ref.registry) as client:
-            report = verify_image(client, ref, sample=target.verify.sample, required_files=list(target.verify.required_files))
+            report = verify_image(client, ref, sample=target.verify.sample, required_files=list(target.verify.required_files), quick=False)
         passed, reason = bool(report.passed), report.failure or ""
         canary_meta: dict = {}
         if passed and target.verify.canary.enabled:
