@@ -26,7 +26,9 @@ import hashlib
 import posixpath
 import tarfile
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -168,8 +170,10 @@ class LayerStream:
         self.layer, self.ztoc, self.layout = layer, ztoc, layout
         self._inflater = zlib.decompressobj(31) if gzip else None
         self.cpos = self.upos = 0
-        self._out = bytearray()
+        self._out: deque[bytes] = deque()
         self._eof = False
+        self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="span-digests")  # sha256 releases the GIL
+        self._hash_jobs: deque[Future[None]] = deque()
         self._hashers: dict[int, hashlib._Hash] = {}
         self._next_span = 0
         self.checked = 0
@@ -183,22 +187,30 @@ class LayerStream:
     # ---- file protocol for tarfile ----
 
     def read(self, n: int = -1) -> bytes:
-        while (n < 0 or len(self._out) < n) and not self._eof:
+        """Up to `n` bytes (fewer is fine for tarfile, which loops); b"" only at the end of the stream."""
+        while not self._out and not self._eof:
             self._pull()
-        if n < 0 or n >= len(self._out):
-            out = bytes(self._out)
+        if not self._out:
+            return b""
+        if n < 0:
+            out = b"".join(self._out)
             self._out.clear()
-        else:
-            with memoryview(self._out) as view:
-                out = view[:n].tobytes()
-            del self._out[:n]
-        return out
+            return out
+        first = self._out[0]
+        if len(first) <= n:
+            return self._out.popleft()
+        self._out[0] = first[n:]
+        return first[:n]
 
     def drain(self) -> None:
         """Read the rest of the blob (so every span digest, the sizes and the layer digest are checked)."""
         while not self._eof:
             self._pull()
             self._out.clear()
+
+    def close(self) -> None:
+        """Stop the digest thread."""
+        self._hash_pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- the pass ----
 
@@ -207,12 +219,15 @@ class LayerStream:
         if chunk is None:
             self._finish()
             return
+        chunk = bytes(chunk)
         view = memoryview(chunk)
-        self._hash_spans(view)
+        self._hash_jobs.append(self._hash_pool.submit(self._hash_spans, view, self.cpos))
+        while self._hash_jobs and (self._hash_jobs[0].done() or len(self._hash_jobs) > 8):
+            self._hash_jobs.popleft().result()  # a span digest failure surfaces here
         self._capture(view, compressed=True)
         self.cpos += len(chunk)
         if self._inflater is None:
-            self._emit(view)
+            self._emit(chunk)
         else:
             self._inflate(chunk)
 
@@ -228,18 +243,19 @@ class LayerStream:
                 out = d.decompress(data, _INFLATE_PIECE)
             except zlib.error as exc:
                 raise ProofFailure(f"layer {self.layer}: gzip stream is corrupt near compressed offset {self.cpos}: {exc}") from None
-            self._emit(memoryview(out))
+            self._emit(out)
             data = d.unused_data if d.eof else d.unconsumed_tail
 
-    def _emit(self, out: memoryview) -> None:
-        if not len(out):
+    def _emit(self, out: bytes) -> None:
+        if not out:
             return
-        self._capture(out, compressed=False)
+        self._capture(memoryview(out), compressed=False)
         self.upos += len(out)
-        self._out += out
+        self._out.append(out)
 
-    def _hash_spans(self, view: memoryview) -> None:
-        start, end = self.cpos, self.cpos + len(view)
+    def _hash_spans(self, view: memoryview, start: int) -> None:
+        """(digest thread) Feed the span hashers with the compressed bytes at `start`; check finished spans."""
+        end = start + len(view)
         spans = self.layout.compressed
         while self._next_span < len(spans) and spans[self._next_span][0] < end:
             self._hashers[self._next_span] = hashlib.sha256()
@@ -309,6 +325,8 @@ class LayerStream:
 
     def _finish(self) -> None:
         self._eof = True
+        while self._hash_jobs:
+            self._hash_jobs.popleft().result()
         if self._inflater is not None and not self._inflater.eof and self.cpos:
             raise ProofFailure(f"layer {self.layer}: gzip stream ends inside a member (at compressed offset {self.cpos})")
         for i in list(self._hashers):
@@ -326,6 +344,13 @@ def prove_layer(
     """Prove `ztoc` against the layer blob streamed as `chunks`; ProofFailure on the first difference."""
     gzip = mt.layer_compression(media_type) is mt.LayerCompression.GZIP
     stream = LayerStream(chunks, ztoc, layout, layer=layer, gzip=gzip)
+    try:
+        return _prove(stream, ztoc, layout, layer, wanted)
+    finally:
+        stream.close()
+
+
+def _prove(stream: LayerStream, ztoc: Ztoc, layout: SpanLayout, layer: str, wanted: Iterable[str]) -> LayerProof:
     proof = LayerProof(spans=layout.count)
     wanted_names = {clean_name(n) for n in wanted}
     entries = ztoc.entries
