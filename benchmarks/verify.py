@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.soci_index import generate_layer, time_plain_inflate  # noqa: E402
-from resources.soci.node_rules import span_layout  # noqa: E402
-from resources.soci.proof import prove_layer  # noqa: E402
-from resources.soci.ztoc.builder import ZtocBuilder  # noqa: E402
-from resources.soci.ztoc.model import Ztoc  # noqa: E402
+from benchmarks.soci_index import generate_layer, time_plain_inflate
+from resources.soci.node_rules import span_layout
+from resources.soci.proof import prove_layer
+from resources.soci.ztoc.builder import ZtocBuilder
+from resources.soci.ztoc.model import Ztoc
 
 CHUNK = 1 << 20
 MIB = 1 << 20

@@ -125,6 +125,7 @@ class _Verifier:
         self.quick = quick
         self.node = node
         self.view: nd.ImageView | None = None
+        self._cold: set[int] = set()
 
     # ---- image and index discovery -------------------------------------------------------------
 
@@ -181,14 +182,14 @@ class _Verifier:
         indexed: list[_IndexedLayer] = []
         for layer in layers:
             self.report.image_layer_bytes += layer.size
-            d = by_layer.get(layer.digest)
-            check = LayerCheck(layer.digest, layer.media_type, layer.size, d.digest if d else None)
+            chosen = by_layer.get(layer.digest)
+            check = LayerCheck(layer.digest, layer.media_type, layer.size, chosen.digest if chosen else None)
             pr.layers.append(check)
-            if d is None:
+            if chosen is None:
                 pr.layers_skipped += 1
                 continue
             pr.layers_indexed += 1
-            indexed.append(self._check_ztoc(layer, d, check, pr))
+            indexed.append(self._check_ztoc(layer, chosen, check, pr))
         if not indexed:
             raise VerifyFailure(f"SOCI index {found.digest} ({platform}) indexes no layer of manifest {raw.digest}")
         self._check_files(platform, manifest, layers, indexed, pr)
@@ -339,9 +340,10 @@ class _Verifier:
         by_layer = {il.layer.digest: il for il in indexed}
         for layer in layers:
             wanted = {name: why for (digest, name), why in chosen.items() if digest == layer.digest}
-            il = by_layer.get(layer.digest)
-            if il is None or (self.quick and not wanted):
+            found = by_layer.get(layer.digest)
+            if found is None or (self.quick and not wanted):
                 continue
+            il = found
             if not self.quick:
                 streamed = self._prove(il, {_clean(n) for n in wanted})  # before any lazy read: the precise failure first
             if not wanted:
