@@ -143,6 +143,9 @@ class _Verifier:
         for image in targets:
             discovery = nd.find_soci_index(self.client, self.repo, image, self.node)
             if discovery.found is None:
+                missing = nd.missing_blob(self.client, self.repo, nd.image_blobs(image))
+                if missing:
+                    raise VerifyFailure(f"image {self.ref} ({image.platform}) is not pullable: {missing}")
                 if len(targets) > 1:
                     self.report.platforms.append(
                         PlatformReport(str(image.platform), image.raw.digest, notes=[f"no SOCI index: {discovery.why_none(self.node)}"])

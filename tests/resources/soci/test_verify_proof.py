@@ -185,3 +185,18 @@ def test_only_a_zero_byte_layer_is_refused_and_nothing_is_tagged(images: ImageFa
         SociConverter(client, min_layer_size=0, span_size=SPAN).convert(src, src.with_tag("1-soci"))
     assert "proof/only-empty" in str(err.value) and "no spans (the layer is empty)" in str(err.value)
     assert "1-soci" not in images.tags("proof/only-empty")
+
+
+def test_deleted_layer_of_a_platform_without_index_fails(images: ImageFactory, client, registry) -> None:
+    amd = images.push_image("proof/multi", None, [gzip_layer(FILES)])
+    arm_layer = gzip_layer({"etc/arm": random_bytes(20_000, 7)})
+    arm = images.push_image("proof/multi", None, [arm_layer], platform=("linux", "arm64", ""))
+    src = images.push_index("proof/multi", "1", [amd, arm]).ref
+    dst = src.with_tag("1-soci")
+    SociConverter(client, min_layer_size=1024, span_size=SPAN, platforms=["linux/amd64"]).convert(src, dst)
+    report = verify_image(client, dst)
+    assert report.passed, report.failure
+    assert any("no SOCI index" in n for p in report.platforms for n in p.notes)
+    httpx.delete(f"{registry.url}/v2/proof/multi/blobs/{arm_layer.digest}", timeout=10).raise_for_status()
+    report = verify_image(client, dst)
+    assert not report.passed and "linux/arm64" in (report.failure or "") and arm_layer.digest in (report.failure or "")
