@@ -35,7 +35,7 @@ from resources.oci import media_types as mt
 from resources.soci.convert import SociConverter, SociConvertError
 from resources.soci.index import SociIndexError
 from resources.oci.platforms import PlatformError
-from resources.soci.node import NodeConfig
+from resources.soci.node import NodeConfig, NodeReadError
 from resources.soci.verify import locate_soci_indexes, verify_image
 from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.flatbuf import parse_ztoc
@@ -52,6 +52,7 @@ class CliError(Exception):
 
 EXPECTED_ERRORS = (
     CliError,
+    NodeReadError,
     SociConvertError,
     SociIndexError,
     RegistryError,
