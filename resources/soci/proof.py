@@ -2,8 +2,9 @@
 
 The layer is read once from the registry. On the way through, every span's compressed bytes are hashed
 and compared with the zTOC's span digests; the stream is inflated with Python's zlib (not our ztoc/
-code), and the tar stream is parsed with Python's `tarfile` in stream mode (an independent parser, not
-resources/soci/ztoc/toc.py): each member is compared, in order, field by field with the zTOC's TOC.
+code), and the tar stream is parsed with Python's `tarfile` (an independent parser, not
+resources/soci/ztoc/toc.py; its random-access mode over the forward-only stream, which skips file data
+without copying it, as its stream mode cannot): each member is compared, in order, field by field with the zTOC's TOC.
 At every gzip checkpoint, a few KiB inflated from the checkpoint's window are compared with the stream
 at the checkpoint's offset. The archive sizes must be exact. The first difference raises ProofFailure
 naming the layer, the entry, the field, the zTOC's value and the layer's value.
@@ -42,7 +43,6 @@ COMPARE_BYTES = 4096
 """Bytes compared at each checkpoint."""
 CAPTURE_COMPRESSED = 16384
 """Compressed bytes kept from each checkpoint's span start to resume inflation from."""
-TAR_BUFSIZE = 1 << 20
 _INFLATE_PIECE = 1 << 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TYPES = {
@@ -170,7 +170,9 @@ class LayerStream:
         self.layer, self.ztoc, self.layout = layer, ztoc, layout
         self._inflater = zlib.decompressobj(31) if gzip else None
         self.cpos = self.upos = 0
-        self._out: deque[bytes] = deque()
+        self._out: deque[memoryview] = deque()
+        self._buffered = 0
+        self.rpos = 0
         self._eof = False
         self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="span-digests")  # sha256 releases the GIL
         self._hash_jobs: deque[Future[None]] = deque()
@@ -187,26 +189,67 @@ class LayerStream:
     # ---- file protocol for tarfile ----
 
     def read(self, n: int = -1) -> bytes:
-        """Up to `n` bytes (fewer is fine for tarfile, which loops); b"" only at the end of the stream."""
-        while not self._out and not self._eof:
+        """Exactly `n` bytes (fewer only at the end of the stream), as tarfile's random-access mode expects."""
+        while (n < 0 or self._buffered < n) and not self._eof:
             self._pull()
-        if not self._out:
-            return b""
-        if n < 0:
-            out = b"".join(self._out)
-            self._out.clear()
-            return out
-        first = self._out[0]
-        if len(first) <= n:
-            return self._out.popleft()
-        self._out[0] = first[n:]
-        return first[:n]
+        out = self._out
+        if n < 0 or n >= self._buffered:
+            data = b"".join(out)
+            out.clear()
+        elif len(out[0]) >= n:
+            first = out[0]
+            data = bytes(first[:n])
+            out[0] = first[n:]
+            if not len(out[0]):
+                out.popleft()
+        else:
+            pieces, need = [], n
+            while need:
+                first = out[0]
+                if len(first) <= need:
+                    pieces.append(out.popleft())
+                    need -= len(first)
+                else:
+                    pieces.append(first[:need])
+                    out[0] = first[need:]
+                    need = 0
+            data = b"".join(pieces)
+        self._buffered -= len(data)
+        self.rpos += len(data)
+        return data
+
+    def tell(self) -> int:
+        """Uncompressed bytes handed out or skipped so far."""
+        return self.rpos
+
+    def seek(self, target: int, whence: int = 0) -> int:
+        """Skip forward to `target` without copying the skipped bytes (tarfile only ever seeks forward here)."""
+        if whence != 0 or target < self.rpos:
+            raise ProofFailure(f"layer {self.layer}: tar parser tried to seek back to {target} (at {self.rpos})")
+        skip = target - self.rpos
+        while skip:
+            while not self._out and not self._eof:
+                self._pull()
+            if not self._out:
+                break
+            first = self._out[0]
+            if len(first) <= skip:
+                self._out.popleft()
+                taken = len(first)
+            else:
+                self._out[0] = first[skip:]
+                taken = skip
+            skip -= taken
+            self._buffered -= taken
+            self.rpos += taken
+        return self.rpos
 
     def drain(self) -> None:
         """Read the rest of the blob (so every span digest, the sizes and the layer digest are checked)."""
         while not self._eof:
             self._pull()
             self._out.clear()
+            self._buffered = 0
 
     def close(self) -> None:
         """Stop the digest thread."""
@@ -249,9 +292,11 @@ class LayerStream:
     def _emit(self, out: bytes) -> None:
         if not out:
             return
-        self._capture(memoryview(out), compressed=False)
+        view = memoryview(out)
+        self._capture(view, compressed=False)
         self.upos += len(out)
-        self._out.append(out)
+        self._out.append(view)
+        self._buffered += len(out)
 
     def _hash_spans(self, view: memoryview, start: int) -> None:
         """(digest thread) Feed the span hashers with the compressed bytes at `start`; check finished spans."""
@@ -358,8 +403,11 @@ def _prove(stream: LayerStream, ztoc: Ztoc, layout: SpanLayout, layer: str, want
     hashes: dict[str, str] = {}
     end_of_tar = 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE, encoding="utf-8", errors="surrogateescape") as tar:  # type: ignore[call-overload]
+        # Random-access mode over the forward-only stream: tarfile skips file data by seeking, which the
+        # stream does without copying; it never seeks back when members are read in order.
+        with tarfile.open(fileobj=stream, mode="r:", encoding="utf-8", errors="surrogateescape") as tar:  # type: ignore[call-overload]
             for k, member in enumerate(tar):
+                tar.members.clear()  # memory stays flat however many entries the layer has
                 _compare_entry(layer, k, entries[k] if k < len(entries) else None, member)
                 name = clean_name(member.name)
                 if member.isreg() and name in to_hash:
