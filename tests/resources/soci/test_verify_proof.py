@@ -200,3 +200,16 @@ def test_deleted_layer_of_a_platform_without_index_fails(images: ImageFactory, c
     httpx.delete(f"{registry.url}/v2/proof/multi/blobs/{arm_layer.digest}", timeout=10).raise_for_status()
     report = verify_image(client, dst)
     assert not report.passed and "linux/arm64" in (report.failure or "") and arm_layer.digest in (report.failure or "")
+
+
+def test_startup_files_are_read_first_and_reported_as_node_fetches(converted, client) -> None:
+    ref, _ = converted
+    startup = ["/srv/data/file-41.txt", "srv/data/file-07.txt", "/srv/not-there"]
+    report = verify_image(client, ref, sample=0, startup_files=startup)
+    assert report.passed, report.failure
+    p = report.platforms[0]
+    by_name = {f.name: f for f in p.files}
+    assert by_name["srv/data/file-41.txt"].why == by_name["srv/data/file-07.txt"].why == "startup"
+    assert any("startup file /srv/not-there" in n for n in p.notes)
+    assert 0 < p.cold_start_spans <= sum(f.spans_fetched for f in p.files)
+    assert p.cold_start_bytes <= sum(f.bytes_fetched for f in p.files) and p.cold_start_bytes > 0
