@@ -5,7 +5,7 @@
                             [--platform P ... | --all-platforms] [--format v2|v1] [--plain-http]
                             [--prefetch-profile FILE [--prefetch-granularity files|ranges]]
                             [--prefetch-file PATH ...] [--node-compat V]
-    streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--plain-http]
+    streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--quick] [--json] [--plain-http]
     streamable soci inspect ZTOC_FILE|REF [--entries N] [--plain-http]
     streamable soci profile REF [--timeout S] [--ready-log RE | --ready-tcp-port N] [-o FILE] [-- CMD ...]
 
@@ -42,6 +42,7 @@ from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.soci import limits
 from resources.soci.convert import SociConverter
+from resources.soci.node import NodeConfig
 from resources.soci.node_compat import DEFAULT_NODE_COMPAT
 from resources.soci.verify import locate_soci_indexes, verify_image
 from resources.soci.ztoc.builder import ZtocBuilder
@@ -207,9 +208,11 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ref = _image_ref(args.ref, err)
     with _client(args, ref.registry) as client:
         report = verify_image(
-            client, ref, sample=args.sample, required_files=args.file or (), platform=args.platform, seed=args.seed
+            client, ref, sample=args.sample, required_files=args.file or (), platform=args.platform, seed=args.seed,
+            quick=args.quick, node=NodeConfig(soci_v1=args.soci_v1),
         )
-    out.write(report.to_json() + "\n")
+    as_json = args.json or not (hasattr(out, "isatty") and out.isatty())
+    out.write(report.to_json() + "\n" if as_json else report.summary())
     if not report.passed:
         err.write(f"streamable: {ref} would not lazy-load: {report.failure}\n")
         return EXIT_VERIFY_FAILED
@@ -415,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verify only this platform (default: every platform that has a SOCI index)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the random file sample; the same seed reads the same files (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="sample spans and files instead of proving every indexed layer in full (default: complete proof)")
+    p.add_argument("--json", action="store_true",
+                   help="print the full JSON report (the default when stdout is not a terminal)")
+    p.add_argument("--soci-v1", action="store_true",
+                   help="nodes enable SOCI v1 (pull_modes.soci_v1); off by default since soci-snapshotter v0.10")
     _registry_options(p)
     p.set_defaults(func=cmd_verify)
 

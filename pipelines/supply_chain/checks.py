@@ -25,7 +25,7 @@ def build_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefi
         ref = ImageRef(registry=soci_index.registry, repository=soci_index.repository, digest=digest)
         with registry.client(ref.registry) as client:
             report = verify_image(client, ref, sample=target.verify.sample,
-                                  required_files=list(target.verify.required_files))
+                                  required_files=list(target.verify.required_files), quick=False)
         passed, reason = bool(report.passed), report.failure or ""
         canary_meta: dict = {}
         if passed and target.verify.canary.enabled:
@@ -39,6 +39,7 @@ def build_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefi
         metadata: dict = {
             **canary_meta,  # already named canary_* (CanaryResult.metadata)
             "verified_digest": digest,
+            "proof": dg.MetadataValue.md("```\n" + report.summary() + "\n```"),
             "files_checked": dg.MetadataValue.text(str(report.files_checked)),
             "bytes": table(
                 [

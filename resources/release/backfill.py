@@ -18,14 +18,27 @@ from resources.aws.push_events import ImageFilter
 from resources.defaults import SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE, SOCI_TAG_SUFFIX
 from resources.log import LogFn
 from resources.oci import media_types as mt
-from resources.oci import platforms as plat
-from resources.oci.manifest import Descriptor, parse_index, parse_manifest
-from resources.oci.refs import ImageRef
+from resources.oci.manifest import Descriptor
 from resources.oci.manifest import RawManifest as RegistryManifest
+from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient, RegistryError, RegistryNotFoundError
 from resources.release.catalog import ImageCatalog, parse_image_key
 from resources.soci import gojson
 from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConverter, SociConvertError
+from resources.soci.index import SociVersion
+from resources.soci.node import (
+    ImageView,
+    NodeConfig,
+    NodeReadError,
+    NotAnImage,
+    fetch_soci_index,
+    find_soci_index,
+    image_blobs,
+    index_blobs,
+    missing_blob,
+    read_image,
+    v2_binding_problem,
+)
 
 # --------------------------------------------------------------------------------------------- status
 
@@ -113,33 +126,19 @@ class _Platforms:
 
     manifests: dict[str, tuple[str, list[Descriptor]]]
     soci_enabled: bool = False
+    view: ImageView | None = None
 
 
 def _platform_manifests(client: RegistryClient, repository: str, top: RegistryManifest) -> _Platforms | None:
-    """Runnable manifests of `top`, or None when `top` is not a container image (an artifact, a SOCI index)."""
+    """Runnable manifests of `top` (read by the node module), or None when `top` is not a container image."""
     try:
-        if top.media_type in mt.IMAGE_MANIFEST_TYPES:
-            m = parse_manifest(top.data)
-            if m.config.media_type not in mt.IMAGE_CONFIG_TYPES:
-                return None
-            return _Platforms({top.digest: (m.config.digest, list(m.layers or []))})
-        if top.media_type not in mt.IMAGE_INDEX_TYPES:
-            return None
-        index = parse_index(top.data)
-    except gojson.GoJSONError:
+        view = read_image(client, ImageRef(client.registry, repository, digest=top.digest), top=top,
+                          config_platform_of_manifest=False)
+    except (NotAnImage, gojson.GoJSONError):
         return None
-    out: dict[str, tuple[str, list[Descriptor]]] = {}
-    soci_enabled = False
-    for entry in index.manifests or []:
-        if entry.artifact_type == mt.SOCI_INDEX_V2:
-            soci_enabled = True
-            continue
-        if entry.media_type not in mt.IMAGE_MANIFEST_TYPES or plat.is_unknown(entry.platform) or entry.artifact_type:
-            continue
-        child = parse_manifest(client.get_manifest(repository, entry.digest).data)
-        if child.config.media_type in mt.IMAGE_CONFIG_TYPES:
-            out[entry.digest] = (child.config.digest, list(child.layers or []))
-    return _Platforms(out, soci_enabled) if out else None
+    soci_enabled = view.index is not None and any(e.artifact_type == mt.SOCI_INDEX_V2 for e in view.index.manifests or [])
+    manifests = {img.raw.digest: (img.manifest.config.digest, list(img.manifest.layers or [])) for img in view.images}
+    return _Platforms(manifests, soci_enabled, view)
 
 
 def existing_soci_index(client: RegistryClient, repository: str, tag: str, top: RegistryManifest,
@@ -155,8 +154,10 @@ def existing_soci_index(client: RegistryClient, repository: str, tag: str, top: 
     if platforms is None:
         return None
     if settings.format == "v1":
-        for digest in platforms.manifests:
-            if not client.referrers(repository, digest, mt.SOCI_INDEX_V1):
+        assert platforms.view is not None
+        v1_only = NodeConfig(soci_v1=True, soci_v2=False)
+        for image in platforms.view.images:
+            if find_soci_index(client, repository, image, v1_only).found is None:
                 return None
         return f"every platform of {repository}@{top.digest} has a v1 SOCI index referrer"
     if platforms.soci_enabled:
@@ -211,39 +212,32 @@ VerifyFn = Callable[[ImageRef], tuple[bool, str]]
 
 
 def check_soci_wiring(client: RegistryClient, ref: ImageRef, fmt: str) -> tuple[bool, str]:
-    """Cheap structural check of a SOCI-enabled image whose zTOCs were all verified already: every platform's SOCI
-    index is reachable the way a node finds it, and every zTOC blob it lists exists with its size."""
+    """Cheap check, by the node module's rules, of an image whose zTOCs were verified already: each SOCI index is
+    found as a node finds it, survives its re-encode, and every blob of manifest and index exists with its size."""
     assert ref.digest is not None
-    top = client.get_manifest(ref.repository, ref.digest)
-    platforms = _platform_manifests(client, ref.repository, top)
-    if platforms is None:
+    node = NodeConfig(soci_v1=fmt == "v1", soci_v2=fmt != "v1")
+    try:
+        view = read_image(client, ref, config_platform_of_manifest=False)
+    except (NotAnImage, gojson.GoJSONError):
         return False, f"{ref} is not a container image"
-    if fmt == "v1":
-        soci_digests = [m["digest"] for d in platforms.manifests
-                        for m in client.referrers(ref.repository, d, mt.SOCI_INDEX_V1)[:1]]
-    else:
-        index = parse_index(top.data) if top.media_type in mt.IMAGE_INDEX_TYPES else None
-        entries = {e.digest: e for e in (index.manifests or []) if e.artifact_type == mt.SOCI_INDEX_V2} if index else {}
-        soci_digests = []
-        for digest in platforms.manifests:
-            annotations = parse_manifest(client.get_manifest(ref.repository, digest).data).annotations or {}
-            idx = annotations.get(mt.ANNOTATION_INDEX_DIGEST)
-            if idx is None:
-                continue
-            entry = entries.get(idx)
-            if entry is None or (entry.annotations or {}).get(mt.ANNOTATION_MANIFEST_DIGEST) != digest:
-                return (
-                    False,
-                    f"{ref}: manifest {digest} names SOCI index {idx}, which the image index does not bind to it",
-                )
-            soci_digests.append(idx)
-    if not soci_digests:
+    wired = 0
+    for image in view.images:
+        found = find_soci_index(client, ref.repository, image, node).found
+        if found is None:
+            continue
+        if found.version is SociVersion.V2 and (problem := v2_binding_problem(view, image, found.digest)):
+            return False, f"{ref}: {problem}"
+        try:
+            soci = fetch_soci_index(client, ref.repository, found, f"SOCI index {found.digest}")
+        except NodeReadError as exc:
+            return False, f"{ref}: {exc}"
+        missing = missing_blob(client, ref.repository, image_blobs(image) + index_blobs(soci))
+        if missing is not None:
+            return False, f"{ref}: not pullable: {missing}"
+        wired += 1
+    if not wired:
         return False, f"{ref}: no platform has a SOCI index"
-    for idx in soci_digests:
-        for z in parse_manifest(client.get_manifest(ref.repository, idx).data).layers or []:
-            if client.blob_size(ref.repository, z.digest) != z.size:
-                return False, f"{ref}: zTOC {z.digest} of SOCI index {idx} is missing or has the wrong size"
-    return True, f"{len(soci_digests)} SOCI index(es) wired, zTOCs present"
+    return True, f"{wired} SOCI index(es) wired, zTOCs present"
 
 
 def not_indexable_reason(skipped: Sequence[SkippedLayer], min_layer_size: int) -> str:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from resources.errors import StreamableError
 from resources.oci.media_types import IMAGE_INDEX_TYPES as INDEX_TYPES
+from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
+from resources.soci import node as soci_node
 
 
 class PromotionError(StreamableError, RuntimeError):
@@ -44,9 +46,32 @@ def check_complete(client: RegistryClient, repository: str, digest: str) -> int:
     return checked
 
 
+def check_node_pull(client: RegistryClient, repository: str, digest: str) -> None:
+    """Raise unless a node could pull `digest`: the SOCI index each platform names (found as a node finds it,
+    resources/soci/node.py) decodes and re-encodes exactly, and its blobs exist with their sizes."""
+    ref = ImageRef(client.registry, repository, digest=digest)
+    try:
+        view = soci_node.read_image(client, ref, config_platform_of_manifest=False)
+    except soci_node.NotAnImage:
+        return  # not a container image: check_complete is all there is to check
+    for image in view.images:
+        found = soci_node.find_soci_index(client, repository, image).found
+        if found is None:
+            continue
+        where = f"{repository}@{digest}: SOCI index {found.digest} ({image.platform})"
+        try:
+            soci = soci_node.fetch_soci_index(client, repository, found, where)
+        except soci_node.NodeReadError as exc:
+            raise PromotionError(str(exc)) from None
+        missing = soci_node.missing_blob(client, repository, soci_node.index_blobs(soci))
+        if missing is not None:
+            raise PromotionError(f"{where}: {missing}")
+
+
 def promote(client: RegistryClient, repository: str, digest: str, tags: list[str]) -> list[TagMove]:
     """Point every tag at `digest` after checking the whole image graph exists; returns the moves."""
     check_complete(client, repository, digest)
+    check_node_pull(client, repository, digest)
     manifest = client.get_manifest(repository, digest)
     moves: list[TagMove] = []
     for tag in tags:

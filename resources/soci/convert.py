@@ -12,35 +12,35 @@ any selected platform gets a zTOC, nothing at all is pushed (EmptySociIndexError
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, SOCI_SPAN_SIZE
 from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
-from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
+from resources.oci.manifest import Descriptor, Manifest, encode, parse_manifest
 from resources.oci.manifest import RawManifest as RegistryManifest
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient
 from resources.soci import gojson
-from resources.soci.convert_prefetch import ConvertGates, PrefetchOptions, PrefetchReport
+from resources.soci.convert_prefetch import ConvertGates, PrefetchOptions
+from resources.soci.convert_results import ConvertResult, PlatformResult, SkippedLayer, ZtocRow
 from resources.soci.index import (
     RewrittenManifest,
     SociVersion,
     build_soci_index,
-    is_soci_v2_entry,
     new_image_index,
     rewrite_image_manifest,
     soci_enabled_index,
     soci_index_entry,
-    soci_version_of,
     subject_descriptor,
     ztoc_descriptor,
 )
+from resources.soci.node import ImageView, NotAnImage, PlatformImage, read_image
 from resources.soci.node_compat import DEFAULT_NODE_COMPAT, NodeCompat
+from resources.soci.node_rules import ztoc_rule_violation
 from resources.soci.prefetch import Granularity
 from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
 from resources.soci.ztoc.builder import BuiltZtoc, ZtocBuilder, ZtocBuildError
@@ -89,100 +89,6 @@ class LayerIndexError(SociConvertError):
 
 
 @dataclass(frozen=True)
-class ZtocRow:
-    """One indexed layer: the layer, its zTOC, and whether the zTOC was reused."""
-
-    layer_digest: str
-    media_type: str
-    layer_size: int
-    ztoc_digest: str
-    ztoc_size: int
-    spans: int
-    files: int
-    reused: bool
-
-
-@dataclass(frozen=True)
-class SkippedLayer:
-    """A layer that gets no zTOC, and why."""
-
-    layer_digest: str
-    media_type: str
-    layer_size: int
-    reason: str
-
-
-@dataclass
-class PlatformResult:
-    """What the conversion did for one platform manifest."""
-
-    platform: str
-    source_manifest_digest: str
-    manifest_digest: str
-    """The image manifest the destination points at (rewritten for v2, the original for v1)."""
-    soci_index_digest: str | None
-    soci_index_size: int | None
-    ztocs: list[ZtocRow] = field(default_factory=list)
-    skipped_layers: list[SkippedLayer] = field(default_factory=list)
-    skipped_reason: str | None = None
-    """Why this platform got no SOCI index (None when it got one)."""
-    prefetch: PrefetchReport | None = None
-    """Prefetch artifacts written after the zTOCs, or why none were (the node_compat gate)."""
-
-
-@dataclass
-class ConvertResult:
-    """Summary of one conversion (what the CLI prints as JSON)."""
-
-    source: str
-    destination: str
-    format: str
-    span_size: int
-    min_layer_size: int
-    image_digest: str
-    """Digest the destination tag points at: the SOCI-enabled image index (v2) or the original image (v1)."""
-    image_media_type: str
-    image_size: int
-    platforms: list[PlatformResult]
-    layers_built: int
-    layers_reused: int
-    node_compat: str = str(DEFAULT_NODE_COMPAT)
-
-    @property
-    def soci_index_digests(self) -> list[str]:
-        """Digests of the SOCI index manifests pushed, one per indexed platform."""
-        return [p.soci_index_digest for p in self.platforms if p.soci_index_digest]
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
-
-    def to_json(self) -> str:
-        """Indented JSON text."""
-        return json.dumps(self.to_dict(), indent=2)
-
-
-@dataclass
-class _PlatformImage:
-    """One image manifest of the source, decoded."""
-
-    entry: Descriptor
-    platform: Platform
-    raw: RegistryManifest
-    manifest: Manifest
-
-
-@dataclass
-class _SourceImage:
-    top: RegistryManifest
-    index: ImageIndex | None
-    images: list[_PlatformImage]
-    """Every runnable image manifest, in index order."""
-    others: list[Descriptor]
-    """Index entries carried over unchanged (attestations, existing SOCI indexes, artifacts)."""
-
-
-@dataclass(frozen=True)
 class _LayerPlan:
     position: int
     layer: Descriptor
@@ -199,7 +105,7 @@ class SociConverter:
         span_size: int = SOCI_SPAN_SIZE,
         min_layer_size: int = SOCI_MIN_LAYER_SIZE,
         build_tool_identifier: str = SOCI_BUILD_TOOL_IDENTIFIER,
-        format: str = "v2",  # noqa: A002 - the CLI flag's name
+        format: str = "v2",
         platforms: Sequence[str] | None = None,
         all_platforms: bool = False,
         progress: LayerProgress | None = None,
@@ -314,67 +220,13 @@ class SociConverter:
 
     # ---- reading the source ----------------------------------------------------------------------
 
-    def _load(self, src: ImageRef) -> _SourceImage:
-        top = self.client.get_manifest(src.repository, src.reference)
-        if top.media_type in mt.IMAGE_INDEX_TYPES:
-            return self._load_index(src, top)
-        if top.media_type in mt.IMAGE_MANIFEST_TYPES:
-            manifest = _decode_manifest(top, str(src))
-            _require_image(manifest, f"{src} ({top.digest})")
-            platform = self._config_platform(src, manifest)
-            entry = Descriptor(media_type=top.media_type, digest=top.digest, size=len(top.data), platform=platform)
-            return _SourceImage(top, None, [_PlatformImage(entry, platform, top, manifest)], [])
-        raise NotAnImageError(
-            f"{src} ({top.digest}) has mediaType {top.media_type!r}: not an image manifest or image index"
-        )
-
-    def _load_index(self, src: ImageRef, top: RegistryManifest) -> _SourceImage:
+    def _load(self, src: ImageRef) -> ImageView:
         try:
-            index = parse_index(top.data)
-        except gojson.GoJSONError as exc:
-            raise NotAnImageError(f"image index {src} ({top.digest}) is not a valid OCI index: {exc}") from None
-        images: list[_PlatformImage] = []
-        others: list[Descriptor] = []
-        for entry in index.manifests or []:
-            if entry.media_type in mt.IMAGE_INDEX_TYPES:
-                raise NotAnImageError(
-                    f"image index {src} ({top.digest}) nests another index ({entry.digest}); nested indexes are not supported"
-                )
-            if is_soci_v2_entry(entry) or entry.media_type not in mt.IMAGE_MANIFEST_TYPES or plat.is_unknown(entry.platform):
-                others.append(entry)
-                continue
-            raw = self.client.get_manifest(src.repository, entry.digest)
-            manifest = _decode_manifest(raw, f"{src.name}@{entry.digest}")
-            if soci_version_of(manifest) is not None or manifest.config.media_type not in mt.IMAGE_CONFIG_TYPES:
-                others.append(entry)
-                continue
-            assert entry.platform is not None
-            images.append(_PlatformImage(entry, plat.normalize(entry.platform), raw, manifest))
-        if not images:
-            raise NotAnImageError(f"image index {src} ({top.digest}) lists no runnable image manifest")
-        return _SourceImage(top, index, images, others)
+            return read_image(self.client, src)
+        except NotAnImage as exc:
+            raise NotAnImageError(str(exc)) from None
 
-    def _config_platform(self, src: ImageRef, manifest: Manifest) -> Platform:
-        """The platform recorded in the image config (what soci's images.Platforms reads)."""
-        data = self.client.get_blob(src.repository, manifest.config.digest)
-        try:
-            config = gojson.loads(data)
-        except gojson.GoJSONError as exc:
-            raise NotAnImageError(f"image {src}: config {manifest.config.digest} is not JSON: {exc}") from None
-        if not isinstance(config, dict):
-            raise NotAnImageError(f"image {src}: config {manifest.config.digest} is not a JSON object")
-        features = config.get("os.features")
-        return plat.normalize(
-            Platform(
-                architecture=str(config.get("architecture") or ""),
-                os=str(config.get("os") or ""),
-                os_version=str(config.get("os.version") or ""),
-                os_features=[str(f) for f in features] if isinstance(features, list) and features else None,
-                variant=str(config.get("variant") or ""),
-            )
-        )
-
-    def _select(self, src: ImageRef, image: _SourceImage) -> list[_PlatformImage]:
+    def _select(self, src: ImageRef, image: ImageView) -> list[PlatformImage]:
         if self.all_platforms:
             return list(image.images)
         available = ", ".join(str(img.platform) for img in image.images)
@@ -385,7 +237,7 @@ class SociConverter:
                 raise PlatformNotFoundError(f"image {src} is {only.platform} only; requested {wanted}")
             return [only]
         wanted = self.platforms or [plat.host_default()]
-        chosen: list[_PlatformImage] = []
+        chosen: list[PlatformImage] = []
         for w in plat.dedupe(wanted):
             match = next((img for img in image.images if plat.matches(w, img.platform)), None)
             if match is None:
@@ -397,7 +249,7 @@ class SociConverter:
                 chosen.append(match)
         return [img for img in image.images if img in chosen]
 
-    def _plan(self, src: ImageRef, img: _PlatformImage) -> list[_LayerPlan]:
+    def _plan(self, src: ImageRef, img: PlatformImage) -> list[_LayerPlan]:
         """Which layers get a zTOC (docs/soci-format.md section 3); errors on a non-layer mediaType."""
         plan: list[_LayerPlan] = []
         for position, layer in enumerate(img.manifest.layers or []):
@@ -425,7 +277,7 @@ class SociConverter:
     # ---- zTOCs -----------------------------------------------------------------------------------
 
     def _index_platform(
-        self, src: ImageRef, dst_repo: str, img: _PlatformImage, plan: list[_LayerPlan]
+        self, src: ImageRef, dst_repo: str, img: PlatformImage, plan: list[_LayerPlan]
     ) -> tuple[PlatformResult, list[Descriptor]]:
         result = PlatformResult(
             platform=str(img.platform),
@@ -477,7 +329,7 @@ class SociConverter:
             )
         return result, descriptors
 
-    def _ztoc_for_layer(self, src: ImageRef, dst_repo: str, img: _PlatformImage, layer: Descriptor) -> tuple[ZtocInfo, bool]:
+    def _ztoc_for_layer(self, src: ImageRef, dst_repo: str, img: PlatformImage, layer: Descriptor) -> tuple[ZtocInfo, bool]:
         found = self.reuse.lookup(dst_repo, layer.digest, layer.size, self.span_size)
         if found is not None:
             reason = self.gates.member_gate_for_reused(dst_repo, src.repository, layer, found.digest)
@@ -502,7 +354,7 @@ class SociConverter:
         self._log(f"layer {layer.digest}: built zTOC {built.digest} ({info.spans} spans, {info.files} entries)")
         return info, False
 
-    def _build(self, src: ImageRef, img: _PlatformImage, layer: Descriptor) -> BuiltZtoc:
+    def _build(self, src: ImageRef, img: PlatformImage, layer: Descriptor) -> BuiltZtoc:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
             with self.client.stream_blob(src.repository, layer.digest, size=layer.size) as chunks:
@@ -517,6 +369,9 @@ class SociConverter:
             raise LayerIndexError(f"{where}: the blob is {built.compressed_size} bytes, the manifest says {layer.size}")
         if built.layer_digest != layer.digest:
             raise LayerIndexError(f"{where}: the blob hashes to {built.layer_digest}")
+        violation = ztoc_rule_violation(built.ztoc, layer.size)
+        if violation is not None:
+            raise LayerSkippedError(violation)
         if PREFETCH_SEPARATOR in built.data:
             raise LayerSkippedError(
                 f"its zTOC would contain the bytes {PREFETCH_SEPARATOR.decode()!r} (from the layer's content), which "
@@ -537,7 +392,7 @@ class SociConverter:
 
     # ---- copying between repositories -------------------------------------------------------------
 
-    def _copy_image(self, src_repo: str, dst_repo: str, image: _SourceImage) -> None:
+    def _copy_image(self, src_repo: str, dst_repo: str, image: ImageView) -> None:
         """Make every blob (and carried-over manifest) of the source image exist in the destination."""
         for img in image.images:
             self._copy_manifest_blobs(src_repo, dst_repo, img.manifest)
@@ -564,7 +419,7 @@ class SociConverter:
         self,
         repo: str,
         tag: str,
-        image: _SourceImage,
+        image: ImageView,
         results: list[PlatformResult],
         ztoc_lists: dict[str, list[Descriptor]],
     ) -> tuple[str, str, int]:
@@ -607,7 +462,7 @@ class SociConverter:
         self,
         repo: str,
         tag: str,
-        image: _SourceImage,
+        image: ImageView,
         results: list[PlatformResult],
         ztoc_lists: dict[str, list[Descriptor]],
     ) -> tuple[str, str, int]:
@@ -637,13 +492,3 @@ def _decode_manifest(raw: RegistryManifest, name: str) -> Manifest:
         return parse_manifest(raw.data)
     except gojson.GoJSONError as exc:
         raise NotAnImageError(f"manifest {name} is not a valid image manifest: {exc}") from None
-
-
-def _require_image(manifest: Manifest, name: str) -> None:
-    version = soci_version_of(manifest)
-    if version is not None:
-        raise NotAnImageError(f"{name} is a SOCI index ({version.artifact_type}), not an image")
-    if manifest.config.media_type not in mt.IMAGE_CONFIG_TYPES:
-        raise NotAnImageError(
-            f"{name} is not a container image: its config mediaType is {manifest.config.media_type!r}"
-        )

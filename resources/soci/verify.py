@@ -1,47 +1,59 @@
-"""Verify that an image in a registry would lazy-load on a soci-snapshotter node.
+"""Verify that an image in a registry would lazy-load on a soci-snapshotter node, by the node's own rules.
 
-The checks follow what a node does (docs/soci-format.md sections 1-4), then go further:
+1. read the image and find each platform's SOCI index exactly as a node does (resources/soci/node.py):
+   the v2 annotation, else (when the node enables SOCI v1) the first v1 referrer; the index must survive
+   the node's Go re-encode; layer -> zTOC is the last zTOC descriptor per layer annotation;
+2. the image is pullable: every blob of the image manifest and of its SOCI index exists with its size;
+3. every zTOC passes the node's checks (resources/soci/node_rules.py, shared with convert);
+4. complete mode (default): every indexed layer is streamed once and proven against its zTOC
+   (resources/soci/proof.py): the TOC equals Python's tarfile parse of the layer entry for entry and field
+   for field, every span digest, every checkpoint resumes inflation to the stream's bytes, sizes exact.
+   Quick mode (`quick=True`): a sample of spans is range-read and checked instead;
+5. a few real files (profiled startup files first, the largest, required files, the entrypoint, a sample)
+   are read lazily through range requests and the zTOC checkpoints, as a node would fetch them, and
+   compared with the same files from the layer stream.
 
-1. resolve the reference; for each platform manifest find its SOCI index through the manifest
-   annotation `com.amazon.soci.index-digest` (v2) or the referrers of the manifest (v1);
-2. fetch the SOCI index manifest and check it re-encodes to the same bytes under Go's
-   encoding/json (the node re-encodes and checks the digest), and its config `{}` exists;
-3. for every zTOC: the blob exists, hashes to its digest, parses, describes the layer it
-   annotates (compressed size == layer size, span layout consistent with its span digests),
-   and a sample of spans, range-read from the layer blob, hash to the recorded span digests;
-4. lazy-read a sample of real files (always the largest regular file, every required file, and
-   the config's entrypoint when it is in an indexed layer) through range requests and the
-   zTOC checkpoints, and compare each file's sha256 with the same file read by streaming the
-   whole layer through Python's tarfile/zlib (an independent code path).
-
-The first failed check stops verification: `VerifyReport.passed` is False and `failure` says
-what failed, naming the platform, layer, zTOC or file.
+The first failed check stops verification: `VerifyReport.passed` is False and `failure` names the
+platform, layer, zTOC, entry or file.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import posixpath
 import random
 import tarfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
-from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, parse_index, parse_manifest
+from resources.oci.manifest import Descriptor, Manifest, Platform
 from resources.oci.refs import ImageRef
-from resources.registry import DigestMismatchError, RegistryClient, RegistryNotFoundError
-from resources.oci.manifest import RawManifest as RegistryManifest
-from resources.soci import gojson
-from resources.soci.index import SociIndex, SociIndexError, SociVersion, parse_soci_index, soci_version_of
+from resources.registry import (
+    DigestMismatchError,
+    RegistryClient,
+    RegistryNotFoundError,
+)
+from resources.soci import node as nd
+from resources.soci.index import SociIndex, SociVersion
+from resources.soci.node_rules import span_layout, ztoc_rule_violation
+from resources.soci.proof import ProofFailure, prove_layer
+from resources.soci.verify_report import (
+    FileCheck,
+    LayerCheck,
+    PlatformReport,
+    VerifyReport,
+)
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import FileMetadata, Ztoc, ZtocFormatError
+
+__all__ = ["FileCheck", "LayerCheck", "LocatedIndex", "PlatformReport", "VerifyFailure", "VerifyReport",
+           "locate_soci_indexes", "verify_image"]
 
 READ_PIECE = 8 << 20
 MAX_SYMLINK_HOPS = 16
@@ -49,80 +61,6 @@ MAX_SYMLINK_HOPS = 16
 
 class VerifyFailure(StreamableError):
     """One check failed; the message is the report's `failure`."""
-
-
-@dataclass
-class FileCheck:
-    """One file read lazily and from the full layer stream."""
-
-    name: str
-    layer_digest: str
-    size: int
-    sha256: str
-    stream_sha256: str | None
-    spans_fetched: int
-    """Spans this file needs on its own (a cold read); shared spans are fetched once per layer."""
-    bytes_fetched: int
-    """Compressed bytes of those spans."""
-    why: str
-    """largest | required | entrypoint | sample"""
-    lazy: bool = True
-    """False when the file lives in a layer without a zTOC (fetched in full at pull time)."""
-
-
-@dataclass
-class LayerCheck:
-    """One image layer and what its zTOC says about it."""
-
-    layer_digest: str
-    media_type: str
-    layer_size: int
-    ztoc_digest: str | None
-    ztoc_size: int | None = None
-    spans: int | None = None
-    spans_checked: int = 0
-    files: int | None = None
-
-
-@dataclass
-class PlatformReport:
-    """Checks for one platform manifest."""
-
-    platform: str
-    manifest_digest: str
-    soci_index_digest: str | None = None
-    soci_version: str | None = None
-    layers_indexed: int = 0
-    layers_skipped: int = 0
-    layers: list[LayerCheck] = field(default_factory=list)
-    files: list[FileCheck] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class VerifyReport:
-    """The verdict: would this image lazy-load, and the evidence."""
-
-    image: str
-    image_digest: str | None = None
-    platforms: list[PlatformReport] = field(default_factory=list)
-    passed: bool = False
-    failure: str | None = None
-    files_checked: int = 0
-    lazy_bytes_fetched: int = 0
-    """Compressed bytes actually range-read to lazily read the checked files (each span at most once per layer)."""
-    lazy_layer_bytes: int = 0
-    """Total size of the layers those files live in (what a full pull of them fetches)."""
-    span_check_bytes: int = 0
-    image_layer_bytes: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
-
-    def to_json(self) -> str:
-        """Indented JSON text."""
-        return json.dumps(self.to_dict(), indent=2)
 
 
 def verify_image(
@@ -133,14 +71,18 @@ def verify_image(
     required_files: Sequence[str] = (),
     platform: str | None = None,
     seed: int = 0,
+    quick: bool = False,
+    startup_files: Sequence[str] = (),
+    node: nd.NodeConfig = nd.DEFAULT_NODE,
 ) -> VerifyReport:
-    """Check that `ref` has a usable SOCI index and that lazily read files match the layers.
+    """Check that `ref` has a SOCI index a node uses and that every indexed layer reads right.
 
-    Registry errors other than "not found" for index/zTOC/layer content (auth, unreachable)
-    are raised, not reported: they say nothing about the image.
+    `quick` samples spans instead of proving every layer in full. `startup_files` (ordered, e.g. a
+    startup profile) are read lazily first. Registry errors other than "not found" for index/zTOC/layer
+    content (auth, unreachable) are raised, not reported: they say nothing about the image.
     """
-    report = VerifyReport(image=str(ref))
-    verifier = _Verifier(client, ref, report, sample, required_files, platform, seed)
+    report = VerifyReport(image=str(ref), mode="quick" if quick else "complete")
+    verifier = _Verifier(client, ref, report, sample, required_files, platform, seed, quick, startup_files, node)
     try:
         verifier.run()
         report.passed = True
@@ -155,6 +97,7 @@ class _IndexedLayer:
     layer: Descriptor
     ztoc: Ztoc
     reader: LazyLayerReader
+    check: LayerCheck
 
 
 class _Verifier:
@@ -167,6 +110,9 @@ class _Verifier:
         required: Sequence[str],
         platform: str | None,
         seed: int,
+        quick: bool,
+        startup: Sequence[str],
+        node: nd.NodeConfig,
     ) -> None:
         self.client = client
         self.ref = ref
@@ -174,170 +120,94 @@ class _Verifier:
         self.report = report
         self.sample = max(0, sample)
         self.required = [_clean(name) for name in required]
+        self.startup = list(dict.fromkeys(_clean(name) for name in startup))
         self.platform = plat.parse(platform) if platform else None
         self.rng = random.Random(seed)
-        self._configs: dict[str, dict[str, object]] = {}
+        self.quick = quick
+        self.node = node
+        self.view: nd.ImageView | None = None
+        self._cold: set[int] = set()
 
     # ---- image and index discovery -------------------------------------------------------------
 
     def run(self) -> None:
-        top = self.client.get_manifest(self.repo, self.ref.reference)
-        self.report.image_digest = top.digest
-        index: ImageIndex | None = None
-        targets: list[tuple[Platform | None, RegistryManifest]] = []
-        if top.media_type in mt.IMAGE_INDEX_TYPES:
-            index = self._decode(parse_index, top, f"image index {self.ref}")
-            for entry in index.manifests or []:
-                if entry.artifact_type in mt.SOCI_ARTIFACT_TYPES or entry.media_type not in mt.IMAGE_MANIFEST_TYPES:
-                    continue
-                if plat.is_unknown(entry.platform):
-                    continue
-                assert entry.platform is not None
-                if self.platform is not None and not plat.matches(self.platform, entry.platform):
-                    continue
-                targets.append((plat.normalize(entry.platform), self.client.get_manifest(self.repo, entry.digest)))
-            if not targets:
-                wanted = f" for platform {self.platform}" if self.platform else ""
-                raise VerifyFailure(f"image index {self.ref} has no image manifest{wanted}")
-        elif top.media_type in mt.IMAGE_MANIFEST_TYPES:
-            targets.append((None, top))
-        else:
-            raise VerifyFailure(f"{self.ref} ({top.digest}) has mediaType {top.media_type!r}: not an image")
-
+        try:
+            view = self.view = nd.read_image(self.client, self.ref)
+        except nd.NotAnImage as exc:
+            raise VerifyFailure(str(exc)) from None
+        self.report.image_digest = view.top.digest
+        targets = [img for img in view.images if self.platform is None or plat.matches(self.platform, img.platform)]
+        if not targets:
+            wanted = f" for platform {self.platform}" if self.platform else ""
+            raise VerifyFailure(f"image index {self.ref} has no image manifest{wanted}")
         found_any = False
-        for platform, raw in targets:
-            manifest = self._decode(parse_manifest, raw, f"image manifest {self.repo}@{raw.digest}")
-            if soci_version_of(manifest) is not None:
-                raise VerifyFailure(f"{self.ref} ({raw.digest}) is a SOCI index, not an image")
-            platform = platform or self._config_platform(manifest)
-            soci_digest, version = self._find_index(raw, manifest, index, platform)
-            if soci_digest is None:
-                if len(targets) > 1 and self.platform is None:
+        for image in targets:
+            discovery = nd.find_soci_index(self.client, self.repo, image, self.node)
+            if discovery.found is None:
+                missing = nd.missing_blob(self.client, self.repo, nd.image_blobs(image))
+                if missing:
+                    raise VerifyFailure(f"image {self.ref} ({image.platform}) is not pullable: {missing}")
+                if len(targets) > 1:
                     self.report.platforms.append(
-                        PlatformReport(str(platform), raw.digest, notes=["no SOCI index for this platform"])
+                        PlatformReport(str(image.platform), image.raw.digest, notes=[f"no SOCI index: {discovery.why_none(self.node)}"])
                     )
                     continue
                 raise VerifyFailure(
-                    f"no SOCI index found for {self.ref} ({platform}, manifest {raw.digest}): no "
-                    f"{mt.ANNOTATION_INDEX_DIGEST} annotation and no v1 referrers"
+                    f"no SOCI index found for {self.ref} ({image.platform}, manifest {image.raw.digest}): "
+                    f"{discovery.why_none(self.node)}"
                 )
             found_any = True
-            self._verify_platform(platform, raw, manifest, soci_digest, version)
+            self._verify_platform(image, discovery.found)
         if not found_any:
-            raise VerifyFailure(f"no SOCI index found for any platform of {self.ref} ({top.digest})")
+            raise VerifyFailure(f"no SOCI index found for any platform of {self.ref} ({view.top.digest})")
 
-    def _find_index(
-        self, raw: RegistryManifest, manifest: Manifest, index: ImageIndex | None, platform: Platform
-    ) -> tuple[str | None, SociVersion | None]:
-        digest = (manifest.annotations or {}).get(mt.ANNOTATION_INDEX_DIGEST)
-        if digest:
-            if index is not None:
-                listed = [
-                    e
-                    for e in index.manifests or []
-                    if e.artifact_type == mt.SOCI_INDEX_V2 and e.digest == digest
-                ]
-                if not listed:
-                    raise VerifyFailure(
-                        f"manifest {raw.digest} ({platform}) names SOCI index {digest}, but the image index "
-                        f"{self.report.image_digest} does not list it (registries may garbage-collect it)"
-                    )
-                named = (listed[0].annotations or {}).get(mt.ANNOTATION_MANIFEST_DIGEST)
-                if named != raw.digest:
-                    raise VerifyFailure(
-                        f"image index entry for SOCI index {digest} names image manifest {named}, not {raw.digest}"
-                    )
-            return digest, SociVersion.V2
-        referrers = self.client.referrers(self.repo, raw.digest, mt.SOCI_INDEX_V1)
-        digests = [r.get("digest") for r in referrers if isinstance(r.get("digest"), str)]
-        if digests:
-            return digests[-1], SociVersion.V1
-        return None, None
-
-    def _config_platform(self, manifest: Manifest) -> Platform:
-        config = self._config(manifest)
-        return plat.normalize(
-            Platform(architecture=str(config.get("architecture") or ""), os=str(config.get("os") or ""),
-                     variant=str(config.get("variant") or ""))
-        )
-
-    def _config(self, manifest: Manifest) -> dict[str, object]:
-        digest = manifest.config.digest
-        if digest not in self._configs:
-            try:
-                value = gojson.loads(self.client.get_blob(self.repo, digest))
-            except gojson.GoJSONError as exc:
-                raise VerifyFailure(f"image config {digest} is not JSON: {exc}") from None
-            self._configs[digest] = value if isinstance(value, dict) else {}
-        return self._configs[digest]
-
-    @staticmethod
-    def _decode(parse: Callable[[bytes], object], raw: RegistryManifest, name: str):
-        try:
-            return parse(raw.data)
-        except gojson.GoJSONError as exc:
-            raise VerifyFailure(f"{name} does not decode: {exc}") from None
-
-    # ---- one platform ----------------------------------------------------------------------
-
-    def _verify_platform(
-        self, platform: Platform, raw: RegistryManifest, manifest: Manifest, soci_digest: str, version: SociVersion | None
-    ) -> None:
-        pr = PlatformReport(platform=str(platform), manifest_digest=raw.digest, soci_index_digest=soci_digest)
+    def _verify_platform(self, image: nd.PlatformImage, found: nd.FoundIndex) -> None:
+        assert self.view is not None
+        platform, raw, manifest = image.platform, image.raw, image.manifest
+        pr = PlatformReport(platform=str(platform), manifest_digest=raw.digest, soci_index_digest=found.digest,
+                            index_found_by=found.how)
         self.report.platforms.append(pr)
-        soci = self._fetch_soci_index(soci_digest, raw, platform, version)
+        if found.version is SociVersion.V2:
+            problem = nd.v2_binding_problem(self.view, image, found.digest)
+            if problem:
+                raise VerifyFailure(problem)
+        soci = self._fetch_soci_index(found, image)
         pr.soci_version = soci.version.value
-
         layers = manifest.layers or []
         layer_digests = {layer.digest for layer in layers}
         for d in soci.ztocs:
             named = (d.annotations or {}).get(mt.ANNOTATION_LAYER_DIGEST)
             if named not in layer_digests:
-                raise VerifyFailure(f"SOCI index {soci_digest} has zTOC {d.digest} for layer {named}, not in manifest {raw.digest}")
+                raise VerifyFailure(f"SOCI index {found.digest} has zTOC {d.digest} for layer {named}, not in manifest {raw.digest}")
+        missing = nd.missing_blob(self.client, self.repo, nd.image_blobs(image) + nd.index_blobs(soci))
+        if missing:
+            raise VerifyFailure(f"image {self.ref} ({platform}) is not pullable: {missing}")
+        by_layer = nd.layer_ztocs(soci)
         indexed: list[_IndexedLayer] = []
         for layer in layers:
             self.report.image_layer_bytes += layer.size
-            d = soci.ztoc_for_layer(layer.digest)
-            check = LayerCheck(layer.digest, layer.media_type, layer.size, d.digest if d else None)
+            chosen = by_layer.get(layer.digest)
+            check = LayerCheck(layer.digest, layer.media_type, layer.size, chosen.digest if chosen else None)
             pr.layers.append(check)
-            if d is None:
+            if chosen is None:
                 pr.layers_skipped += 1
                 continue
             pr.layers_indexed += 1
-            indexed.append(self._check_ztoc(layer, d, check, pr))
+            indexed.append(self._check_ztoc(layer, chosen, check, pr))
         if not indexed:
-            raise VerifyFailure(f"SOCI index {soci_digest} ({platform}) indexes no layer of manifest {raw.digest}")
+            raise VerifyFailure(f"SOCI index {found.digest} ({platform}) indexes no layer of manifest {raw.digest}")
         self._check_files(platform, manifest, layers, indexed, pr)
 
-    def _fetch_soci_index(
-        self, digest: str, raw: RegistryManifest, platform: Platform, version: SociVersion | None
-    ) -> SociIndex:
-        where = f"SOCI index {digest} ({platform})"
+    def _fetch_soci_index(self, found: nd.FoundIndex, image: nd.PlatformImage) -> SociIndex:
+        where = f"SOCI index {found.digest} ({image.platform})"
         try:
-            fetched = self.client.get_manifest(self.repo, digest)
-        except RegistryNotFoundError:
-            raise VerifyFailure(f"{where} is not in {self.ref.name}") from None
-        except DigestMismatchError as exc:
-            raise VerifyFailure(f"{where} does not match its digest: {exc}") from None
-        if fetched.media_type != mt.OCI_MANIFEST:
-            raise VerifyFailure(f"{where} has mediaType {fetched.media_type!r}, not {mt.OCI_MANIFEST}")
-        try:
-            soci = parse_soci_index(fetched.data, name=digest)
-        except SociIndexError as exc:
+            soci = nd.fetch_soci_index(self.client, self.repo, found, where)
+        except nd.NodeReadError as exc:
             raise VerifyFailure(str(exc)) from None
-        reencoded = gojson.marshal(soci.manifest)
-        if reencoded != fetched.data:
-            at = next((i for i, (a, b) in enumerate(zip(reencoded, fetched.data)) if a != b), min(len(reencoded), len(fetched.data)))
-            raise VerifyFailure(
-                f"{where} is not Go-canonical JSON: re-encoding it with Go's rules changes the bytes from offset {at} "
-                f"({fetched.data[at:at + 40]!r} vs {reencoded[at:at + 40]!r}), so the node's digest check fails"
-            )
-        if version is not None and soci.version is not version:
-            raise VerifyFailure(f"{where} is a {soci.version.value} index, found the {version.value} way")
         if soci.version is SociVersion.V1:
             subject = soci.manifest.subject
-            if subject is None or subject.digest != raw.digest:
-                raise VerifyFailure(f"{where}: v1 subject is {subject.digest if subject else None}, not manifest {raw.digest}")
+            if subject is None or subject.digest != image.raw.digest:
+                raise VerifyFailure(f"{where}: v1 subject is {subject.digest if subject else None}, not manifest {image.raw.digest}")
         elif soci.manifest.subject is not None:
             raise VerifyFailure(f"{where}: a v2 index must not have a subject")
         config = soci.manifest.config
@@ -363,30 +233,53 @@ class _Verifier:
             raise VerifyFailure(f"{where} is {len(data)} bytes, its descriptor says {d.size}")
         try:
             ztoc = parse_ztoc(data)
-            reader = LazyLayerReader(ztoc, self._fetcher(layer.digest), layer=layer.digest)
-        except (ZtocFormatError, LazyReadError, ValueError) as exc:
+        except (ZtocFormatError, ValueError) as exc:
             raise VerifyFailure(f"{where} is corrupt: {exc}") from None
-        if ztoc.compressed_archive_size != layer.size:
-            raise VerifyFailure(
-                f"{where} describes a {ztoc.compressed_archive_size}-byte blob, but the layer is {layer.size} bytes"
-            )
+        rule = ztoc_rule_violation(ztoc, layer.size)
+        if rule is not None:
+            raise VerifyFailure(f"{where}: {rule}")
+        try:
+            reader = LazyLayerReader(ztoc, self._fetcher(layer.digest), layer=layer.digest)
+        except (LazyReadError, ValueError) as exc:
+            raise VerifyFailure(f"{where} is corrupt: {exc}") from None
         span_text = annotations.get(mt.ANNOTATION_SPAN_SIZE)
         if span_text is not None and span_text != str(reader.span_size):
             raise VerifyFailure(f"{where}: span-size annotation {span_text} but the zTOC uses {reader.span_size}")
         check.ztoc_size = len(data)
         check.spans = ztoc.compression.max_span_id + 1
         check.files = len(ztoc.entries)
-        spans = check.spans
-        chosen = sorted({0, spans - 1} | set(self.rng.sample(range(spans), min(spans, max(0, self.sample - 2)))))
-        for span_id in chosen:
-            try:
-                fetched = reader.fetch_span(span_id)
-            except LazyReadError as exc:
-                raise VerifyFailure(f"{where}: {exc}") from None
-            self.report.span_check_bytes += len(fetched)
-            check.spans_checked += 1
+        if self.quick:
+            spans = check.spans
+            chosen = sorted({0, spans - 1} | set(self.rng.sample(range(spans), min(spans, max(0, self.sample - 2)))))
+            for span_id in chosen:
+                try:
+                    fetched = reader.fetch_span(span_id)
+                except LazyReadError as exc:
+                    raise VerifyFailure(f"{where}: {exc}") from None
+                self.report.span_check_bytes += len(fetched)
+                check.spans_checked += 1
         # A fresh reader for the file reads, so their byte counts owe nothing to the span checks' cache.
-        return _IndexedLayer(layer, ztoc, LazyLayerReader(ztoc, self._fetcher(layer.digest), layer=layer.digest))
+        return _IndexedLayer(layer, ztoc, LazyLayerReader(ztoc, self._fetcher(layer.digest), layer=layer.digest), check)
+
+    def _prove(self, il: _IndexedLayer, names: set[str]) -> dict[str, str]:
+        """Stream the layer once and prove its zTOC completely; sha256 of the named files from that stream."""
+        layer = il.layer
+        try:
+            with self.client.stream_blob(self.repo, layer.digest) as chunks:
+                proof = prove_layer(chunks, il.ztoc, span_layout(il.ztoc), layer=layer.digest,
+                                    media_type=layer.media_type, wanted=names)
+        except ProofFailure as exc:
+            raise VerifyFailure(f"image {self.ref}: {exc}") from None
+        except RegistryNotFoundError:
+            raise VerifyFailure(f"layer {layer.digest} is missing from {self.ref.name}") from None
+        except DigestMismatchError as exc:
+            raise VerifyFailure(f"layer {layer.digest} is corrupt: {exc}") from None
+        il.check.proven = True
+        il.check.entries_proven = proof.entries
+        il.check.checkpoints_checked = proof.checkpoints_checked
+        il.check.spans_checked = proof.spans
+        self.report.span_check_bytes += proof.compressed_size
+        return proof.file_hashes
 
     def _fetcher(self, layer_digest: str) -> Callable[[int, int], bytes]:
         def fetch(start: int, end: int) -> bytes:
@@ -396,6 +289,12 @@ class _Verifier:
                 raise VerifyFailure(f"layer {layer_digest} is missing from {self.ref.name}") from None
 
         return fetch
+
+    def _config(self, manifest: Manifest) -> dict[str, object]:
+        try:
+            return nd.image_config(self.client, self.repo, manifest.config.digest, self.view)
+        except nd.NotAnImage as exc:
+            raise VerifyFailure(str(exc)) from None
 
     # ---- files ---------------------------------------------------------------------------
 
@@ -408,10 +307,16 @@ class _Verifier:
         pr: PlatformReport,
     ) -> None:
         chosen: dict[tuple[str, str], str] = {}  # (layer digest, entry name) -> why
+        for name in self.startup:  # profiled startup files first, in profile order
+            hit = self._resolve(name, indexed)
+            if hit is None or hit[1].type not in ("reg", "hardlink"):
+                pr.notes.append(f"startup file /{name} is not a file in a layer with a zTOC; not lazily read")
+                continue
+            chosen.setdefault((hit[0].layer.digest, hit[1].name), "startup")
         regular = [(il, e) for il in indexed for e in il.ztoc.entries if e.type == "reg"]
         if regular:
             il, e = max(regular, key=lambda pair: pair[1].uncompressed_size)
-            chosen[(il.layer.digest, e.name)] = "largest"
+            chosen.setdefault((il.layer.digest, e.name), "largest")
         not_lazy: list[tuple[str, str]] = []
         for name in self.required:
             hit = self._resolve(name, indexed)
@@ -439,13 +344,22 @@ class _Verifier:
         by_layer = {il.layer.digest: il for il in indexed}
         for layer in layers:
             wanted = {name: why for (digest, name), why in chosen.items() if digest == layer.digest}
+            found = by_layer.get(layer.digest)
+            if found is None or (self.quick and not wanted):
+                continue
+            il = found
+            if not self.quick:
+                streamed = self._prove(il, {_clean(n) for n in wanted})  # before any lazy read: the precise failure first
             if not wanted:
                 continue
-            il = by_layer[layer.digest]
             # read in archive order, like a node's span cache sees them: spans shared by files are fetched once
             ordered = sorted(wanted.items(), key=lambda item: self._archive_position(il, item[0]))
+            self._cold = set()
             lazy = {name: self._lazy_read(il, name, why) for name, why in ordered}
-            streamed = self._stream_layer(layer, {_clean(n) for n in wanted})
+            pr.cold_start_spans += len(self._cold)
+            pr.cold_start_bytes += sum(il.reader.span(i).end - il.reader.span(i).start for i in self._cold)
+            if self.quick:
+                streamed = self._stream_layer(layer, {_clean(n) for n in wanted})
             self.report.lazy_layer_bytes += layer.size
             for name, check in lazy.items():
                 check.stream_sha256 = streamed.get(_clean(name))
@@ -495,6 +409,7 @@ class _Verifier:
         # Report-level bytes are what went over the network (spans shared with an earlier file come from
         # the cache, as on a node); per-file numbers are what this file alone needs with a cold cache.
         self.report.lazy_bytes_fetched += reader.bytes_fetched - before_bytes
+        self._cold |= reader.touched
         spans = [reader.span(i) for i in sorted(reader.touched)]
         return FileCheck(
             name=_clean(name),
@@ -520,7 +435,7 @@ class _Verifier:
                             extracted = tar.extractfile(member)
                             assert extracted is not None
                             hasher = hashlib.sha256()
-                            for piece in iter(lambda: extracted.read(1 << 20), b""):  # noqa: B023 - used at once
+                            for piece in iter(lambda: extracted.read(1 << 20), b""):
                                 hasher.update(piece)
                             all_hashes[name] = hasher.hexdigest()
                         elif member.islnk() and _clean(member.linkname) in all_hashes:
@@ -598,40 +513,28 @@ def _clean(name: str) -> str:
 
 @dataclass(frozen=True)
 class LocatedIndex:
-    """A SOCI index found for one platform manifest of an image."""
+    """The SOCI index a node picks for one platform manifest of an image."""
 
     platform: str
     manifest_digest: str
     soci_index_digest: str
     version: str
     ztocs: list[Descriptor]
+    """zTOC descriptors a node uses, one per layer (the last per layer annotation), in index order."""
 
 
-def locate_soci_indexes(client: RegistryClient, ref: ImageRef) -> list[LocatedIndex]:
-    """Every SOCI index a node could find for `ref` (v2 annotation, else v1 referrers), without checking them."""
-    repo = ref.repository
-    top = client.get_manifest(repo, ref.reference)
-    targets: list[tuple[str, RegistryManifest]] = []
-    if top.media_type in mt.IMAGE_INDEX_TYPES:
-        for entry in parse_index(top.data).manifests or []:
-            if entry.artifact_type in mt.SOCI_ARTIFACT_TYPES or entry.media_type not in mt.IMAGE_MANIFEST_TYPES:
-                continue
-            if plat.is_unknown(entry.platform):
-                continue
-            assert entry.platform is not None
-            targets.append((str(plat.normalize(entry.platform)), client.get_manifest(repo, entry.digest)))
-    elif top.media_type in mt.IMAGE_MANIFEST_TYPES:
-        targets.append(("(single manifest)", top))
+def locate_soci_indexes(client: RegistryClient, ref: ImageRef, node: nd.NodeConfig = nd.DEFAULT_NODE) -> list[LocatedIndex]:
+    """The SOCI index a node picks for each platform of `ref` (node.find_soci_index), without checking it."""
+    view = nd.read_image(client, ref)
     found: list[LocatedIndex] = []
-    for platform, raw in targets:
-        manifest = parse_manifest(raw.data)
-        digest = (manifest.annotations or {}).get(mt.ANNOTATION_INDEX_DIGEST)
-        digests = [digest] if digest else [
-            r["digest"] for r in client.referrers(repo, raw.digest, mt.SOCI_INDEX_V1) if isinstance(r.get("digest"), str)
-        ]
-        for soci_digest in digests:
-            soci = parse_soci_index(client.get_manifest(repo, soci_digest).data, name=soci_digest)
-            found.append(LocatedIndex(platform, raw.digest, soci_digest, soci.version.value, soci.ztocs))
+    for image in view.images:
+        hit = nd.find_soci_index(client, ref.repository, image, node).found
+        if hit is None:
+            continue
+        soci = nd.fetch_soci_index(client, ref.repository, hit, f"SOCI index {hit.digest} ({image.platform})")
+        chosen = {id(d) for d in nd.layer_ztocs(soci).values()}
+        ztocs = [d for d in soci.ztocs if id(d) in chosen]
+        found.append(LocatedIndex(str(image.platform), image.raw.digest, hit.digest, soci.version.value, ztocs))
     return found
 
 

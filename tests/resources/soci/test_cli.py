@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -150,3 +151,31 @@ def test_credentials_come_from_the_environment_never_argv(auth_registry, tmp_pat
 def test_there_is_no_password_flag(flag: str) -> None:
     proc = run("soci", "convert", "a/b:c", "a/b:d", flag, "secret")
     assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+
+
+class _Terminal(io.StringIO):
+    """Captured output that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_verify_prints_a_summary_on_a_terminal_and_json_with_flag(images: ImageFactory) -> None:
+    from resources.cli import main  # noqa: PLC0415
+
+    src = images.push_image("cli/sum", "1", [gzip_layer({"app/model.bin": random_bytes(300_000, 3)})]).ref
+    dst = src.with_tag("1-soci")
+    assert main(["soci", "convert", str(src), str(dst), "--min-layer-size", "1000", "--span-size", "65536"],
+                io.StringIO(), io.StringIO()) == 0
+    out, err = _Terminal(), io.StringIO()
+    assert main(["soci", "verify", str(dst), "--file", "/app/model.bin"], out, err) == 0
+    text = out.getvalue()
+    assert "PASS: would lazy-load [complete check]" in text and "proven 1" in text and "cold start of" in text
+    assert not text.lstrip().startswith("{")
+    out = _Terminal()
+    assert main(["soci", "verify", str(dst), "--json", "--quick"], out, io.StringIO()) == 0
+    report = json.loads(out.getvalue())
+    assert report["passed"] is True and report["mode"] == "quick"
+    out = _Terminal()
+    assert main(["soci", "verify", str(src)], out, io.StringIO()) == 1
+    assert "FAIL: would not lazy-load" in out.getvalue() and "no SOCI index found" in out.getvalue()

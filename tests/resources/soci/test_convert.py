@@ -26,6 +26,7 @@ from resources.soci.convert import (
     PlatformNotFoundError,
     SociConverter,
 )
+from resources.soci.node import NodeConfig
 from resources.soci.verify import verify_image
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc
@@ -317,7 +318,9 @@ def test_v1_pushes_subject_index_and_referrers_tag_fallback(images: ImageFactory
     tag_index = json.loads(client.get_manifest("v1/app", referrers_tag(pushed.digest)).data)
     (entry,) = tag_index["manifests"]
     assert entry["digest"] == p.soci_index_digest and entry["artifactType"] == mt.SOCI_INDEX_V1
-    report = verify_image(client, dst)
+    # A default v0.15 node ignores v1 indexes; one with pull_modes.soci_v1 enabled uses it.
+    assert "SOCI v1 is off by default" in (verify_image(client, dst).failure or "")
+    report = verify_image(client, dst, node=NodeConfig(soci_v1=True))
     assert report.passed, report.failure
     assert report.platforms[0].soci_version == "v1"
     # A cold converter finds the v1 zTOC through the referrers tag and reuses it.

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from resources.registry import RegistryClient
 from resources.oci import media_types as mt
+from resources.oci.manifest import parse_manifest
+from resources.registry import RegistryClient
 from resources.soci.convert import EmptySociIndexError, SociConverter
 from resources.soci.index import parse_soci_index
+from resources.soci.node import NodeConfig
 from resources.soci.node_compat import NodeCompat, NodeCompatError
-from resources.oci.manifest import parse_manifest
 from resources.soci.prefetch import (
     Granularity,
     LayerZtoc,
@@ -267,7 +268,7 @@ def test_v1_index_holds_prefetch_after_the_ztocs_too(images: ImageFactory, clien
     layers = _soci_layers(client, "pf/app", platform.soci_index_digest)
     assert [d.media_type for d in layers] == [mt.SOCI_ZTOC, mt.SOCI_ZTOC, mt.SOCI_PREFETCH]
     assert layers[2].annotations == {mt.ANNOTATION_LAYER_DIGEST: img.layers[0].digest}
-    assert verify_image(client, img.ref.with_tag("v1"), sample=4).passed
+    assert verify_image(client, img.ref.with_tag("v1"), sample=4, node=NodeConfig(soci_v1=True)).passed
 
 
 def test_a_node_reencodes_the_index_with_prefetch_to_the_same_bytes(images: ImageFactory, client, go_reference) -> None:  # noqa: F811

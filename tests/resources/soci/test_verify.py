@@ -150,10 +150,13 @@ def test_lazy_bytes_that_differ_from_the_layer_fail(converted, client) -> None:
         for e in ztoc.entries
     ]
     tampered = dataclasses.replace(ztoc, entries=entries)
-    report = verify_image(client, _republish(client, ref, "offset", ztoc_bytes=serialize_ztoc(tampered)),
-                          required_files=["opt/app/config.yaml"])
+    bad = _republish(client, ref, "offset", ztoc_bytes=serialize_ztoc(tampered))
+    report = verify_image(client, bad, required_files=["opt/app/config.yaml"], quick=True)
     assert not report.passed
     assert "/opt/app/config.yaml" in (report.failure or "") and "lazily read bytes" in (report.failure or "")
+    # The complete proof names the entry and field before any lazy read.
+    complete = verify_image(client, bad, required_files=["opt/app/config.yaml"])
+    assert not complete.passed and "'opt/app/config.yaml': field uncompressed_offset" in (complete.failure or "")
 
 
 def test_required_file_missing_fails(converted, client) -> None:
