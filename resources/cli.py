@@ -155,6 +155,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             all_platforms=args.all_platforms,
             progress=progress.layer,
             log_fn=(lambda msg: err.write(msg + "\n")) if args.verbose else (lambda _msg: None),
+            max_parallel_layers=args.parallel,
         )
         result = converter.convert(src, dst)
     out.write(result.to_json() + "\n")
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--platform", action="append", help="os/arch[/variant]; repeat for several")
     group.add_argument("--all-platforms", action="store_true")
     p.add_argument("--format", choices=("v2", "v1"), default="v2")
+    p.add_argument("--parallel", type=_positive, default=None, metavar="N",
+                   help="layers indexed at once (default: min(4, CPU cores)); 1 = one after another")
     _registry_options(p)
     p.set_defaults(func=cmd_convert)
 

@@ -159,6 +159,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 min_layer_size=target.soci.min_layer_size,
                 format=target.soci.format,
                 all_platforms=True,
+                max_parallel_layers=target.soci.max_parallel_layers,
             )
             result = converter.convert(src, dst)
         summary = result.to_dict()

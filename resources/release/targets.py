@@ -72,6 +72,7 @@ class SociSettings(_Strict):
     format: Literal["v2", "v1"] = "v2"
     span_size: int = Field(default=defaults.SOCI_SPAN_SIZE, gt=0)
     min_layer_size: int = Field(default=defaults.SOCI_MIN_LAYER_SIZE, ge=0)
+    max_parallel_layers: int | None = Field(default=None, ge=1, le=64, description="layers indexed at once; None = min(4, cores)")
 
 
 class CanarySettings(_Strict):

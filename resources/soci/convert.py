@@ -38,6 +38,7 @@ from resources.soci.index import (
     ztoc_descriptor,
 )
 from resources.oci.manifest import Descriptor, ImageIndex, Manifest, Platform, encode, parse_index, parse_manifest
+from resources.soci import parallel as par
 from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
 from resources.soci.ztoc.builder import BuiltZtoc, ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.gzip_index import GzipFormatError
@@ -196,6 +197,7 @@ class SociConverter:
         all_platforms: bool = False,
         progress: LayerProgress | None = None,
         log_fn: Callable[[str], None] | None = None,
+        max_parallel_layers: int | None = None,
     ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
@@ -213,7 +215,9 @@ class SociConverter:
         self.build_tool_identifier = build_tool_identifier
         self.platforms = [plat.parse(p) for p in platforms or []]
         self.all_platforms = all_platforms
-        self.progress = progress
+        self.progress = par.serialized(progress)
+        self.max_parallel_layers = par.check_max_parallel_layers(max_parallel_layers or par.default_max_parallel_layers())
+        self._layer_builds: par.LayerBuilds[BuiltZtoc] | None = None
         self._log = log_fn or log.info
         self._builder = ZtocBuilder(span_size=span_size, build_tool_identifier=build_tool_identifier)
         self.reuse = ZtocReuseIndex(client, log_fn=self._log)
@@ -258,11 +262,14 @@ class SociConverter:
 
         results: list[PlatformResult] = []
         ztoc_lists: dict[str, list[Descriptor]] = {}
+        self._layer_builds = par.start_layer_builds(self, src, dst.repository, selected, plans)
         for img in selected:
             result, descriptors = self._index_platform(src, dst.repository, img, plans[img.raw.digest])
             results.append(result)
             if descriptors:
                 ztoc_lists[img.raw.digest] = descriptors
+        if self._layer_builds is not None:
+            self._layer_builds.close()
         if not ztoc_lists:
             skipped = [s for r in results for s in r.skipped_layers]
             details = "; ".join(f"{s.layer_digest}: {s.reason}" for s in skipped)
@@ -455,7 +462,7 @@ class SociConverter:
             self._reused += 1
             self._log(f"layer {layer.digest}: reusing zTOC {found.digest}")
             return found, True
-        built = self._build(src, img, layer)
+        built = self._layer_builds.result(layer.digest, (src, img, layer)) if self._layer_builds else self._build(src, img, layer)
         self.client.push_blob(dst_repo, built.data, digest=built.digest)
         info = ZtocInfo(
             digest=built.digest,
@@ -474,7 +481,7 @@ class SociConverter:
     def _build(self, src: ImageRef, img: _PlatformImage, layer: Descriptor) -> BuiltZtoc:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
-            with self.client.stream_blob(src.repository, layer.digest) as chunks:
+            with self.client.stream_blob(src.repository, layer.digest) as raw, par.prefetched(raw) as chunks:
                 built = self._builder.build(self._with_progress(chunks, layer), layer.media_type, layer=layer.digest)
                 for _ in chunks:  # drain, so the client verifies the blob digest
                     pass
