@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.registry_storage import ServedRegistry, loadavg  # noqa: E402
-from resources.oci import media_types as mt  # noqa: E402
-from resources.oci.refs import ImageRef  # noqa: E402
-from resources.registry import RegistryClient  # noqa: E402
-from resources.soci.convert import ConvertResult, SociConverter  # noqa: E402
+from benchmarks.registry_storage import ServedRegistry, loadavg
+from resources.oci import media_types as mt
+from resources.oci.refs import ImageRef
+from resources.registry import RegistryClient
+from resources.soci.convert import ConvertResult, SociConverter
 
 MiB = 1 << 20
 FILE_MIB = 16

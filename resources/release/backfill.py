@@ -27,6 +27,7 @@ from resources.oci import media_types as mt
 from resources.oci import platforms as plat
 from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConvertError, SociConverter
 from resources.oci.manifest import Descriptor, parse_index, parse_manifest
+from resources.soci.ztoc_catalog import ZtocCatalog
 
 LogFn = Callable[[str], None]
 KEY_DIGEST_CHARS = 12
@@ -468,7 +469,8 @@ def not_indexable_reason(skipped: Sequence[SkippedLayer], min_layer_size: int) -
 def index_image(client: RegistryClient, converter: SociConverter, key: str, settings: BackfillSettings, *,
                 catalog: ImageCatalog | None = None, expected_digest: str | None = None,
                 shared: SharedZtocs | None = None, verify: VerifyFn | None = None,
-                verified_ztocs: set[str] | None = None, log: LogFn | None = None) -> StatusRecord:
+                verified_ztocs: set[str] | None = None, log: LogFn | None = None,
+                ztoc_catalog: ZtocCatalog | None = None) -> StatusRecord:
     """Index the image a partition key names, unless it is indexed, gone, or cannot be indexed. Never raises for
     an image problem: the outcome is the returned record (FAILED ones are retried later).
 
@@ -508,6 +510,8 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
         src = ImageRef(settings.registry, k.repository, digest=top.digest)
         dst = ImageRef(settings.registry, k.repository, tag=dst_tag)
         previous = _current(client, k.repository, dst_tag) if settings.format == "v2" else None
+        if ztoc_catalog is not None:
+            converter.reuse.catalog = ztoc_catalog  # registry-wide zTOC map (ztoc_catalog.py)
         try:
             result = converter.convert(src, dst)
         except EmptySociIndexError as exc:
@@ -528,9 +532,13 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
                 if passed:
                     known |= used
             if not passed:
+                if converter.reuse.catalog is not None:
+                    converter.reuse.catalog.drop_unsaved()
                 undone = _untag_unverified(client, k.repository, dst_tag, result.image_digest, previous) \
                     if settings.format == "v2" else "the v1 SOCI index stays attached as a referrer"
                 return record(ImageStatus.FAILED, f"{soci_image} did not verify: {summary}; {undone}", image, **stats)
+        if converter.reuse.catalog is not None:
+            converter.reuse.catalog.flush_quietly()
         if log:
             log(f"{image}: indexed -> {soci_image} ({result.layers_built} layer(s) built, {result.layers_reused} reused)")
         return record(ImageStatus.INDEXED, "", image, **stats)
@@ -578,7 +586,8 @@ class BackfillReport:
 
 def iter_backfill(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, images: Sequence[ScannedImage], *,
                   converter: SociConverter | None = None, verify: VerifyFn | None = None,
-                  log: LogFn | None = None, indexed_repositories: Iterable[str] = ()) -> Iterator[StatusRecord]:
+                  log: LogFn | None = None, indexed_repositories: Iterable[str] = (),
+                  ztoc_catalog: ZtocCatalog | None = None) -> Iterator[StatusRecord]:
     """Index `images` one after the other with ONE converter (shared zTOC cache), yielding each outcome.
 
     `indexed_repositories`: repositories known to hold SOCI indexes (see `ScanResult.indexed_repositories`),
@@ -589,7 +598,7 @@ def iter_backfill(client: RegistryClient, catalog: ImageCatalog, settings: Backf
     verified: set[str] = set()
     for img in images:
         yield index_image(client, conv, img.key, settings, catalog=catalog, expected_digest=img.digest, shared=shared,
-                          verify=verify, verified_ztocs=verified, log=log)
+                          verify=verify, verified_ztocs=verified, log=log, ztoc_catalog=ztoc_catalog)
 
 
 def run_backfill(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, *,

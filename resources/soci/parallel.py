@@ -229,4 +229,4 @@ def start_layer_builds(converter: SociConverter, src: ImageRef, dst_repository: 
                 jobs.append(LayerJob(layer.digest, (src, img, layer)))
     if len(jobs) < 2:
         return None
-    return LayerBuilds(converter._build, jobs, limit)  # noqa: SLF001 - the converter's own build
+    return LayerBuilds(converter._build, jobs, limit)

@@ -12,9 +12,23 @@ from resources.oci import media_types as mt
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.soci.convert import ConvertResult, LayerIndexError, SociConverter
-from resources.soci.parallel import LayerBuilds, LayerJob, ParallelSettingError, prefetched, start_layer_builds
+from resources.soci.parallel import (
+    LayerBuilds,
+    LayerJob,
+    ParallelSettingError,
+    prefetched,
+    start_layer_builds,
+)
 
-from .conftest import ImageFactory, Layer, gzip_layer, random_bytes, sha256, tar_layer, text_bytes
+from .conftest import (
+    ImageFactory,
+    Layer,
+    gzip_layer,
+    random_bytes,
+    sha256,
+    tar_layer,
+    text_bytes,
+)
 
 SMALL = 1024
 
@@ -88,9 +102,9 @@ def test_prebuilder_plans_each_layer_once_and_skips_reusable_ones(images: ImageF
     first = images.push_image("plan/app", "base", [shared, own]).ref
     _convert(client, first, "plan/app", 1)  # `shared` and `own` now have zTOCs in plan/app
     conv = SociConverter(client, min_layer_size=SMALL, span_size=65536, max_parallel_layers=2, all_platforms=True)
-    image = conv._load(src)  # noqa: SLF001 - what the converter's loop will see
-    selected = conv._select(src, image)  # noqa: SLF001
-    plans = {img.raw.digest: conv._plan(src, img) for img in selected}  # noqa: SLF001
+    image = conv._load(src)
+    selected = conv._select(src, image)
+    plans = {img.raw.digest: conv._plan(src, img) for img in selected}
     builds = start_layer_builds(conv, src, "plan/app", selected, plans)
     assert builds is None  # only one layer (arm's bin/app) lacks a zTOC: nothing to run ahead of the loop
     conv2 = SociConverter(client, min_layer_size=SMALL, span_size=65536, max_parallel_layers=2, all_platforms=True)
@@ -175,10 +189,9 @@ def test_prefetched_reads_ahead_boundedly_and_passes_errors() -> None:
     closed_on.clear()
     produced.clear()
     with prefetched(source(10, fail_at=5), depth=2) as chunks:
-        got = []
+        got: list[bytes] = []
         with pytest.raises(OSError, match="chunk 5"):
-            for c in chunks:
-                got.append(c)
+            got.extend(chunks)
         assert len(got) == 5
     with prefetched(source(7), depth=2) as chunks:
         assert sum(len(c) for c in chunks) == 70
