@@ -9,6 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import boto3
@@ -23,6 +24,7 @@ from resources.release.backfill import (
     ImageCatalog,
     ImageStatus,
     OciCatalog,
+    ScanResult,
     StatusRecord,
     VerifyFn,
     image_key,
@@ -30,6 +32,8 @@ from resources.release.backfill import (
     iter_backfill,
     scan_registry,
 )
+from resources.release.scan_state import ScanStateStore, incremental_scan
+from resources.soci.ztoc_catalog import ZtocCatalog
 from pipelines.resource_defs.eks import EcrResource
 from pipelines.resource_defs.base import RegistryResource, TargetsResource
 from resources.builders.gc import GC_COLUMNS, check_gc_files, prune_builders
@@ -127,6 +131,20 @@ class SociBackfillResource(dg.ConfigurableResource):
     scan_budget_s: float = Field(default=40.0, gt=0, le=55, description="time one scan sensor tick may spend")
     max_runs_per_tick: int = Field(default=200, ge=1, description="cap on runs one sensor tick or schedule requests")
     verify_sample: int = Field(default=4, ge=0, description="files read lazily to verify each result (0 = no check)")
+    catalog_repository: str | None = Field(default="streamable/catalog", description="repository holding the zTOC "
+                                           "catalog and the incremental scan state (None = full scans, per-repo reuse)")
+
+    def ztoc_catalog(self, client: RegistryClient, log: Callable[[str], None] | None = None) -> ZtocCatalog | None:
+        """The registry-wide zTOC catalog (resources/soci/ztoc_catalog.py), or None when switched off."""
+        return ZtocCatalog.in_registry(client, self.catalog_repository, log_fn=log) if self.catalog_repository else None
+
+    def scan(self, client: RegistryClient, settings: BackfillSettings, **kw: Any) -> ScanResult:
+        """Incremental scan (O(new tags), resources/release/scan_state.py) when a catalog repository is set."""
+        catalog = self.image_catalog(client)
+        if not self.catalog_repository:
+            return scan_registry(client, catalog, settings, **kw)
+        return incremental_scan(client, catalog, settings, ScanStateStore(client, self.catalog_repository),
+                                ztoc_catalog=self.ztoc_catalog(client), **kw)
 
     def registry_host(self) -> str:
         """The registry the backfill scans and writes to."""
@@ -186,7 +204,8 @@ def soci_index_backfill(context: dg.AssetExecutionContext, registry: RegistryRes
     with soci_backfill.client(registry) as client:
         rec = index_image(client, settings.converter(client, context.log.info), context.partition_key, settings,
                           catalog=soci_backfill.image_catalog(client), verify=soci_backfill.verifier(client),
-                          expected_digest=context.run.tags.get(IMAGE_DIGEST_TAG), log=context.log.info)
+                          expected_digest=context.run.tags.get(IMAGE_DIGEST_TAG), log=context.log.info,
+                          ztoc_catalog=soci_backfill.ztoc_catalog(client, context.log.info))
     if rec.status is ImageStatus.FAILED:
         raise dg.Failure(description=f"{rec.image}: {rec.reason}", metadata=rec.to_metadata())
     context.log.info(f"{rec.image}: {rec.status.value} {rec.reason}".rstrip())
@@ -217,8 +236,8 @@ def registry_image_scan_sensor(context: dg.SensorEvaluationContext, registry: Re
     state = json.loads(context.cursor) if context.cursor else {}
     settings = soci_backfill.settings()
     with soci_backfill.client(registry) as client:
-        scan = scan_registry(client, soci_backfill.image_catalog(client), settings,
-                             deadline=time.monotonic() + soci_backfill.scan_budget_s, resume_after=state.get("resume_after"))
+        scan = soci_backfill.scan(client, settings, deadline=time.monotonic() + soci_backfill.scan_budget_s,
+                                  resume_after=state.get("resume_after"))
     for err in scan.errors:
         context.log.warning(err)
     known = set(context.instance.get_dynamic_partitions(REGISTRY_IMAGES.name))
@@ -276,7 +295,7 @@ def soci_backfill_all(context: dg.OpExecutionContext, config: BackfillNowConfig,
     instance = context.instance
     with soci_backfill.client(registry) as client:
         catalog = soci_backfill.image_catalog(client)
-        scan = scan_registry(client, catalog, settings)
+        scan = soci_backfill.scan(client, settings)
         for err in scan.errors:
             context.log.warning(err)
         done = instance.get_materialized_partitions(BACKFILL_ASSET)
@@ -285,7 +304,8 @@ def soci_backfill_all(context: dg.OpExecutionContext, config: BackfillNowConfig,
         context.log.info(f"{len(scan.images)} image(s) match, {len(scan.pending)} lack a SOCI index, {len(todo)} to do")
         records: list[StatusRecord] = []
         for rec in iter_backfill(client, catalog, settings, todo, verify=soci_backfill.verifier(client),
-                                 log=context.log.info, indexed_repositories=scan.indexed_repositories):
+                                 log=context.log.info, indexed_repositories=scan.indexed_repositories,
+                                 ztoc_catalog=soci_backfill.ztoc_catalog(client, context.log.info)):
             records.append(rec)
             if rec.status is ImageStatus.FAILED:
                 context.log.error(f"{rec.image}: {rec.reason}")

@@ -46,7 +46,7 @@ from resources.release.backfill import (
     existing_soci_index,
 )
 from resources.soci import gojson
-from resources.soci.artifact_store import Doc, JsonArtifactStore
+from resources.soci.artifact_store import ArtifactStoreError, Doc, JsonArtifactStore
 from resources.soci.index import soci_version_of
 from resources.soci.ztoc_catalog import DEFAULT_CATALOG_REPOSITORY, ZtocCatalog
 
@@ -163,7 +163,11 @@ def incremental_scan(client: RegistryClient, catalog: ImageCatalog, settings: Ba
     """Like `scan_registry` (same result, same resume/deadline rules), reading manifests of new or changed tags only."""
     stats = stats if stats is not None else TickStats()
     result = ScanResult()
-    state = store.load(settings)
+    try:
+        state = store.load(settings)
+    except (ArtifactStoreError, RegistryError) as exc:
+        result.errors.append(f"scan state not readable, scanning everything: {exc}")
+        state = ScanState(settings_fingerprint(settings))
     skip = {store.repository, ztoc_catalog.repository if ztoc_catalog is not None else store.repository}
     try:
         repos = [r for r in catalog.repositories() if settings.filters.may_match_repository(r) and r not in skip]
@@ -210,10 +214,13 @@ def incremental_scan(client: RegistryClient, catalog: ImageCatalog, settings: Ba
             if rec.kind != OTHER and settings.filters.matches(repo, tag):
                 result.images.append(ScannedImage(settings.registry, repo, tag, rec.digest, pending=rec.kind == PENDING,
                                                   reason=rec.reason))
-    if touched or dropped:
-        store.save(state, touched, dropped)
-    if ztoc_catalog is not None:
-        ztoc_catalog.flush()
+    try:
+        if touched or dropped:
+            store.save(state, touched, dropped)
+    except (ArtifactStoreError, RegistryError) as exc:
+        result.errors.append(f"scan state not saved (the next tick reads these tags again): {exc}")
+    if ztoc_catalog is not None and (err := ztoc_catalog.flush_quietly()):
+        result.errors.append(f"zTOC catalog not saved: {err}")
     return result
 
 

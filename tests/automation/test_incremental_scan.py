@@ -8,7 +8,14 @@ from typing import Any
 from resources.oci import media_types as mt
 from resources.oci.refs import ImageRef
 from resources.registry import Manifest, RegistryClient
-from resources.release.backfill import BackfillSettings, ImageStatus, OciCatalog, image_key, index_image, scan_registry
+from resources.release.backfill import (
+    BackfillSettings,
+    ImageStatus,
+    OciCatalog,
+    image_key,
+    index_image,
+    scan_registry,
+)
 from resources.release.scan_state import ScanStateStore, TickStats, incremental_scan
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc_catalog import ZtocCatalog
@@ -16,7 +23,7 @@ from tests.automation.images import gzip_layer, push_image, random_files
 from tests.conftest import RunningRegistry
 
 KIB = 1024
-SETTINGS = dict(span_size=64 * KIB, min_layer_size=64 * KIB)
+SETTINGS = {"span_size": 64 * KIB, "min_layer_size": 64 * KIB}
 
 
 class CountingClient(RegistryClient):
