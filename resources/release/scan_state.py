@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +154,12 @@ class TickStats:
     tags_new_or_changed: int = 0
     manifests_checked: int = 0
     soci_indexes_folded: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to a counter (called from scan threads)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
 
 
 def incremental_scan(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, store: ScanStateStore, *,
@@ -269,15 +276,15 @@ def _update_repository(client: RegistryClient, settings: BackfillSettings, repo:
         try:
             if soci_output or not settings.filters.matches(repo, tag):
                 if soci_output and ztoc_catalog is not None and (tag.endswith(settings.soci_tag_suffix) or is_referrers_tag(tag)):
-                    stats.soci_indexes_folded += _fold(client, ztoc_catalog, repo, tag, client.get_manifest(repo, tag))
+                    stats.count("soci_indexes_folded", _fold(client, ztoc_catalog, repo, tag, client.get_manifest(repo, tag)))
                 return tag, TagRecord(listed_digest, listed_digest, OTHER)
             top = client.get_manifest(repo, tag)
-            stats.manifests_checked += 1
+            stats.count("manifests_checked")
             platforms = _platform_manifests(client, repo, top)
             if platforms is None:
                 return tag, TagRecord(top.digest, listed_digest, OTHER, "not a container image")
             if platforms.soci_enabled and ztoc_catalog is not None:
-                stats.soci_indexes_folded += _fold(client, ztoc_catalog, repo, tag, top)
+                stats.count("soci_indexes_folded", _fold(client, ztoc_catalog, repo, tag, top))
             done = existing_soci_index(client, repo, tag, top, settings, known_tags=tags, platforms=platforms)
         except RegistryNotFoundError:
             return tag, None  # deleted while scanning
