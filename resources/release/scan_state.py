@@ -285,6 +285,8 @@ def _update_repository(client: RegistryClient, settings: BackfillSettings, repo:
                 return tag, TagRecord(top.digest, listed_digest, OTHER, "not a container image")
             if platforms.soci_enabled and ztoc_catalog is not None:
                 stats.count("soci_indexes_folded", _fold(client, ztoc_catalog, repo, tag, top))
+            if ztoc_catalog is not None and client.supports_referrers(repo):  # v1 indexes as referrers: no tag shows them
+                stats.count("soci_indexes_folded", _fold_referrers(client, ztoc_catalog, repo, platforms.manifests))
             done = existing_soci_index(client, repo, tag, top, settings, known_tags=tags, platforms=platforms)
         except RegistryNotFoundError:
             return tag, None  # deleted while scanning
@@ -322,3 +324,20 @@ def _fold(client: RegistryClient, ztoc_catalog: ZtocCatalog, repo: str, tag: str
         return folded
     except (RegistryNotFoundError, gojson.GoJSONError):
         return 0
+
+
+def _fold_referrers(client: RegistryClient, ztoc_catalog: ZtocCatalog, repo: str, manifests: Iterable[str]) -> int:
+    """Add the zTOCs of v1 SOCI indexes that refer to `manifests` (registries with the referrers API)."""
+    folded = 0
+    for digest in manifests:
+        for ref in client.referrers(repo, digest, mt.SOCI_INDEX_V1):
+            if not isinstance(ref.get("digest"), str):
+                continue
+            try:
+                manifest = parse_manifest(client.get_manifest(repo, ref["digest"]).data)
+            except (RegistryNotFoundError, gojson.GoJSONError):
+                continue
+            if soci_version_of(manifest) is not None:
+                ztoc_catalog.add_soci_index(repo, manifest.layers or [])
+                folded += 1
+    return folded
