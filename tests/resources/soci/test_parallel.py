@@ -200,3 +200,24 @@ def test_prefetched_reads_ahead_boundedly_and_passes_errors() -> None:
 def test_bad_parallel_setting_is_refused() -> None:
     with pytest.raises(ParallelSettingError, match="max_parallel_layers"):
         SociConverter(RegistryClient("127.0.0.1:9"), max_parallel_layers=1000)
+
+
+def test_cli_parallel_flag_gives_the_same_image(images: ImageFactory, client: RegistryClient,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import json
+
+    from resources.cli import main
+
+    src = images.push_image("cli/src", "1", _layers(30)).ref
+    digests = []
+    for n, repo in ((1, "cli/one"), (3, "cli/three")):
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["soci", "convert", str(src), f"{src.registry}/{repo}:1-soci", "--parallel", str(n),
+                     "--min-layer-size", str(SMALL), "--span-size", "65536"], out, err)
+        assert code == 0, err.getvalue()
+        digests.append(json.loads(out.getvalue())["image_digest"])
+    assert digests[0] == digests[1]
+    with pytest.raises(SystemExit) as exc:
+        main(["soci", "convert", str(src), f"{src.registry}/cli/x:1", "--parallel", "0"], io.StringIO(), io.StringIO())
+    assert exc.value.code == 2 and "--parallel" in capsys.readouterr().err
