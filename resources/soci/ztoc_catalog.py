@@ -38,6 +38,8 @@ DEFAULT_CATALOG_REPOSITORY = "streamable/catalog"
 CATALOG_TAG = "ztoc-catalog"
 CATALOG_ARTIFACT_TYPE = "application/vnd.streamable.ztoc-catalog.v1+json"
 VERSION = 1
+MAX_TRIES = 4
+"""Catalog candidates checked per lookup (the same repository's first); each costs a few requests."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,8 @@ class ZtocCatalog:
         from resources.soci.reuse import _Candidate
 
         client = reuse._client
-        for entry in sorted(self.candidates(layer_digest, span_size), key=lambda e: e.repository != repository):
+        ranked = sorted(self.candidates(layer_digest, span_size), key=lambda e: e.repository != repository)
+        for entry in ranked[:MAX_TRIES]:
             if entry.repository != repository and not self._bring(client, entry, repository):
                 continue
             info = reuse._verify(repository, _Candidate(entry.digest, entry.size), layer_digest, layer_size, span_size)
