@@ -165,7 +165,7 @@ def main() -> None:
                     run += 1
                     rows[label].append((wall, cpu, reg_cpu))
                     prints.add(fingerprint(result))
-                    print(f"  {label} max_parallel_layers={n}: wall {wall:6.2f} s, CPU {cpu:6.2f} s "
+                    print(f"  {label} max_parallel_layers={n}: wall {wall:6.2f} s, CPU {cpu:6.2f} s ({cpu / wall:.2f} cores) "
                           f"(registry {reg_cpu:5.2f} s), {result.layers_built} built   load {loadavg()}")
             assert len(prints) == 1, f"runs differ: {prints}"
         finally:
@@ -173,6 +173,10 @@ def main() -> None:
     seq = sum(w for w, _, _ in rows["A"]) / len(rows["A"])
     par = sum(w for w, _, _ in rows["B"]) / len(rows["B"])
     ratio = par / seq
+    pairs = [b[0] / a[0] for a, b in zip(rows["A"], rows["B"])]
+    floor = sum(c for _, c, _ in rows["B"]) / len(rows["B"]) / 2 / seq
+    print("per pair parallel / sequential: " + ", ".join(f"{r:.2f}" for r in pairs)
+          + f"; CPU-bound floor on 2 idle cores (parallel CPU / 2 / sequential wall): {floor:.2f}")
     (fp,) = prints
     print(f"digests identical in all {run} runs: image index {fp[0]}, SOCI index {fp[1][0]}, {len(fp[2])} zTOCs")
     print(f"mean wall: sequential {seq:.2f} s, parallel {par:.2f} s; parallel / sequential = {ratio:.2f} "
