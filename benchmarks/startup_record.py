@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import random
 import shutil
 import socket
@@ -32,9 +31,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from resources.oci import media_types as mt  # noqa: E402
 from resources.oci.refs import ImageRef  # noqa: E402
 from resources.registry import RegistryClient  # noqa: E402
-from resources.oci import media_types as mt  # noqa: E402
 from resources.startup.recorder import StartupRecorder  # noqa: E402
 from resources.startup.sandbox import Readiness  # noqa: E402
 

@@ -198,6 +198,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             prefetch_granularity=args.prefetch_granularity,
             prefetch_files=args.prefetch_file or (),
             node_compat=args.node_compat,
+            max_parallel_layers=args.parallel,
         )
         result = converter.convert(src, dst)
     out.write(result.to_json() + "\n")
@@ -405,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
         "artifacts, v0.13+ writes them, v0.14+ keeps zTOCs whose spans cross gzip member boundaries "
         "(default: %(default)s)",
     )
+    p.add_argument("--parallel", type=_bounded("--parallel", limits.PARALLEL_LAYERS), default=None, metavar="N",
+                   help="layers indexed at once; 1 = one after another (default: min(4, CPU cores))")
     _registry_options(p)
     p.set_defaults(func=cmd_convert)
 

@@ -31,7 +31,8 @@ def soci_index_backfill(context: dg.AssetExecutionContext, registry: RegistryRes
     with soci_backfill.client(registry) as client:
         rec = index_image(client, settings.converter(client, context.log.info), context.partition_key, settings,
                           catalog=soci_backfill.image_catalog(client), verify=soci_backfill.verifier(client),
-                          expected_digest=context.run.tags.get(IMAGE_DIGEST_TAG), log=context.log.info)
+                          expected_digest=context.run.tags.get(IMAGE_DIGEST_TAG), log=context.log.info,
+                          ztoc_catalog=soci_backfill.ztoc_catalog(client, context.log.info))
     if rec.status is ImageStatus.FAILED:
         raise dg.Failure(description=f"{rec.image}: {rec.reason}", metadata=backfill_record_metadata(rec))
     context.log.info(f"{rec.image}: {rec.status.value} {rec.reason}".rstrip())

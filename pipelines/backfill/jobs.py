@@ -51,7 +51,9 @@ def soci_backfill_all(context: dg.OpExecutionContext, config: BackfillNowConfig,
         report = run_backfill(client, soci_backfill.image_catalog(client), soci_backfill.settings(),
                               skip_keys=set(instance.get_materialized_partitions(BACKFILL_ASSET)),
                               verify=soci_backfill.verifier(client), log=context.log.info,
-                              max_images=config.max_images, on_planned=planned, on_record=finished)
+                              max_images=config.max_images, on_planned=planned, on_record=finished,
+                              scan=lambda: soci_backfill.scan(client, soci_backfill.settings()),
+                              ztoc_catalog=soci_backfill.ztoc_catalog(client, context.log.info))
     counts = report.by_status()
     summary = {"images": len(report.records), "layers_built": report.layers_built, **counts}
     metadata: dict[str, Any] = {"dagster/row_count": len(report.records), "layers_built": report.layers_built,

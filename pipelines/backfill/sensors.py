@@ -9,7 +9,6 @@ from pipelines.backfill.assets import REGISTRY_IMAGES, REGISTRY_IMAGES_NAME, ima
 from pipelines.backfill.jobs import soci_index_image_job
 from pipelines.resource_defs.backfill import SociBackfillResource
 from pipelines.resource_defs.base import RegistryResource
-from resources.release.scan import scan_registry
 
 
 @dg.sensor(
@@ -25,9 +24,8 @@ def registry_image_scan_sensor(context: dg.SensorEvaluationContext, registry: Re
     state = json.loads(context.cursor) if context.cursor else {}
     settings = soci_backfill.settings()
     with soci_backfill.client(registry) as client:
-        scan = scan_registry(client, soci_backfill.image_catalog(client), settings,
-                             deadline=time.monotonic() + soci_backfill.scan_budget_s,
-                             resume_after=state.get("resume_after"))
+        scan = soci_backfill.scan(client, settings, deadline=time.monotonic() + soci_backfill.scan_budget_s,
+                                  resume_after=state.get("resume_after"))
     for err in scan.errors:
         context.log.warning(err)
     known = set(context.instance.get_dynamic_partitions(REGISTRY_IMAGES_NAME))

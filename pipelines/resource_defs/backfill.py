@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -15,7 +16,10 @@ from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.release.backfill import BackfillSettings, VerifyFn
 from resources.release.catalog import EcrCatalog, ImageCatalog, OciCatalog
+from resources.release.scan import ScanResult, scan_registry
+from resources.release.scan_state import ScanStateStore, incremental_scan
 from resources.soci.verify import verify_image
+from resources.soci.ztoc_catalog import ZtocCatalog
 
 
 class SociBackfillResource(dg.ConfigurableResource):
@@ -34,6 +38,8 @@ class SociBackfillResource(dg.ConfigurableResource):
     scan_budget_s: float = Field(default=40.0, gt=0, le=55, description="time one scan sensor tick may spend")
     max_runs_per_tick: int = Field(default=200, ge=1, description="cap on runs one sensor tick or schedule requests")
     verify_sample: int = Field(default=4, ge=0, description="files read lazily to verify each result (0 = no check)")
+    catalog_repository: str | None = Field(default="streamable/catalog", description="repository holding the zTOC "
+                                           "catalog and the incremental scan state (None = full scans, per-repo reuse)")
 
     def registry_host(self) -> str:
         """The registry the backfill scans and writes to."""
@@ -62,6 +68,18 @@ class SociBackfillResource(dg.ConfigurableResource):
                                  "(set SociBackfillResource.ecr)")
             return EcrCatalog(self.ecr.get_registry())
         return OciCatalog(client)
+
+    def ztoc_catalog(self, client: RegistryClient, log: Callable[[str], None] | None = None) -> ZtocCatalog | None:
+        """The registry-wide zTOC catalog (resources/soci/ztoc_catalog.py), or None when switched off."""
+        return ZtocCatalog.in_registry(client, self.catalog_repository, log_fn=log) if self.catalog_repository else None
+
+    def scan(self, client: RegistryClient, settings: BackfillSettings, **kw: Any) -> ScanResult:
+        """Incremental scan (O(new tags), resources/release/scan_state.py) when a catalog repository is set."""
+        catalog = self.image_catalog(client)
+        if not self.catalog_repository:
+            return scan_registry(client, catalog, settings, **kw)
+        return incremental_scan(client, catalog, settings, ScanStateStore(client, self.catalog_repository),
+                                ztoc_catalog=self.ztoc_catalog(client), **kw)
 
     def verifier(self, client: RegistryClient) -> VerifyFn | None:
         """Lazy-read check of each result, or None when verify_sample is 0."""

@@ -173,6 +173,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 min_layer_size=target.soci.min_layer_size,
                 format=target.soci.format,
                 all_platforms=True,
+                max_parallel_layers=target.soci.max_parallel_layers,
             )
             result = converter.convert(src, dst)
         value = SociImage(image=image, soci_tag=str(dst.tag), image_index_digest=result.image_digest,

@@ -39,6 +39,7 @@ from resources.soci.node import (
     read_image,
     v2_binding_problem,
 )
+from resources.soci.ztoc_catalog import ZtocCatalog
 
 # --------------------------------------------------------------------------------------------- status
 
@@ -254,7 +255,8 @@ def not_indexable_reason(skipped: Sequence[SkippedLayer], min_layer_size: int) -
 def index_image(client: RegistryClient, converter: SociConverter, key: str, settings: BackfillSettings, *,
                 catalog: ImageCatalog | None = None, expected_digest: str | None = None,
                 shared: SharedZtocs | None = None, verify: VerifyFn | None = None,
-                verified_ztocs: set[str] | None = None, log: LogFn | None = None) -> StatusRecord:
+                verified_ztocs: set[str] | None = None, log: LogFn | None = None,
+                ztoc_catalog: ZtocCatalog | None = None) -> StatusRecord:
     """Index the image a partition key names, unless it is indexed, gone, or cannot be indexed. Never raises for
     an image problem: the outcome is the returned record (FAILED ones are retried later).
 
@@ -304,6 +306,8 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
         src = ImageRef(settings.registry, k.repository, digest=top.digest)
         dst = ImageRef(settings.registry, k.repository, tag=dst_tag)
         previous = _current(client, k.repository, dst_tag) if settings.format == "v2" else None
+        if ztoc_catalog is not None:
+            converter.reuse.catalog = ztoc_catalog  # registry-wide zTOC map (ztoc_catalog.py)
         try:
             result = converter.convert(src, dst)
         except EmptySociIndexError as exc:
@@ -325,9 +329,13 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
                 if passed:
                     known |= used
             if not passed:
+                if converter.reuse.catalog is not None:
+                    converter.reuse.catalog.drop_unsaved()
                 undone = _untag_unverified(client, k.repository, dst_tag, result.image_digest, previous) \
                     if settings.format == "v2" else "the v1 SOCI index stays attached as a referrer"
                 return record(ImageStatus.FAILED, f"{soci_image} did not verify: {summary}; {undone}", image, **stats)
+        if converter.reuse.catalog is not None:
+            converter.reuse.catalog.flush_quietly()
         if log:
             log(
                 f"{image}: indexed -> {soci_image} "

@@ -11,6 +11,7 @@ from resources.release.backfill import BackfillSettings, SharedZtocs, StatusReco
 from resources.release.catalog import ImageCatalog
 from resources.release.scan import ScannedImage, ScanResult, scan_registry
 from resources.soci.convert import SociConverter
+from resources.soci.ztoc_catalog import ZtocCatalog
 
 
 @dataclass
@@ -41,6 +42,7 @@ def iter_backfill(
     verify: VerifyFn | None = None,
     log: LogFn | None = None,
     indexed_repositories: Iterable[str] = (),
+    ztoc_catalog: ZtocCatalog | None = None,
 ) -> Iterator[StatusRecord]:
     """Index `images` one after the other with ONE converter (shared zTOC cache), yielding each outcome.
 
@@ -52,26 +54,29 @@ def iter_backfill(
     verified: set[str] = set()
     for img in images:
         yield index_image(client, conv, img.key, settings, catalog=catalog, expected_digest=img.digest, shared=shared,
-                          verify=verify, verified_ztocs=verified, log=log)
+                          verify=verify, verified_ztocs=verified, log=log, ztoc_catalog=ztoc_catalog)
 
 
 def run_backfill(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, *,
                  skip_keys: set[str] | frozenset[str] = frozenset(), verify: VerifyFn | None = None,
                  log: LogFn | None = None, max_images: int | None = None,
                  on_planned: Callable[[ScanResult, list[ScannedImage]], None] | None = None,
-                 on_record: Callable[[StatusRecord], None] | None = None) -> BackfillReport:
+                 on_record: Callable[[StatusRecord], None] | None = None,
+                 scan: Callable[[], ScanResult] | None = None,
+                 ztoc_catalog: ZtocCatalog | None = None) -> BackfillReport:
     """Scan the whole registry and index every pending image whose key is not in `skip_keys` (already done).
 
-    `on_planned(scan, todo)` runs once the work is known, `on_record(record)` as each image finishes.
+    `on_planned(scan, todo)` runs once the work is known, `on_record(record)` as each image finishes; `scan` replaces
+    the full registry scan (e.g. the incremental one), `ztoc_catalog` is the registry-wide zTOC map.
     """
-    scan = scan_registry(client, catalog, settings)
-    todo = [i for i in scan.pending if i.key not in skip_keys][:max_images]
+    result = scan() if scan is not None else scan_registry(client, catalog, settings)
+    todo = [i for i in result.pending if i.key not in skip_keys][:max_images]
     if on_planned is not None:
-        on_planned(scan, todo)
+        on_planned(result, todo)
     records: list[StatusRecord] = []
     for rec in iter_backfill(client, catalog, settings, todo, verify=verify, log=log,
-                             indexed_repositories=scan.indexed_repositories):
+                             indexed_repositories=result.indexed_repositories, ztoc_catalog=ztoc_catalog):
         records.append(rec)
         if on_record is not None:
             on_record(rec)
-    return BackfillReport(scan, records)
+    return BackfillReport(result, records)

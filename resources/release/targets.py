@@ -11,9 +11,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from resources import defaults
-from resources.startup.settings import StartupSettings
 from resources.errors import StreamableError
 from resources.soci import limits
+from resources.startup.settings import StartupSettings
 
 TARGETS_ENV_VAR = "STREAMABLE_TARGETS"
 DEFAULT_TARGETS_FILE = "targets.yaml"
@@ -78,6 +78,10 @@ class SociSettings(_Strict):
     span_size: int = Field(default=defaults.SOCI_SPAN_SIZE, ge=limits.SPAN_SIZE.low, le=limits.SPAN_SIZE.high)
     min_layer_size: int = Field(
         default=defaults.SOCI_MIN_LAYER_SIZE, ge=limits.MIN_LAYER_SIZE.low, le=limits.MIN_LAYER_SIZE.high
+    )
+    max_parallel_layers: int | None = Field(
+        default=None, ge=limits.PARALLEL_LAYERS.low, le=limits.PARALLEL_LAYERS.high,
+        description="layers indexed at once; None = min(4, cores)"
     )
 
 

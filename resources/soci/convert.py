@@ -25,6 +25,7 @@ from resources.oci.manifest import RawManifest as RegistryManifest
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient
 from resources.soci import gojson
+from resources.soci import parallel as par
 from resources.soci.convert_prefetch import ConvertGates, PrefetchOptions
 from resources.soci.convert_results import ConvertResult, PlatformResult, SkippedLayer, ZtocRow
 from resources.soci.index import (
@@ -114,6 +115,7 @@ class SociConverter:
         prefetch_granularity: str = Granularity.FILES.value,
         prefetch_files: Sequence[str] = (),
         node_compat: str | NodeCompat = DEFAULT_NODE_COMPAT,
+        max_parallel_layers: int | None = None,
     ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
@@ -131,7 +133,9 @@ class SociConverter:
         self.build_tool_identifier = build_tool_identifier
         self.platforms = [plat.parse(p) for p in platforms or []]
         self.all_platforms = all_platforms
-        self.progress = progress
+        self.progress = par.serialized(progress)
+        self.max_parallel_layers = par.check_max_parallel_layers(max_parallel_layers or par.default_max_parallel_layers())
+        self._layer_builds: par.LayerBuilds[BuiltZtoc] | None = None
         self._log = log_fn or log.info
         self._builder = ZtocBuilder(span_size=span_size, build_tool_identifier=build_tool_identifier)
         self.reuse = ZtocReuseIndex(client, log_fn=self._log)
@@ -187,11 +191,14 @@ class SociConverter:
 
         results: list[PlatformResult] = []
         ztoc_lists: dict[str, list[Descriptor]] = {}
+        self._layer_builds = par.start_layer_builds(self, src, dst.repository, selected, plans)
         for img in selected:
             result, descriptors = self._index_platform(src, dst.repository, img, plans[img.raw.digest])
             results.append(result)
             if descriptors:
                 ztoc_lists[img.raw.digest] = descriptors
+        if self._layer_builds is not None:
+            self._layer_builds.close()
         if not ztoc_lists:
             skipped = [s for r in results for s in r.skipped_layers]
             details = "; ".join(f"{s.layer_digest}: {s.reason}" for s in skipped)
@@ -338,7 +345,7 @@ class SociConverter:
             self._reused += 1
             self._log(f"layer {layer.digest}: reusing zTOC {found.digest}")
             return found, True
-        built = self._build(src, img, layer)
+        built = self._layer_builds.result(layer.digest, (src, img, layer)) if self._layer_builds else self._build(src, img, layer)
         self.client.push_blob(dst_repo, built.data, digest=built.digest)
         info = ZtocInfo(
             digest=built.digest,
@@ -357,7 +364,7 @@ class SociConverter:
     def _build(self, src: ImageRef, img: PlatformImage, layer: Descriptor) -> BuiltZtoc:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
-            with self.client.stream_blob(src.repository, layer.digest, size=layer.size) as chunks:
+            with self.client.stream_blob(src.repository, layer.digest, size=layer.size) as raw, par.prefetched(raw) as chunks:
                 built = self._builder.build(
                     self._with_progress(chunks, layer), layer.media_type, layer=layer.digest, verified_digest=layer.digest
                 )

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from resources.registry import RegistryClient
 from resources.oci import media_types as mt
-from resources.soci.node_compat import DEFAULT_NODE_COMPAT, NodeCompat
 from resources.oci.manifest import Descriptor
+from resources.registry import RegistryClient
+from resources.soci.node_compat import DEFAULT_NODE_COMPAT, NodeCompat
 from resources.soci.prefetch import (
     Granularity,
     LayerZtoc,

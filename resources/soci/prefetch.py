@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from resources.errors import StreamableError
-from resources.soci import gojson
 from resources.oci import media_types as mt
-from resources.soci.gojson import go_field
 from resources.oci.manifest import Descriptor
+from resources.soci import gojson
+from resources.soci.gojson import go_field
 from resources.soci.ztoc.checkpoints import parse_checkpoints, span_for_offset
 from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc
 from resources.soci.ztoc.tar_zinfo import decode_tar_zinfo

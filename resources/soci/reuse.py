@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from resources.oci import media_types as mt
 from resources.oci.manifest import Descriptor, parse_index, parse_manifest
@@ -32,6 +33,9 @@ from resources.soci.index import soci_version_of
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc, ZtocFormatError
+
+if TYPE_CHECKING:
+    from resources.soci.ztoc_catalog import ZtocCatalog
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,8 @@ class ZtocReuseIndex:
         self._candidates: dict[str, dict[tuple[str, int], list[_Candidate]]] = {}
         self._confirmed: dict[tuple[str, str, int], ZtocInfo] = {}
         self._rejected: set[tuple[str, str]] = set()
+        self.catalog: ZtocCatalog | None = None
+        """A registry-wide zTOC catalog (ztoc_catalog.py) looked up before the repository scan; None = scan only."""
 
     # ---- public API ----------------------------------------------------------------------
 
@@ -99,6 +105,8 @@ class ZtocReuseIndex:
             if self._client.blob_size(repository, known.digest) == known.size:
                 return known
             del self._confirmed[key]
+        if self.catalog is not None and (found := self.catalog.lookup(self, repository, layer_digest, layer_size, span_size)):
+            return found
         for candidate in self._scan(repository).get((layer_digest, span_size), []):
             if (repository, candidate.digest) in self._rejected:
                 continue
@@ -112,6 +120,8 @@ class ZtocReuseIndex:
     def record(self, repository: str, info: ZtocInfo) -> None:
         """Remember a zTOC that was just pushed to `repository`."""
         self._confirmed[(repository, info.layer_digest, info.span_size)] = info
+        if self.catalog is not None:
+            self.catalog.add_info(repository, info)
 
     def scanned(self, repository: str) -> bool:
         """True once `repository` has been scanned."""
@@ -143,6 +153,8 @@ class ZtocReuseIndex:
             return found
         found = {}
         self._candidates[repository] = found
+        if self.catalog is not None and self.catalog.covers(repository):
+            return found  # its SOCI indexes are in the catalog already
         try:
             tags = self._client.list_tags(repository)
         except RegistryNotFoundError:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from resources.oci import media_types as mt
+from resources.oci.manifest import Descriptor, parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
-from resources.oci import media_types as mt
 from resources.soci.index import parse_soci_index
-from resources.oci.manifest import Descriptor, parse_manifest
 from resources.soci.verify import locate_soci_indexes
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.startup.cost import (

@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from resources.oci.refs import ImageRef
-from resources.registry import Manifest, RegistryClient
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
 from resources.oci.manifest import Platform
+from resources.oci.refs import ImageRef
+from resources.registry import Manifest, RegistryClient
 from resources.startup.errors import RootfsError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

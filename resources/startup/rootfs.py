@@ -22,8 +22,8 @@ from typing import IO
 
 import zstandard
 
-from resources.registry import RegistryClient
 from resources.oci import media_types as mt
+from resources.registry import RegistryClient
 from resources.startup.errors import RootfsError, SandboxUnavailableError
 from resources.startup.image import LayerRef, ResolvedImage
 

@@ -10,9 +10,9 @@ from pipelines.supply_chain.assets import build_supply_chain, raise_build_failur
 from resources.builders.base import BuildError
 from resources.registry import RegistryClient
 from resources.release.targets import load_targets
-from tests.support.images import gzip_layer, push_image, random_files
 from tests.conftest import DockerEngine, RunningRegistry
 from tests.pipelines.conftest import Project
+from tests.support.images import gzip_layer, push_image, random_files
 
 
 def _build(project: Project, engine: DockerEngine, instance: dg.DagsterInstance, sha: str, *, no_cache: bool):

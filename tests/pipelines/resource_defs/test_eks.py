@@ -12,8 +12,8 @@ import pytest
 
 from pipelines.resource_defs.eks import BuilderPoolResource, CanaryResource, EcrResource, eks_resources
 from pipelines.settings import SettingError
-from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, CANARY_NAMESPACE
 from resources.builders.pool import rendezvous_order
+from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, CANARY_NAMESPACE
 from tests.fakes.buildctl_cases import output, request_for, tls_files
 from tests.fakes.fake_k8s import pulled, running, scheduled, terminated
 from tests.support.cloud import MOTO_ACCOUNT, MOTO_REGION

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from resources.builders.candidates import discard_one, discard_pushed
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
-from tests.support.images import gzip_layer, push_image, random_files
 from tests.conftest import RunningRegistry, start_registry
+from tests.support.images import gzip_layer, push_image, random_files
 
 
 def _push(client: RegistryClient, repo: str, tag: str, seed: str) -> str:

@@ -356,8 +356,8 @@ def test_bad_requests_are_rejected_before_buildctl_runs(fake_buildctl, changes, 
 
 
 def test_credential_and_tls_failures_are_build_errors_and_buildctl_never_runs(fake_buildctl, tmp_path):
-    from resources.builders.tls import TlsFromFiles  # noqa: PLC0415
     from resources.aws.ecr import EcrError  # noqa: PLC0415
+    from resources.builders.tls import TlsFromFiles  # noqa: PLC0415
 
     def failing() -> list[RegistryCredential]:
         raise EcrError("ECR GetAuthorizationToken failed: AccessDeniedException: not authorized")

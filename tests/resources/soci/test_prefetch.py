@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from resources.soci import gojson
 from resources.oci import media_types as mt
 from resources.oci.manifest import Descriptor
+from resources.soci import gojson
 from resources.soci.prefetch import (
     Granularity,
     LayerZtoc,

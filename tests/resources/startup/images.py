@@ -11,8 +11,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.registry import RegistryClient
 from resources.oci import media_types as mt
+from resources.registry import RegistryClient
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "cat", "echo", "sleep", "nc", "head", "dd", "true", "ls", "id")

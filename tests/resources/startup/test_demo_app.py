@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from resources.oci.refs import ImageRef
-from resources.startup.recorder import StartupRecorder
 from resources.release.targets import load_targets
+from resources.startup.recorder import StartupRecorder
 from tests.conftest import DockerEngine, RunningRegistry
 
 REPO = Path(__file__).resolve().parents[3]

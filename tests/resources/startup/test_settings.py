@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.startup.sandbox import Readiness
 from resources.release.targets import TargetsFileError, load_targets
+from resources.startup.sandbox import Readiness
 
 BASE = """
 targets:
