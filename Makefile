@@ -31,7 +31,12 @@ ui: venv stack
 
 bench: venv stack
 	$(PY) benchmarks/soci_index.py
+	$(PY) benchmarks/verify.py
+	$(PY) benchmarks/image_parallel.py
 	$(PY) benchmarks/backfill.py
+	$(PY) benchmarks/backfill_scale.py
+	$(PY) benchmarks/span_advice.py
+	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/sensor_tick.py
 	$(PY) benchmarks/routing.py
 
