@@ -45,7 +45,7 @@ from resources.soci.ztoc.builder import ZtocBuilder, ZtocBuildError
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc, ZtocFormatError
-from resources.startup.profile_model import StartupProfile
+from resources.startup.profile import StartupProfile
 from resources.startup.cli import add_profile_parser, split_command
 
 PASSWORD_ENV = "STREAMABLE_REGISTRY_PASSWORD"
