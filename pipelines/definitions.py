@@ -9,6 +9,7 @@ import dagster as dg
 from pipelines.supply_chain.assets import GROUP, build_supply_chain
 from pipelines.automation import automation_defs
 from pipelines.resource_defs.base import TargetsResource, local_resources, workspace_resource
+from pipelines.resource_defs.startup import startup_resources  # wire16
 from resources.release.targets import load_targets
 
 BUILD_JOB = "build_and_release"
@@ -41,6 +42,6 @@ def defs() -> dg.Definitions:
         partitions_def=partitions,
         description="build -> push -> SOCI index -> verify pull -> promote, for one target",
     )
-    resources = resources_for(env)
+    resources = {**resources_for(env), **startup_resources(env)}  # wire16: startup_recorder
     core = dg.Definitions(assets=assets, asset_checks=checks, jobs=[job], resources=resources)
     return dg.Definitions.merge(core, automation_defs(ecr=resources.get("ecr")))

@@ -22,6 +22,7 @@ from resources.soci.convert import SociConverter
 from resources.soci.verify import verify_image
 from resources.release.tags import candidate_tag, release_tags, soci_tag
 from resources.release.targets import TargetsConfig
+from pipelines.supply_chain import startup  # wire16: issue 16 (startup_profile, cost of a start)
 
 GROUP = "supply_chain"
 VERIFY_CHECK = "lazy_pull_verifies"
@@ -140,9 +141,12 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             "no_cache": config.no_cache,
         })
 
+    startup_profile = startup.build_startup_profile_asset(partitions, GROUP)  # wire16
+
     @dg.asset(
         group_name=GROUP,
         partitions_def=partitions,
+        deps=[startup_profile],  # wire16: image -> startup_profile -> soci_index (profile read from the registry)
         pool=defaults.SOCI_POOL,
         kinds={"soci"},
         description="The SOCI-enabled image: zTOCs, SOCI index manifest and the image index that points nodes at it.",
@@ -153,22 +157,26 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         dst = ImageRef(registry=image["registry"], repository=image["repository"], tag=soci_tag(image["candidate_tag"]))
         started = time.monotonic()
         with registry.client(src.registry) as client:
+            plan = startup.plan_for_target(client, target, src, context.log.info)  # wire16
             converter = SociConverter(
                 client,
-                span_size=target.soci.span_size,
+                **plan.converter_kwargs(),  # wire16: span_size (auto), node_compat, prefetch profile
                 min_layer_size=target.soci.min_layer_size,
                 format=target.soci.format,
                 all_platforms=True,
             )
             result = converter.convert(src, dst)
+            startup_meta, startup_out = startup.soci_index_metadata(  # wire16
+                client, target, plan, result, ImageRef(dst.registry, dst.repository, digest=result.image_digest), context.log.warning)
         summary = result.to_dict()
         digest = result.image_digest
         value = {**image, "soci_tag": dst.tag, "image_index_digest": digest,
                  "platforms": [{"platform": p.platform, "manifest_digest": p.manifest_digest,
-                                "soci_index_digest": p.soci_index_digest} for p in result.platforms]}
+                                "soci_index_digest": p.soci_index_digest} for p in result.platforms], **startup_out}  # wire16
         ztocs = [dict(vars(z), platform=p.platform) for p in result.platforms for z in p.ztocs]
         skipped = [dict(vars(k), platform=p.platform) for p in result.platforms for k in p.skipped_layers]
         return dg.Output(value, metadata={
+            **startup_meta,  # wire16: "to_start" lead line first, cost tables, plots, prefetch gate, span advice
             "image_index_digest": digest,
             "soci_index_digests": dg.MetadataValue.json(value["platforms"]),
             "ztocs": _md_table(ztocs, ["platform", "layer_digest", "layer_size", "ztoc_digest", "ztoc_size", "spans", "files", "reused"]),
@@ -209,6 +217,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
                 "layer_bytes": report.lazy_layer_bytes,
                 "image_layer_bytes": report.image_layer_bytes,
                 "reason": reason,
+                **startup.check_metadata(soci_index),  # wire16: cost of a start
                 "files": _md_table([dict(vars(f), platform=p.platform) for p in report.platforms for f in p.files],
                                    ["platform", "name", "size", "why", "spans_fetched", "bytes_fetched", "lazy"]),
             },
@@ -258,7 +267,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             },
         )
 
-    return [image, soci_index, release], [lazy_pull_verifies], partitions
+    return [image, startup_profile, soci_index, release], [lazy_pull_verifies], partitions  # wire16: startup_profile
 
 
 def _require_passed_check(context: dg.AssetExecutionContext, digest: str) -> None:

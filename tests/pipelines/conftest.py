@@ -64,6 +64,7 @@ class Project:
     def resources(self, engine: DockerEngine) -> dict:
         from pipelines.resource_defs.base import (  # noqa: PLC0415
             CanaryBase, LocalBuilderResource, RegistryResource, TargetsResource, WorkspaceResource)
+        from pipelines.resource_defs.startup import StartupRecorderResource  # noqa: PLC0415
 
         return {
             "targets": TargetsResource(path=str(self.targets_file)),
@@ -71,6 +72,7 @@ class Project:
             "builder": LocalBuilderResource(docker_host=engine.host, docker_bin=engine.docker_bin),
             "workspace": WorkspaceResource(state_dir=str(self.state_dir)),
             "canary": CanaryBase(),
+            "startup_recorder": StartupRecorderResource(),
         }
 
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pipelines.resource_defs.startup import KubernetesStartupRecorderResource
 from pipelines.supply_chain.assets import VERIFY_CHECK, build_supply_chain
 from resources.builders.base import BuildError, BuildRequest
 from resources.builders.buildctl import BuildctlBuilder
@@ -198,6 +199,7 @@ def chain_resources(cluster: Cluster, service: Service, registry: RunningRegistr
             registry_password=dg.EnvVar(BUILDER_PASSWORD_ENV), buildctl_bin=str(FAKES / "buildctl_push"),
         ),
         "canary": CanaryResource(kubeconfig=str(cluster.kubeconfig), poll_interval_s=0.02),
+        "startup_recorder": KubernetesStartupRecorderResource(kubeconfig=str(cluster.kubeconfig)),  # startup disabled here
     }
 
 
