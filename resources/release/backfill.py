@@ -26,6 +26,8 @@ from resources.soci import gojson
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
 from resources.soci.convert import EmptySociIndexError, SkippedLayer, SociConvertError, SociConverter
+from resources.startup.index_plan import converting_with_profile  # wire16
+from resources.startup.store import find_image_profile  # wire16
 from resources.oci.manifest import Descriptor, parse_index, parse_manifest
 
 LogFn = Callable[[str], None]
@@ -203,6 +205,8 @@ class BackfillSettings:
     span_size: int = SOCI_SPAN_SIZE
     min_layer_size: int = SOCI_MIN_LAYER_SIZE
     soci_tag_suffix: str = SOCI_TAG_SUFFIX
+    node_compat: str = "v0.12"  # wire16: v0.13+ writes prefetch artifacts from a stored startup profile
+    prefetch: Literal["files", "ranges"] = "files"  # wire16
 
     def soci_tag(self, tag: str) -> str:
         """Tag of the SOCI-enabled image made from `tag` (v2), like the AWS SOCI Index Builder's."""
@@ -211,7 +215,8 @@ class BackfillSettings:
     def converter(self, client: RegistryClient, log: LogFn | None = None) -> SociConverter:
         """The one converter a backfill run (or worker) shares, so every layer is decompressed at most once."""
         return SociConverter(client, span_size=self.span_size, min_layer_size=self.min_layer_size, format=self.format,
-                             all_platforms=True, log_fn=log)
+                             all_platforms=True, log_fn=log, node_compat=self.node_compat,  # wire16
+                             prefetch_granularity=self.prefetch)
 
 
 @dataclass(frozen=True)
@@ -508,8 +513,10 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
         src = ImageRef(settings.registry, k.repository, digest=top.digest)
         dst = ImageRef(settings.registry, k.repository, tag=dst_tag)
         previous = _current(client, k.repository, dst_tag) if settings.format == "v2" else None
+        stored = find_image_profile(client, k.repository, top.digest)  # wire16: the profile stored next to the image
         try:
-            result = converter.convert(src, dst)
+            with converting_with_profile(converter, stored.profile if stored else None):  # wire16
+                result = converter.convert(src, dst)
         except EmptySociIndexError as exc:
             return record(ImageStatus.NOT_INDEXABLE, not_indexable_reason(exc.skipped, settings.min_layer_size), image,
                           platforms=len(platforms.manifests))

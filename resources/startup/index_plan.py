@@ -7,7 +7,9 @@ the image (`store.find_image_profile`), so a conversion that runs alone (a re-ru
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +18,11 @@ from resources.oci import media_types as mt
 from resources.oci.manifest import parse_manifest
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
+from resources.soci.convert import SociConverter
 from resources.soci.node_compat import NodeCompat
 from resources.startup.cost import StartCost, StartCostComparison, StartCostError
 from resources.startup.cost_inputs import start_cost_for_image
+from resources.startup.profile import StartupProfile
 from resources.startup.settings import StartupSettings
 from resources.startup.span_advice import SpanAdvice, SpanAdviceError, advise_span_size, measure_layer
 from resources.startup.store import StoredProfile, find_image_profile
@@ -123,3 +127,17 @@ def start_cost(client: RegistryClient, soci_image: ImageRef, plan: IndexPlan, st
     else:
         served = comparison.prefetch_ranges if plan.granularity == "ranges" else comparison.prefetch_files
     return StartCostReport(comparison, served)
+
+
+@contextlib.contextmanager
+def converting_with_profile(converter: SociConverter, profile: StartupProfile | None) -> Iterator[None]:
+    """Let a shared converter (the backfill's) write prefetch artifacts from `profile` for one conversion."""
+    if profile is None:
+        yield
+        return
+    before = converter.gates.options
+    converter.gates.options = dataclasses.replace(before, profile=profile, files=())
+    try:
+        yield
+    finally:
+        converter.gates.options = before
