@@ -95,6 +95,7 @@ def main() -> int:
         "verification": {"passed": bool(report.passed), "files_checked": report.files_checked,
                          "bytes_fetched": report.lazy_bytes_fetched},
         "release_tags": release["release_tags"],
+        "startup": release.get("startup"),  # wire16: cost of a start (pipelines.supply_chain.startup.startup_value)
         "run_id": result.run_id,
         "wall_seconds": round(wall, 2),
         "step_seconds": steps,
@@ -104,6 +105,7 @@ def main() -> int:
     ok = report.passed and resolved is not None and resolved.digest == digest
     print()
     print(f"streamable demo: {'OK' if ok else 'FAILED'} in {wall:.1f}s (run {result.run_id})")
+    print(f"  {release['startup']['lead'] if release.get('startup') else 'to start: no startup profile'}")  # wire16
     print(f"  released   {ref}  ->  {digest}")
     print(f"  tags       {', '.join(release['release_tags'])}")
     print(f"  SOCI index {out['soci_index_digest']} (v2, found via com.amazon.soci.index-digest)")
