@@ -30,20 +30,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from startup_record import build_image, start_registry  # noqa: E402
+from startup_record import build_image, start_registry
 
-from resources.builders.base import BuildRequest  # noqa: E402
-from resources.builders.local_docker import LocalDockerBuilder  # noqa: E402
-from resources.oci.refs import ImageRef  # noqa: E402
-from resources.registry import RegistryClient  # noqa: E402
-from resources.release.targets import load_targets  # noqa: E402
-from resources.soci.convert import SociConverter  # noqa: E402
-from resources.startup.cost import MB, StartCostComparison  # noqa: E402
-from resources.startup.cost_inputs import start_cost_for_image  # noqa: E402
-from resources.startup.recorder import StartupRecorder  # noqa: E402
-from resources.startup.sandbox import Readiness  # noqa: E402
-from resources.startup.settings import StartupSettings  # noqa: E402
-from resources.startup.store import push_profile  # noqa: E402
+from resources.builders.base import BuildRequest
+from resources.builders.local_docker import LocalDockerBuilder
+from resources.oci.refs import ImageRef
+from resources.registry import RegistryClient
+from resources.release.targets import load_targets
+from resources.soci.convert import SociConverter
+from resources.startup.cost import MB, StartCostComparison
+from resources.startup.cost_inputs import start_cost_for_image
+from resources.startup.recorder import StartupRecorder
+from resources.startup.settings import StartupSettings
+from resources.startup.store import push_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = os.environ.get("STREAMABLE_STACK_DIR", "/var/lib/streamable-stack")
@@ -90,7 +89,7 @@ def main() -> int:
         with RegistryClient(addr) as client:
             demo, demo_settings = build_demo(addr)
             rows.append(("demo-app", *measure(client, demo, demo_settings, tmp / "work-demo")))
-            print(f"demo-app measured", file=sys.stderr)
+            print("demo-app measured", file=sys.stderr)
             build_image(client, "bench/large", args.large_mib, tmp)
             large = StartupSettings(enabled=True, ready={"log": "^ready$"}, timeout_s=600)  # type: ignore[arg-type]
             rows.append((f"generated {args.large_mib} MiB model", *measure(
@@ -109,7 +108,7 @@ def main() -> int:
             print(f"  {c.mode:<26}{c.bytes_to_start / MB:>12.2f}{100 * c.fraction:>10.2f}%{c.requests:>10}{c.round_trips:>13}"
                   f"{c.seconds:>9.3f}{c.seconds / cmp.full_pull.seconds:>8.3f}x")
         print(f"  {cmp.lazy.summary}")
-    print("\nload average:", open("/proc/loadavg").read().strip())
+    print("\nload average:", Path("/proc/loadavg").read_text().strip())
     return 0
 
 

@@ -27,7 +27,7 @@ class StartupRecorderResource(dg.ConfigurableResource):
     def record(self, client: RegistryClient, ref: ImageRef, settings: StartupSettings,
                log: Callable[[str], None]) -> StartupProfile:
         """Record the start of `ref` (by digest) as the target's `startup:` settings say."""
-        from resources.startup.recorder import StartupRecorder  # noqa: PLC0415 - host tools only when recording
+        from resources.startup.recorder import StartupRecorder
 
         recorder = StartupRecorder(client, work_root=Path(self.work_dir) if self.work_dir else None, log_fn=log)
         return recorder.record(ref, command=settings.command, readiness=settings.readiness(),
@@ -48,11 +48,11 @@ class KubernetesStartupRecorderResource(StartupRecorderResource):
 
     def record(self, client: RegistryClient, ref: ImageRef, settings: StartupSettings,
                log: Callable[[str], None]) -> StartupProfile:
-        from kubernetes import client as k8s_client  # noqa: PLC0415
+        from kubernetes import client as k8s_client
 
-        from resources.k8s.client import api_client  # noqa: PLC0415
-        from resources.startup.errors import RecordingError  # noqa: PLC0415
-        from resources.startup.k8s_recorder import KubernetesStartupRecorder  # noqa: PLC0415
+        from resources.k8s.client import api_client
+        from resources.startup.errors import RecordingError
+        from resources.startup.k8s_recorder import KubernetesStartupRecorder
 
         if not self.image:
             raise RecordingError(f"recording {ref} on the cluster needs the recorder image: set {RECORDER_IMAGE_ENV}")

@@ -16,10 +16,15 @@ import dagster as dg
 from pipelines.resource_defs.base import RegistryResource, TargetsResource
 from pipelines.resource_defs.startup import StartupRecorderResource
 from resources.oci.refs import ImageRef
-from resources.release.targets import Target
 from resources.registry import RegistryClient
+from resources.release.targets import Target
 from resources.startup.cost import MB, StartCostError
-from resources.startup.index_plan import IndexPlan, StartCostReport, plan_index, start_cost
+from resources.startup.index_plan import (
+    IndexPlan,
+    StartCostReport,
+    plan_index,
+    start_cost,
+)
 from resources.startup.profile import StartupProfile
 from resources.startup.store import push_profile
 
@@ -199,7 +204,7 @@ def startup_summary(value: dict) -> str | None:
 
 def profiled_paths(client: RegistryClient, soci_index: dict) -> list[str]:
     """The candidate's profiled files in first-access order (for verify's `startup_files`), [] without a profile."""
-    from resources.startup.store import find_image_profile  # noqa: PLC0415
+    from resources.startup.store import find_image_profile
 
     stored = find_image_profile(client, soci_index["repository"], soci_index["digest"])
     return [f.path for f in stored.profile.files] if stored is not None else []

@@ -24,7 +24,12 @@ from resources.startup.cost import StartCost, StartCostComparison, StartCostErro
 from resources.startup.cost_inputs import start_cost_for_image
 from resources.startup.profile import StartupProfile
 from resources.startup.settings import StartupSettings
-from resources.startup.span_advice import SpanAdvice, SpanAdviceError, advise_span_size, measure_layer
+from resources.startup.span_advice import (
+    SpanAdvice,
+    SpanAdviceError,
+    advise_span_size,
+    measure_layer,
+)
 from resources.startup.store import StoredProfile, find_image_profile
 
 LogFn = Callable[[str], None]

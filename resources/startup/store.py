@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from resources.oci import media_types as mt
 from resources.oci.refs import compute_digest
 from resources.registry import OCI_MANIFEST, RegistryClient, RegistryNotFoundError
-from resources.oci import media_types as mt
 from resources.startup.errors import ProfileFormatError, StartupError
 from resources.startup.profile import StartupProfile
 

@@ -9,7 +9,12 @@ import pytest
 from resources.oci import media_types as mt
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
-from resources.release.backfill import BackfillSettings, ImageStatus, run_backfill, OciCatalog
+from resources.release.backfill import (
+    BackfillSettings,
+    ImageStatus,
+    OciCatalog,
+    run_backfill,
+)
 from resources.soci.verify import locate_soci_indexes
 from resources.startup.profile import ProfiledFile, StartupProfile
 from resources.startup.store import push_profile

@@ -69,7 +69,7 @@ def test_profile_recorded_stored_and_used(project: Project, docker_engine: Docke
         prefetch = [d for d in soci_index_layers(client, soci) if d["mediaType"] == mt.SOCI_PREFETCH]
 
     meta = result.asset_materializations_for_node("soci_index")[0].metadata
-    assert list(meta)[0] == "to_start" and TO_START.match(meta["to_start"].value), meta["to_start"].value
+    assert next(iter(meta)) == "to_start" and TO_START.match(meta["to_start"].value), meta["to_start"].value
     assert meta["node_compat"].value == node_compat
     if node_compat == "v0.12":
         assert prefetch == [] and meta["prefetch_artifacts"].value == 0
