@@ -48,7 +48,7 @@ class KubernetesStartupRecorderResource(StartupRecorderResource):
 
     def record(self, client: RegistryClient, ref: ImageRef, settings: StartupSettings,
                log: Callable[[str], None]) -> StartupProfile:
-        from kubernetes import client as k8s_client
+        from kubernetes import client as k8s_client  # type: ignore[import-untyped]
 
         from resources.k8s.client import api_client
         from resources.startup.errors import RecordingError
