@@ -10,6 +10,7 @@ import re
 import dagster as dg
 import pytest
 
+from pipelines.supply_chain import startup
 from pipelines.supply_chain.assets import VERIFY_CHECK, build_supply_chain
 from resources.oci import media_types as mt
 from resources.registry import RegistryClient
@@ -67,6 +68,8 @@ def test_profile_recorded_stored_and_used(project: Project, docker_engine: Docke
         assert 0 < weights.bytes_read < weights.size  # 4 KiB of an 11 MiB file (page level)
         soci = result.output_for_node("soci_index")
         prefetch = [d for d in soci_index_layers(client, soci) if d["mediaType"] == mt.SOCI_PREFETCH]
+        # what verify should read first (its `startup_files`): the profiled files in first-access order
+        assert startup.profiled_paths(client, soci) == [f.path for f in stored.profile.files]
 
     meta = result.asset_materializations_for_node("soci_index")[0].metadata
     assert next(iter(meta)) == "to_start" and TO_START.match(meta["to_start"].value), meta["to_start"].value
