@@ -10,7 +10,8 @@ prefetch artifacts written), then the cost model reads the index and zTOCs back 
 
 Printed side by side per image: MB to start, % of the image, requests, round trips and estimated
 seconds for each way to start (estimates at the targets' default network, 1000 Mbit/s and 20 ms per
-round trip), and the seconds to record the profile and to convert. (benchmarks/startup_cost.py models
+round trip), and the seconds to record the profile and to convert (span advice included). The demo is
+converted with its target's soci settings (span_size auto), the large image with the defaults (4 MiB). (benchmarks/startup_cost.py models
 a synthetic profile on a generated image without recording; benchmarks/startup_record.py compares
 exact ranges with disk readahead.)
 
@@ -36,10 +37,12 @@ from resources.builders.base import BuildRequest
 from resources.builders.local_docker import LocalDockerBuilder
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
-from resources.release.targets import load_targets
+from resources.release.targets import SociSettings, Target, load_targets
 from resources.soci.convert import SociConverter
+from resources.soci.node_compat import NodeCompat
 from resources.startup.cost import MB, StartCostComparison
 from resources.startup.cost_inputs import start_cost_for_image
+from resources.startup.index_plan import plan_index
 from resources.startup.recorder import StartupRecorder
 from resources.startup.settings import StartupSettings
 from resources.startup.store import push_profile
@@ -48,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STACK = os.environ.get("STREAMABLE_STACK_DIR", "/var/lib/streamable-stack")
 
 
-def build_demo(addr: str) -> tuple[ImageRef, StartupSettings]:
+def build_demo(addr: str) -> tuple[ImageRef, Target]:
     """Build examples/demo-app with the stack's BuildKit and push it to `addr`."""
     target = load_targets(ROOT / "targets.yaml").get("demo-app")
     ref = f"{addr}/bench/demo-app:v1"
@@ -56,11 +59,13 @@ def build_demo(addr: str) -> tuple[ImageRef, StartupSettings]:
                                  docker_bin=os.environ.get("STREAMABLE_DOCKER_BIN") or None)
     builder.build(BuildRequest(target="demo-app", image_ref=ref, context_dir=ROOT / "examples" / "demo-app",
                                build_args=dict(target.build_args)), lambda _line: None)
-    return ImageRef.parse(ref), target.startup
+    return ImageRef.parse(ref), target
 
 
-def measure(client: RegistryClient, ref: ImageRef, settings: StartupSettings, work: Path) -> tuple[StartCostComparison, float, float, int]:
-    """(costs, record seconds, convert seconds, files) for one image."""
+def measure(client: RegistryClient, ref: ImageRef, settings: StartupSettings, soci: SociSettings,
+            work: Path) -> tuple[StartCostComparison, float, float, int, int]:
+    """(costs, record seconds, convert seconds, files, span size) for one image, converted as the pipeline does
+    (span size and prefetch from the profile found next to the image, node_compat v0.15)."""
     work.mkdir(parents=True)
     t0 = time.monotonic()
     profile = StartupRecorder(client, work_root=work).record(
@@ -68,12 +73,16 @@ def measure(client: RegistryClient, ref: ImageRef, settings: StartupSettings, wo
     record_s = time.monotonic() - t0
     push_profile(client, ref.repository, profile)
     t0 = time.monotonic()
-    converter = SociConverter(client, node_compat="v0.15", prefetch_profile=profile, all_platforms=True)
+    plan = plan_index(client, ref.repository, profile.manifest_digest, span_size=soci.span_size,
+                      node_compat=NodeCompat.parse("v0.15"), startup=settings, min_layer_size=soci.min_layer_size,
+                      ztoc_budget_percent=soci.ztoc_budget_percent)
+    converter = SociConverter(client, **plan.converter_kwargs(), min_layer_size=soci.min_layer_size, all_platforms=True)
     result = converter.convert(ImageRef(ref.registry, ref.repository, digest=profile.manifest_digest),
                                ImageRef(ref.registry, ref.repository, tag="v1-soci"))
     convert_s = time.monotonic() - t0
-    soci = ImageRef(ref.registry, ref.repository, digest=result.image_digest)
-    return start_cost_for_image(client, soci, profile, settings.network()), record_s, convert_s, len(profile.files)
+    out = ImageRef(ref.registry, ref.repository, digest=result.image_digest)
+    cost = start_cost_for_image(client, out, profile, settings.network())
+    return cost, record_s, convert_s, len(profile.files), plan.span_size
 
 
 def main() -> int:
@@ -87,22 +96,22 @@ def main() -> int:
     rows = []
     try:
         with RegistryClient(addr) as client:
-            demo, demo_settings = build_demo(addr)
-            rows.append(("demo-app", *measure(client, demo, demo_settings, tmp / "work-demo")))
+            demo, target = build_demo(addr)
+            rows.append(("demo-app", *measure(client, demo, target.startup, target.soci, tmp / "work-demo")))
             print("demo-app measured", file=sys.stderr)
             build_image(client, "bench/large", args.large_mib, tmp)
             large = StartupSettings(enabled=True, ready={"log": "^ready$"}, timeout_s=600)  # type: ignore[arg-type]
             rows.append((f"generated {args.large_mib} MiB model", *measure(
-                client, ImageRef.parse(f"{addr}/bench/large:v1"), large, tmp / "work-large")))
+                client, ImageRef.parse(f"{addr}/bench/large:v1"), large, SociSettings(), tmp / "work-large")))
     finally:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     net = StartupSettings().describe_network()
     print(f"estimates: {net}")
-    for name, cmp, record_s, convert_s, files in rows:
+    for name, cmp, record_s, convert_s, files, span in rows:
         print(f"\n{name}: image {cmp.full_pull.image_bytes / MB:.1f} MB; profile of {files} files recorded in {record_s:.2f} s; "
-              f"converted in {convert_s:.2f} s")
+              f"span advice + conversion in {convert_s:.2f} s ({span // 1024} KiB spans)")
         print(f"  {'mode':<26}{'MB to start':>12}{'% of image':>11}{'requests':>10}{'round trips':>13}{'est. s':>9}{'vs full':>9}")
         for c in cmp.modes:
             print(f"  {c.mode:<26}{c.bytes_to_start / MB:>12.2f}{100 * c.fraction:>10.2f}%{c.requests:>10}{c.round_trips:>13}"
