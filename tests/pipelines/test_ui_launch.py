@@ -106,7 +106,8 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
     assert status == "SUCCESS", f"run {run_id} ended {status}: {failures}"
     mats = {"/".join(e["assetKey"]["path"]): {m["label"]: m.get("text", m.get("intValue")) for m in e["metadataEntries"]}
             for e in events if e["__typename"] == "MaterializationEvent"}
-    assert set(mats) == {"image", "soci_index", "release"}
+    assert set(mats) == {"image", "startup_profile", "soci_index", "release"}
+    assert "startup.enabled is false" in mats["startup_profile"]["status"]  # the target records no profile, and says so
     assert mats["image"]["commit"] == sha
     assert mats["soci_index"]["image_index_digest"].startswith("sha256:")
     assert f"sha-{sha[:7]}" in mats["release"]["released_refs"]
