@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.resource_defs.startup import KubernetesStartupRecorderResource, StartupRecorderResource, startup_resources
+from pipelines.resource_defs.startup import (
+    KubernetesStartupRecorderResource,
+    StartupRecorderResource,
+    startup_resources,
+)
 from resources.oci.refs import ImageRef
 from resources.startup.errors import RecordingError
 from resources.startup.settings import StartupSettings
