@@ -128,7 +128,9 @@ def soci_index_metadata(client: RegistryClient, target: Target, plan: IndexPlan,
     """(metadata, value additions) of `soci_index`: the gate, prefetch artifacts, cost of a start, span advice."""
     written = [row for p in result.platforms if p.prefetch for row in p.prefetch.artifacts]
     meta: dict[str, Any] = {"node_compat": str(plan.node_compat), "prefetch_gate": plan.prefetch_gate,
-                            "prefetch_artifacts": len(written), "span_size": plan.span_size}
+                            "prefetch_artifacts": len(written),
+                            # text, not a number: a span size is a setting, not a series worth plotting
+                            "span_size": f"{plan.span_size} bytes ({human_bytes(plan.span_size)})"}
     if written:
         meta["prefetch"] = _table(
             [{"layer": short_digest(r.layer_digest), "artifact": short_digest(r.artifact_digest), "spans": r.span_count,
