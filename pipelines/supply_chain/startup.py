@@ -190,23 +190,36 @@ def startup_value(report: StartCostReport) -> dict[str, Any]:
 # ---- the check ---------------------------------------------------------------------------------------------
 
 
-def check_metadata(soci_index: dict) -> dict[str, Any]:
+def _startup_of(value: Any) -> dict[str, Any] | None:
+    """The `startup` entry of a soci_index or release value (a dict here; a typed value's field `startup` or
+    `soci.startup` on the new layout)."""
+    if isinstance(value, dict):
+        return value.get("startup")
+    soci = getattr(value, "soci", value)
+    return getattr(soci, "startup", None)
+
+
+def check_metadata(soci_index: Any) -> dict[str, Any]:
     """The cost line for `lazy_pull_verifies` (from soci_index's value)."""
-    startup = soci_index.get("startup")
+    startup = _startup_of(soci_index)
     if not startup:
         return {"to_start": "no startup profile for this image (startup.enabled: false, or not recorded)"}
     return {"to_start": startup["lead"]}
 
 
-def startup_summary(value: dict) -> str | None:
+def startup_summary(value: Any) -> str | None:
     """'to start: X MB of Y MB (Z%)' from a soci_index (or release) value, for summaries such as the demo's."""
-    startup = value.get("startup")
+    startup = _startup_of(value)
     return startup["to_start"] if startup else None
 
 
-def profiled_paths(client: RegistryClient, soci_index: dict) -> list[str]:
+def profiled_paths(client: RegistryClient, soci_index: Any) -> list[str]:
     """The candidate's profiled files in first-access order (for verify's `startup_files`), [] without a profile."""
     from resources.startup.store import find_image_profile
 
-    stored = find_image_profile(client, soci_index["repository"], soci_index["digest"])
+    if isinstance(soci_index, dict):
+        repository, candidate = soci_index["repository"], soci_index["digest"]
+    else:  # SociImage on the new layout
+        repository, candidate = soci_index.repository, soci_index.image.digest
+    stored = find_image_profile(client, repository, candidate)
     return [f.path for f in stored.profile.files] if stored is not None else []
