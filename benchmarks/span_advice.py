@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resources.soci.ztoc.builder import ZtocBuilder  # noqa: E402
 from resources.soci.ztoc.members import scan_gzip_members  # noqa: E402
-from resources.startup.profile_model import ProfiledFile  # noqa: E402
+from resources.startup.profile import ProfiledFile  # noqa: E402
 from resources.startup.span_advice import SPAN_SIZES, advise_span_size, measure_layer  # noqa: E402
 
 MIB = 1 << 20

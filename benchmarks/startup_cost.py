@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resources.soci.ztoc.builder import ZtocBuilder  # noqa: E402
 from resources.startup.cost import ImageDocuments, ImageLayer, compare_start_costs  # noqa: E402
-from resources.startup.profile_model import ProfiledFile  # noqa: E402
+from resources.startup.profile import ProfiledFile  # noqa: E402
 
 MIB = 1 << 20
 PAGE = 4096

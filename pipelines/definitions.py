@@ -15,6 +15,7 @@ from pipelines.builder_gc.schedules import gc_schedule
 from pipelines.git_push.sensors import git_push_sensor
 from pipelines.push_events.sensors import ecr_push_event_sensor
 from pipelines.resource_defs import resources_for
+from pipelines.resource_defs.startup import startup_resources
 from pipelines.settings import Settings, load_settings
 from pipelines.supply_chain.assets import build_supply_chain
 from pipelines.supply_chain.jobs import BUILD_JOB, build_job
@@ -36,7 +37,7 @@ def definitions_for(settings: Settings) -> dg.Definitions:
         jobs=[build_job(partitions), soci_index_image_job, soci_backfill_job, gc_job],
         sensors=sensors,
         schedules=[soci_backfill_retry_schedule, gc_schedule(gc_job)],
-        resources=resources_for(settings),
+        resources={**resources_for(settings), **startup_resources(settings)},
     )
 
 

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     buildctl: str = "buildctl"
     kubeconfig: str | None = None
     canary_namespace: str | None = None
+    recorder_image: str | None = Field(default=None, description="image of the startup recorder pod (EKS)")
+    startup_work_dir: str | None = Field(default=None, description="disk directory for startup-recorder rootfs")
     io_bucket: str | None = None
     io_prefix: str = "streamable"
     s3_endpoint_url: str | None = None

@@ -50,7 +50,7 @@ from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc
 from resources.startup.cli import add_profile_parser, split_command
-from resources.startup.profile_model import StartupProfile
+from resources.startup.profile import StartupProfile
 
 PASSWORD_ENV = "STREAMABLE_REGISTRY_PASSWORD"
 EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2

@@ -101,10 +101,10 @@ def print_build_block(lines: list[str]) -> None:
     print("---- end of build output ----")
 
 
-def summary_first_line(ok: bool, wall: float, run_id: str) -> str:
-    """`streamable demo: OK in 2.7s (run ...)`."""
-    # Startup profile (issue 16): append "; to start: X MB of Y MB (Z%)" here, from what the profile recorded.
-    return f"streamable demo: {'OK' if ok else 'FAILED'} in {wall:.1f}s (run {run_id})"
+def summary_first_line(ok: bool, wall: float, run_id: str, startup: dict | None) -> str:
+    """`streamable demo: OK in 2.7s (run ...); to start: X MB of Y MB (Z%) ...` (the cost of a start leads)."""
+    lead = startup["lead"] if startup else "to start: no startup profile recorded"
+    return f"streamable demo: {'OK' if ok else 'FAILED'} in {wall:.1f}s (run {run_id})\n  {lead}"
 
 
 def main() -> int:
@@ -164,6 +164,7 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
         "verification": {"passed": bool(report.passed), "files_checked": report.files_checked,
                          "bytes_fetched": report.lazy_bytes_fetched},
         "release_tags": list(release.release_tags),
+        "startup": release.soci.startup,
         "run_id": result.run_id,
         "wall_seconds": round(wall, 2),
         "step_seconds": steps,
@@ -172,7 +173,7 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
     (STATE / "demo-result.json").write_text(json.dumps(out, indent=2) + "\n")
     ok = report.passed and resolved is not None and resolved.digest == digest
     print()
-    print(summary_first_line(ok, wall, result.run_id))
+    print(summary_first_line(ok, wall, result.run_id, release.soci.startup))
     print(f"  released   {ref}  ->  {digest}")
     print(f"  tags       {', '.join(release.release_tags)}")
     print(f"  SOCI index {out['soci_index_digest']} (v2, found via com.amazon.soci.index-digest)")

@@ -38,6 +38,8 @@ class SociBackfillResource(dg.ConfigurableResource):
     scan_budget_s: float = Field(default=40.0, gt=0, le=55, description="time one scan sensor tick may spend")
     max_runs_per_tick: int = Field(default=200, ge=1, description="cap on runs one sensor tick or schedule requests")
     verify_sample: int = Field(default=4, ge=0, description="files read lazily to verify each result (0 = no check)")
+    node_compat: str = Field(default="v0.12", description="v0.13+: prefetch artifacts from stored startup profiles")
+    prefetch: Literal["files", "ranges"] = Field(default="files", description="prefetch granularity from a profile")
     catalog_repository: str | None = Field(default="streamable/catalog", description="repository holding the zTOC "
                                            "catalog and the incremental scan state (None = full scans, per-repo reuse)")
 
@@ -52,7 +54,8 @@ class SociBackfillResource(dg.ConfigurableResource):
     def settings(self) -> BackfillSettings:
         """The plain backfill settings this resource describes."""
         return BackfillSettings(registry=self.registry_host(), filters=ImageFilter.parse(self.filters),
-                                format=self.format, span_size=self.span_size, min_layer_size=self.min_layer_size)
+                                format=self.format, span_size=self.span_size, min_layer_size=self.min_layer_size,
+                                node_compat=self.node_compat, prefetch=self.prefetch)
 
     def client(self, registry: RegistryResource) -> RegistryClient:
         """A registry client (ECR: with a fresh token from the ecr resource)."""

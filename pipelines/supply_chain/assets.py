@@ -11,6 +11,7 @@ import dagster as dg
 from pipelines.logstream import BatchedLog
 from pipelines.metadata import short_digest, sized, table, text_lines
 from pipelines.resource_defs.base import BuilderResource, RegistryResource, TargetsResource, WorkspaceResource
+from pipelines.supply_chain import startup
 from pipelines.supply_chain.checks import SOCI_INDEX, VERIFY_CHECK, build_checks
 from pipelines.supply_chain.config import ImageBuildConfig
 from pipelines.supply_chain.values import BuiltImage, PlatformIndex, ReleasedImage, SociImage
@@ -153,9 +154,12 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             md["no_cache"] = True
         return dg.Output(value, metadata=md)
 
+    startup_profile = startup.build_startup_profile_asset(partitions, GROUP)
+
     @dg.asset(
         group_name=GROUP,
         partitions_def=partitions,
+        deps=[startup_profile],
         pool=defaults.SOCI_POOL,
         kinds={"soci"},
         description="The SOCI-enabled image: zTOCs, SOCI index manifest and the image index that points nodes at it.",
@@ -167,24 +171,30 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         dst = ImageRef(registry=image.registry, repository=image.repository, tag=soci_tag(image.candidate_tag))
         started = time.monotonic()
         with registry.client(src.registry) as client:
+            plan = startup.plan_for_target(client, target, src, context.log.info)
             converter = SociConverter(
                 client,
-                span_size=target.soci.span_size,
+                **plan.converter_kwargs(),
                 min_layer_size=target.soci.min_layer_size,
                 format=target.soci.format,
                 all_platforms=True,
                 max_parallel_layers=target.soci.max_parallel_layers,
             )
             result = converter.convert(src, dst)
+            startup_meta, startup_out = startup.soci_index_metadata(
+                client, target, plan, result, ImageRef(dst.registry, dst.repository, digest=result.image_digest),
+                context.log.warning)
         value = SociImage(image=image, soci_tag=str(dst.tag), image_index_digest=result.image_digest,
                           platforms=tuple(PlatformIndex(p.platform, p.manifest_digest, p.soci_index_digest)
-                                          for p in result.platforms))
+                                          for p in result.platforms),
+                          startup=startup_out.get("startup"))
         ztocs = [{"platform": p.platform, "layer": short_digest(z.layer_digest), "layer_size": sized(z.layer_size),
                   "ztoc": short_digest(z.ztoc_digest), "ztoc_size": sized(z.ztoc_size), "spans": z.spans,
                   "files": z.files, "reused": z.reused} for p in result.platforms for z in p.ztocs]
         skipped = [{"platform": p.platform, "layer": short_digest(k.layer_digest), "layer_size": sized(k.layer_size),
                     "reason": k.reason} for p in result.platforms for k in p.skipped_layers]
         md: dict = {
+            **startup_meta,  # the cost of a start leads: to_start, cost tables, prefetch gate, span advice
             "image_index_digest": value.image_index_digest,
             "soci_indexes": table([{"platform": p.platform, "manifest": short_digest(p.manifest_digest),
                                     "soci_index": short_digest(p.soci_index_digest) or None} for p in value.platforms],
@@ -247,7 +257,7 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         return dg.Output(ReleasedImage(soci=soci_index, release_tags=tuple(plan.tags),
                                        held_back_tags=tuple(plan.held_back)), metadata=md)
 
-    return [image, soci_index, release], build_checks(partitions), partitions
+    return [image, startup_profile, soci_index, release], build_checks(partitions), partitions
 
 
 def _require_passed_check(context: dg.AssetExecutionContext, digest: str) -> None:

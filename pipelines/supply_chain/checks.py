@@ -4,6 +4,7 @@ import dagster as dg
 
 from pipelines.metadata import short_digest, sized, table
 from pipelines.resource_defs.base import CanaryBase, RegistryResource, TargetsResource
+from pipelines.supply_chain import startup
 from pipelines.supply_chain.values import SociImage
 from resources.oci.refs import ImageRef
 from resources.soci.verify import verify_image
@@ -25,7 +26,8 @@ def build_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefi
         ref = ImageRef(registry=soci_index.registry, repository=soci_index.repository, digest=digest)
         with registry.client(ref.registry) as client:
             report = verify_image(client, ref, sample=target.verify.sample,
-                                  required_files=list(target.verify.required_files), quick=False)
+                                  required_files=list(target.verify.required_files), quick=False,
+                                  startup_files=startup.profiled_paths(client, soci_index))
         passed, reason = bool(report.passed), report.failure or ""
         canary_meta: dict = {}
         if passed and target.verify.canary.enabled:
@@ -38,6 +40,7 @@ def build_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefi
         files = [dict(vars(f), platform=p.platform) for p in report.platforms for f in p.files]
         metadata: dict = {
             **canary_meta,  # already named canary_* (CanaryResult.metadata)
+            **startup.check_metadata(soci_index),  # to_start: what a cold start fetches against a full pull
             "verified_digest": digest,
             "proof": dg.MetadataValue.md("```\n" + report.summary() + "\n```"),
             "files_checked": dg.MetadataValue.text(str(report.files_checked)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class SociImage:
     soci_tag: str
     image_index_digest: str
     platforms: tuple[PlatformIndex, ...]
+    startup: dict[str, Any] | None = None
+    """The cost of a start from the candidate's startup profile (pipelines/supply_chain/startup.py), if any."""
 
     @property
     def registry(self) -> str:
@@ -72,3 +75,14 @@ class ReleasedImage:
     @property
     def image_index_digest(self) -> str:
         return self.soci.image_index_digest
+
+
+@dataclass(frozen=True)
+class StartupRecord:
+    """The `startup_profile` asset: whether the candidate's start was recorded, and where the profile is stored."""
+
+    recorded: bool
+    image_digest: str
+    manifest_digest: str | None = None
+    artifact_digest: str | None = None
+    blob_digest: str | None = None

@@ -40,6 +40,8 @@ from resources.soci.node import (
     v2_binding_problem,
 )
 from resources.soci.ztoc_catalog import ZtocCatalog
+from resources.startup.index_plan import converting_with_profile
+from resources.startup.store import find_image_profile
 
 # --------------------------------------------------------------------------------------------- status
 
@@ -110,6 +112,8 @@ class BackfillSettings:
     span_size: int = SOCI_SPAN_SIZE
     min_layer_size: int = SOCI_MIN_LAYER_SIZE
     soci_tag_suffix: str = SOCI_TAG_SUFFIX
+    node_compat: str = "v0.12"
+    prefetch: Literal["files", "ranges"] = "files"
 
     def soci_tag(self, tag: str) -> str:
         """Tag of the SOCI-enabled image made from `tag` (v2), like the AWS SOCI Index Builder's."""
@@ -118,7 +122,8 @@ class BackfillSettings:
     def converter(self, client: RegistryClient, log: LogFn | None = None) -> SociConverter:
         """The one converter a backfill run (or worker) shares, so every layer is decompressed at most once."""
         return SociConverter(client, span_size=self.span_size, min_layer_size=self.min_layer_size, format=self.format,
-                             all_platforms=True, log_fn=log)
+                             all_platforms=True, log_fn=log, node_compat=self.node_compat,
+                             prefetch_granularity=self.prefetch)
 
 
 @dataclass(frozen=True)
@@ -308,8 +313,10 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
         previous = _current(client, k.repository, dst_tag) if settings.format == "v2" else None
         if ztoc_catalog is not None:
             converter.reuse.catalog = ztoc_catalog  # registry-wide zTOC map (ztoc_catalog.py)
+        stored = find_image_profile(client, k.repository, top.digest)  # the profile stored next to the image
         try:
-            result = converter.convert(src, dst)
+            with converting_with_profile(converter, stored.profile if stored else None):
+                result = converter.convert(src, dst)
         except EmptySociIndexError as exc:
             return record(ImageStatus.NOT_INDEXABLE, not_indexable_reason(exc.skipped, settings.min_layer_size), image,
                           platforms=len(platforms.manifests))

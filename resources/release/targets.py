@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from resources import defaults
 from resources.errors import StreamableError
 from resources.soci import limits
+from resources.soci.node_compat import DEFAULT_NODE_COMPAT, NodeCompat, NodeCompatError
 from resources.startup.settings import StartupSettings
+from resources.startup.span_advice import DEFAULT_ZTOC_BUDGET_FRACTION
 
 TARGETS_ENV_VAR = "STREAMABLE_TARGETS"
 DEFAULT_TARGETS_FILE = "targets.yaml"
@@ -26,6 +28,14 @@ _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 
 class TargetsFileError(StreamableError, ValueError):
     """The targets file is missing or invalid; the message names the file, target and field."""
+
+
+class FieldValueError(StreamableError, ValueError):
+    """A check across fields of a model; `field` is the one the message is about (relative to the model)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class _Strict(BaseModel):
@@ -75,7 +85,13 @@ class SociSettings(_Strict):
     """How the SOCI index is built."""
 
     format: Literal["v2", "v1"] = "v2"
-    span_size: int = Field(default=defaults.SOCI_SPAN_SIZE, ge=limits.SPAN_SIZE.low, le=limits.SPAN_SIZE.high)
+    span_size: int | Literal["auto"] = Field(
+        default=defaults.SOCI_SPAN_SIZE,
+        description="bytes per span, or 'auto': the span size (512 KiB .. 8 MiB) with the fewest bytes to start for "
+        "the target's startup profile whose zTOCs stay within ztoc_budget_percent of the indexed layers",
+    )
+    ztoc_budget_percent: float = Field(default=100 * DEFAULT_ZTOC_BUDGET_FRACTION, gt=0, le=100,
+                                       description="with span_size 'auto': zTOC bytes allowed, in % of the layers' bytes")
     min_layer_size: int = Field(
         default=defaults.SOCI_MIN_LAYER_SIZE, ge=limits.MIN_LAYER_SIZE.low, le=limits.MIN_LAYER_SIZE.high
     )
@@ -83,6 +99,33 @@ class SociSettings(_Strict):
         default=None, ge=limits.PARALLEL_LAYERS.low, le=limits.PARALLEL_LAYERS.high,
         description="layers indexed at once; None = min(4, cores)"
     )
+    node_compat: str = Field(
+        default=str(DEFAULT_NODE_COMPAT),
+        description="oldest soci-snapshotter release on the nodes: v0.12 (default) writes no prefetch artifacts and no "
+        "zTOC whose spans cross gzip members; v0.13+ writes prefetch artifacts; v0.14+ member-spanning zTOCs",
+    )
+
+    @field_validator("span_size", mode="before")
+    @classmethod
+    def _span_size(cls, v: object) -> object:
+        if v == "auto":
+            return v
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return limits.SPAN_SIZE.check("span_size", v)
+        raise ValueError(f"must be a positive number of bytes or 'auto' (bytes: {limits.SPAN_SIZE.low}.."
+                         f"{limits.SPAN_SIZE.high}), got {v!r}")
+    @field_validator("node_compat", mode="before")
+    @classmethod
+    def _node_compat(cls, v: object) -> str:
+        try:
+            return str(NodeCompat.parse(str(v)))
+        except NodeCompatError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def compat(self) -> NodeCompat:
+        """`node_compat` parsed."""
+        return NodeCompat.parse(self.node_compat)
 
 
 class CanarySettings(_Strict):
@@ -129,6 +172,13 @@ class Target(_Strict):
     soci: SociSettings = SociSettings()
     verify: VerifySettings = VerifySettings()
     startup: StartupSettings = StartupSettings()
+
+    @model_validator(mode="after")
+    def _auto_span_needs_profile(self) -> Target:
+        if self.soci.span_size == "auto" and not self.startup.enabled:
+            raise FieldValueError("soci.span_size", "'auto' picks the span size from the startup profile: set "
+                                  "startup.enabled: true (or a span size in bytes)")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -239,6 +289,13 @@ def _describe(loc: tuple[int | str, ...], raw: dict) -> str:
     return "field " + repr(".".join(str(p) for p in parts) or "(top level)")
 
 
+def _loc(error: Any) -> tuple[int | str, ...]:
+    """The error's location, extended by the field a cross-field check names (FieldValueError)."""
+    cause = (error.get("ctx") or {}).get("error")
+    extra = tuple(cause.field.split(".")) if isinstance(cause, FieldValueError) else ()
+    return tuple(error["loc"]) + extra
+
+
 def load_targets(path: str | Path | None = None) -> TargetsConfig:
     """Load and validate the targets file; errors name the file, the target and the field."""
     p = targets_path(path)
@@ -271,5 +328,5 @@ def load_targets(path: str | Path | None = None) -> TargetsConfig:
     try:
         return TargetsConfig.model_validate({**raw, "path": p})
     except ValidationError as exc:
-        lines = [f"{p}: {_describe(tuple(e['loc']), raw)}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{p}: {_describe(_loc(e), raw)}: {e['msg']}" for e in exc.errors()]
         raise TargetsFileError("invalid targets file\n" + "\n".join(lines)) from None

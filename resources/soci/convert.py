@@ -49,7 +49,7 @@ from resources.soci.ztoc.gzip_index import GzipFormatError
 from resources.soci.ztoc.model import ZtocFormatError
 from resources.soci.ztoc.toc import TarFormatError
 from resources.soci.ztoc.zlib_ctypes import ZlibError
-from resources.startup.profile_model import StartupProfile
+from resources.startup.profile import StartupProfile
 
 log = logging.getLogger(__name__)
 

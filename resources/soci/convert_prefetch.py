@@ -32,7 +32,7 @@ from resources.soci.ztoc.members import (
     scan_gzip_members,
 )
 from resources.soci.ztoc.model import Ztoc
-from resources.startup.profile_model import StartupProfile
+from resources.startup.profile import StartupProfile
 
 
 @dataclass(frozen=True)

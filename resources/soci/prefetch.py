@@ -35,7 +35,7 @@ from resources.soci.gojson import go_field
 from resources.soci.ztoc.checkpoints import parse_checkpoints, span_for_offset
 from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc
 from resources.soci.ztoc.tar_zinfo import decode_tar_zinfo
-from resources.startup.profile_model import ProfiledFile
+from resources.startup.profile import ProfiledFile
 
 PREFETCH_ARTIFACT_VERSION = "1.0"
 

@@ -44,7 +44,7 @@ from resources.soci.prefetch import (
 )
 from resources.soci.ztoc.checkpoints import parse_checkpoints
 from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc
-from resources.startup.profile_model import ProfiledFile
+from resources.startup.profile import ProfiledFile
 
 MB = 1_000_000
 

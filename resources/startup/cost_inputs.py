@@ -17,7 +17,7 @@ from resources.startup.cost import (
     StartCostError,
     compare_start_costs,
 )
-from resources.startup.profile_model import StartupProfile
+from resources.startup.profile import StartupProfile
 
 
 def load_cost_inputs(client: RegistryClient, ref: ImageRef, platform: str) -> tuple[list[ImageLayer], ImageDocuments]:

@@ -8,17 +8,17 @@ redirect to blob storage included). They are estimates, not measurements.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from resources.startup.cost import NetworkModel
 from resources.startup.sandbox import Readiness
 
 MAX_TIMEOUT_S = 1800
 DEFAULT_TIMEOUT_S = 120
 DEFAULT_BANDWIDTH_MBPS = 1000.0
 DEFAULT_LATENCY_MS = 20.0
-_NODE_COMPAT_RE = re.compile(r"^v0\.(\d+)$")
 
 
 class _Strict(BaseModel):
@@ -61,14 +61,13 @@ class ReadySettings(_Strict):
 
 
 class StartupSettings(_Strict):
-    """Startup profile recording (asset `startup_profile`) and what the prefetch/cost code needs."""
+    """Startup profile recording (asset `startup_profile`), what to prefetch, and the network for the estimates."""
 
     enabled: bool = False
     command: tuple[str, ...] | None = Field(default=None, description="replaces the image's Entrypoint + Cmd")
     ready: ReadySettings | None = Field(default=None, description="readiness; without it the run stops at exit or timeout")
     timeout_s: int = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S)
     prefetch: Literal["files", "ranges"] = Field(default="files", description="prefetch whole profiled files or only the ranges read")
-    node_compat: str = Field(default="v0.12", description="oldest soci-snapshotter on the nodes (v0.12: no prefetch artifacts)")
     bandwidth_mbps: float = Field(default=DEFAULT_BANDWIDTH_MBPS, gt=0, le=1_000_000, description="estimate: megabits/s")
     latency_ms: float = Field(default=DEFAULT_LATENCY_MS, ge=0, le=10_000, description="estimate: ms per request")
 
@@ -79,12 +78,20 @@ class StartupSettings(_Strict):
             raise ValueError("must be a non-empty list whose first item is the program")
         return v
 
-    @field_validator("node_compat")
+    @model_validator(mode="before")
     @classmethod
-    def _node_compat(cls, v: str) -> str:
-        if not _NODE_COMPAT_RE.match(v):
-            raise ValueError("must be a soci-snapshotter minor version like 'v0.12' or 'v0.15'")
-        return v
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "node_compat" in data:
+            raise ValueError("'node_compat' is set under 'soci:' (it gates the whole SOCI index, with or without a profile)")
+        return data
+
+    def network(self) -> NetworkModel:
+        """The cost model's network for these estimates."""
+        return NetworkModel(bandwidth_bytes_per_s=self.bandwidth_mbps * 1e6 / 8, rtt_s=self.latency_ms / 1000)
+
+    def describe_network(self) -> str:
+        """'estimates at 1000 Mbit/s, 20 ms per round trip'."""
+        return f"estimates at {self.bandwidth_mbps:g} Mbit/s and {self.latency_ms:g} ms per round trip (set startup.bandwidth_mbps / latency_ms)"
 
     def readiness(self) -> Readiness:
         """The recorder's readiness condition (none: exit or timeout ends the run)."""

@@ -37,7 +37,7 @@ from resources.soci.ztoc.model import (
 from resources.soci.ztoc.tar_zinfo import encode_tar_zinfo, uncompressed_max_span_id
 from resources.soci.ztoc.toc import TarTocBuilder
 from resources.startup.cost import SpanLayout, content_entry, read_spans
-from resources.startup.profile_model import ProfiledFile
+from resources.startup.profile import ProfiledFile
 
 KiB, MiB = 1 << 10, 1 << 20
 SPAN_SIZES = (512 * KiB, 1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB)

@@ -81,3 +81,20 @@ def find_profile(client: RegistryClient, repository: str, manifest_digest: str) 
             )
         return StoredProfile(manifest_digest=manifest.digest, blob_digest=layers[0]["digest"], profile=profile)
     return None
+
+
+def find_image_profile(client: RegistryClient, repository: str, image_digest: str) -> StoredProfile | None:
+    """The profile of an image by its top digest: attached to that manifest, or (an image index) to one of its
+    platform manifests, in index order; None when there is none."""
+    found = find_profile(client, repository, image_digest)
+    if found is not None:
+        return found
+    top = client.get_manifest(repository, image_digest)
+    if top.media_type not in mt.IMAGE_INDEX_TYPES:
+        return None
+    for entry in json.loads(top.data).get("manifests") or []:
+        if entry.get("mediaType") in mt.IMAGE_MANIFEST_TYPES:
+            found = find_profile(client, repository, entry["digest"])
+            if found is not None:
+                return found
+    return None

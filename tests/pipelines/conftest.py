@@ -67,6 +67,7 @@ class Project:
     def resources(self, engine: DockerEngine) -> dict:
         from pipelines.resource_defs.base import CanaryBase, RegistryResource, TargetsResource, WorkspaceResource
         from pipelines.resource_defs.local import LocalBuilderResource
+        from pipelines.resource_defs.startup import StartupRecorderResource
 
         return {
             "targets": TargetsResource(path=str(self.targets_file)),
@@ -74,6 +75,7 @@ class Project:
             "builder": LocalBuilderResource(docker_host=engine.host, docker_bin=engine.docker_bin),
             "workspace": WorkspaceResource(state_dir=str(self.state_dir)),
             "canary": CanaryBase(),
+            "startup_recorder": StartupRecorderResource(),
         }
 
 

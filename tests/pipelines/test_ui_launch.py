@@ -90,7 +90,8 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
         for e in events
         if e["__typename"] == "MaterializationEvent"
     }
-    assert set(mats) == {"image", "soci_index", "release"}
+    assert set(mats) == {"image", "startup_profile", "soci_index", "release"}
+    assert "startup.enabled is false" in mats["startup_profile"]["status"]  # the target records no profile, and says so
     assert mats["image"]["commit"] == sha
     assert mats["soci_index"]["image_index_digest"].startswith("sha256:")
     # build args other than targets.yaml's: only the explicit extra tag moves, and the run says so

@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from pipelines.resource_defs.base import RegistryResource, TargetsResource, WorkspaceResource
 from pipelines.resource_defs.eks import BuilderPoolResource, CanaryResource
+from pipelines.resource_defs.startup import KubernetesStartupRecorderResource
 from pipelines.supply_chain.assets import VERIFY_CHECK, build_supply_chain
 from resources.builders.base import BuildError, BuildRequest
 from resources.builders.buildctl import BuildctlBuilder
@@ -201,6 +202,7 @@ def chain_resources(cluster: Cluster, service: Service, registry: RunningRegistr
             registry_password=dg.EnvVar(BUILDER_PASSWORD_ENV), buildctl_bin=str(FAKES / "buildctl_push"),
         ),
         "canary": CanaryResource(kubeconfig=str(cluster.kubeconfig), poll_interval_s=0.02),
+        "startup_recorder": KubernetesStartupRecorderResource(kubeconfig=str(cluster.kubeconfig)),  # startup disabled here
     }
 
 

@@ -34,11 +34,8 @@ from resources.soci.prefetch import (
 )
 from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.lazy import LazyLayerReader
-from resources.startup.profile_model import (
-    ProfiledFile,
-    ProfileFormatError,
-    StartupProfile,
-)
+from resources.startup.errors import ProfileFormatError
+from resources.startup.profile import ProfiledFile, StartupProfile
 
 from .conftest import gzip_layer, random_bytes, sha256, tar_bytes, tar_layer
 

@@ -34,7 +34,7 @@ from resources.soci.ztoc.members import (
     scan_gzip_members,
 )
 from resources.startup.cost_inputs import start_cost_for_image
-from resources.startup.profile_model import StartupProfile
+from resources.startup.profile import StartupProfile
 
 from .conftest import (
     ImageFactory,

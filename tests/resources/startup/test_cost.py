@@ -17,7 +17,7 @@ from resources.startup.cost import (
     StartCostError,
     compare_start_costs,
 )
-from resources.startup.profile_model import ProfiledFile
+from resources.startup.profile import ProfiledFile
 from tests.resources.soci.conftest import gzip_layer, random_bytes, tar_layer
 
 S = 65536  # span size

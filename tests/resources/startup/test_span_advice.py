@@ -13,7 +13,7 @@ from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.checkpoints import parse_checkpoints
 from resources.soci.ztoc.lazy import LazyLayerReader
 from resources.startup.cost import SpanLayout
-from resources.startup.profile_model import ProfiledFile
+from resources.startup.profile import ProfiledFile
 from resources.startup.span_advice import (
     SPAN_SIZES,
     SpanAdviceError,
