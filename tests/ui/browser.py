@@ -74,7 +74,7 @@ def wait_for_texts(page, texts: list[str], timeout_s: float = 15) -> None:
 
 def launch_from_launchpad(page, job_url: str, *, partition: str, run_config_yaml: str, shot: Path) -> str:
     """Launch a partitioned asset job as the README says: the job's page, the menu next to "Materialize all...",
-    "Open launchpad", pick the partition, add run config at the end of the editor, "Materialize". Returns the run id
+    "Open launchpad", pick the partition, replace the editor's contents with the run config, "Materialize". Returns the run id
     from the run page it lands on; `shot` is a screenshot of the filled-in launchpad."""
     open_page(page, job_url, ready_text="Materialize all…")
     page.locator("button:right-of(:text('Materialize all…'))").first.click()
@@ -87,7 +87,9 @@ def launch_from_launchpad(page, job_url: str, *, partition: str, run_config_yaml
     dialog.get_by_text(f"partition: {partition}", exact=True).wait_for()
     editor = dialog.locator(".CodeMirror", has_text="resources:").first
     editor.locator(".CodeMirror-line").last.click()
-    page.keyboard.press("Control+End")
+    # The editor starts with the scaffolded defaults (an `ops:` block among them): replace it all, as the README says.
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
     page.keyboard.type(run_config_yaml)
     dialog.get_by_text("No errors", exact=True).wait_for()
     screenshot(page, shot)
