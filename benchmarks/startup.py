@@ -55,30 +55,52 @@ def build_demo(addr: str) -> tuple[ImageRef, Target]:
     """Build examples/demo-app with the stack's BuildKit and push it to `addr`."""
     target = load_targets(ROOT / "targets.yaml").get("demo-app")
     ref = f"{addr}/bench/demo-app:v1"
-    builder = LocalDockerBuilder(docker_host=os.environ.get("STREAMABLE_DOCKER_HOST", f"unix://{STACK}/docker.sock"),
-                                 docker_bin=os.environ.get("STREAMABLE_DOCKER_BIN") or None)
-    builder.build(BuildRequest(target="demo-app", image_ref=ref, context_dir=ROOT / "examples" / "demo-app",
-                               build_args=dict(target.build_args)), lambda _line: None)
+    builder = LocalDockerBuilder(
+        docker_host=os.environ.get("STREAMABLE_DOCKER_HOST", f"unix://{STACK}/docker.sock"),
+        docker_bin=os.environ.get("STREAMABLE_DOCKER_BIN") or None,
+    )
+    builder.build(
+        BuildRequest(
+            target="demo-app",
+            image_ref=ref,
+            context_dir=ROOT / "examples" / "demo-app",
+            build_args=dict(target.build_args),
+        ),
+        lambda _line: None,
+    )
     return ImageRef.parse(ref), target
 
 
-def measure(client: RegistryClient, ref: ImageRef, settings: StartupSettings, soci: SociSettings,
-            work: Path) -> tuple[StartCostComparison, float, float, int, int]:
+def measure(
+    client: RegistryClient, ref: ImageRef, settings: StartupSettings, soci: SociSettings, work: Path
+) -> tuple[StartCostComparison, float, float, int, int]:
     """(costs, record seconds, convert seconds, files, span size) for one image, converted as the pipeline does
     (span size and prefetch from the profile found next to the image, node_compat v0.15)."""
     work.mkdir(parents=True)
     t0 = time.monotonic()
-    profile = StartupRecorder(client, work_root=work).record(
-        ref, command=settings.command, readiness=settings.readiness(), timeout_s=settings.timeout_s).profile
+    profile = (
+        StartupRecorder(client, work_root=work)
+        .record(ref, command=settings.command, readiness=settings.readiness(), timeout_s=settings.timeout_s)
+        .profile
+    )
     record_s = time.monotonic() - t0
     push_profile(client, ref.repository, profile)
     t0 = time.monotonic()
-    plan = plan_index(client, ref.repository, profile.manifest_digest, span_size=soci.span_size,
-                      node_compat=NodeCompat.parse("v0.15"), startup=settings, min_layer_size=soci.min_layer_size,
-                      ztoc_budget_percent=soci.ztoc_budget_percent)
+    plan = plan_index(
+        client,
+        ref.repository,
+        profile.manifest_digest,
+        span_size=soci.span_size,
+        node_compat=NodeCompat.parse("v0.15"),
+        startup=settings,
+        min_layer_size=soci.min_layer_size,
+        ztoc_budget_percent=soci.ztoc_budget_percent,
+    )
     converter = SociConverter(client, **plan.converter_kwargs(), min_layer_size=soci.min_layer_size, all_platforms=True)
-    result = converter.convert(ImageRef(ref.registry, ref.repository, digest=profile.manifest_digest),
-                               ImageRef(ref.registry, ref.repository, tag="v1-soci"))
+    result = converter.convert(
+        ImageRef(ref.registry, ref.repository, digest=profile.manifest_digest),
+        ImageRef(ref.registry, ref.repository, tag="v1-soci"),
+    )
     convert_s = time.monotonic() - t0
     out = ImageRef(ref.registry, ref.repository, digest=result.image_digest)
     cost = start_cost_for_image(client, out, profile, settings.network())
@@ -101,8 +123,14 @@ def main() -> int:
             print("demo-app measured", file=sys.stderr)
             build_image(client, "bench/large", args.large_mib, tmp)
             large = StartupSettings(enabled=True, ready={"log": "^ready$"}, timeout_s=600)  # type: ignore[arg-type]
-            rows.append((f"generated {args.large_mib} MiB model", *measure(
-                client, ImageRef.parse(f"{addr}/bench/large:v1"), large, SociSettings(), tmp / "work-large")))
+            rows.append(
+                (
+                    f"generated {args.large_mib} MiB model",
+                    *measure(
+                        client, ImageRef.parse(f"{addr}/bench/large:v1"), large, SociSettings(), tmp / "work-large"
+                    ),
+                )
+            )
     finally:
         proc.terminate()
         proc.wait(10)
@@ -110,12 +138,18 @@ def main() -> int:
     net = StartupSettings().describe_network()
     print(f"estimates: {net}")
     for name, cmp, record_s, convert_s, files, span in rows:
-        print(f"\n{name}: image {cmp.full_pull.image_bytes / MB:.1f} MB; profile of {files} files recorded in {record_s:.2f} s; "
-              f"span advice + conversion in {convert_s:.2f} s ({span // 1024} KiB spans)")
-        print(f"  {'mode':<26}{'MB to start':>12}{'% of image':>11}{'requests':>10}{'round trips':>13}{'est. s':>9}{'vs full':>9}")
+        print(
+            f"\n{name}: image {cmp.full_pull.image_bytes / MB:.1f} MB; profile of {files} files recorded in {record_s:.2f} s; "
+            f"span advice + conversion in {convert_s:.2f} s ({span // 1024} KiB spans)"
+        )
+        print(
+            f"  {'mode':<26}{'MB to start':>12}{'% of image':>11}{'requests':>10}{'round trips':>13}{'est. s':>9}{'vs full':>9}"
+        )
         for c in cmp.modes:
-            print(f"  {c.mode:<26}{c.bytes_to_start / MB:>12.2f}{100 * c.fraction:>10.2f}%{c.requests:>10}{c.round_trips:>13}"
-                  f"{c.seconds:>9.3f}{c.seconds / cmp.full_pull.seconds:>8.3f}x")
+            print(
+                f"  {c.mode:<26}{c.bytes_to_start / MB:>12.2f}{100 * c.fraction:>10.2f}%{c.requests:>10}{c.round_trips:>13}"
+                f"{c.seconds:>9.3f}{c.seconds / cmp.full_pull.seconds:>8.3f}x"
+            )
         print(f"  {cmp.lazy.summary}")
     print("\nload average:", Path("/proc/loadavg").read_text().strip())
     return 0

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resources.soci.ztoc.builder import ZtocBuilder  # noqa: E402
-from resources.startup.cost import ImageDocuments, ImageLayer, compare_start_costs  # noqa: E402
-from resources.startup.profile import ProfiledFile  # noqa: E402
+from resources.soci.ztoc.builder import ZtocBuilder
+from resources.startup.cost import ImageDocuments, ImageLayer, compare_start_costs
+from resources.startup.profile import ProfiledFile
 
 MIB = 1 << 20
 PAGE = 4096
@@ -75,7 +75,9 @@ def main() -> None:
     while total < args.lib_mib * MIB:
         i = len(lib_files)
         size = rnd.randint(50_000, 8 * MIB) if i % 8 == 0 else rnd.randint(500, 200_000)
-        lib_files.append((f"usr/lib/python3/site-packages/pkg{i // 50}/m{i}.{'so' if i % 8 == 0 else 'py'}", size, int(i % 8 != 0)))
+        lib_files.append(
+            (f"usr/lib/python3/site-packages/pkg{i // 50}/m{i}.{'so' if i % 8 == 0 else 'py'}", size, int(i % 8 != 0))
+        )
         total += size
     model = [("models/weights.bin", args.model_mib * MIB, 0)]
     app = [("app/config.json", 300, 1), ("app/server.py", 40_000, 1)]
@@ -112,12 +114,23 @@ def main() -> None:
             files.append(ProfiledFile("/" + name, layers[0].digest, size, t, ((0, size),)))
         elif kind == 0 and pick.random() < 0.25:
             pages = sorted({pick.randrange(0, size // PAGE) for _ in range(16)})
-            files.append(ProfiledFile("/" + name, layers[0].digest, size, t, tuple((p * PAGE, min(size, p * PAGE + PAGE)) for p in pages)))
+            files.append(
+                ProfiledFile(
+                    "/" + name, layers[0].digest, size, t, tuple((p * PAGE, min(size, p * PAGE + PAGE)) for p in pages)
+                )
+            )
         t += 0.1
     msize = model[0][1]
     pages = sorted({pick.randrange(1, msize // PAGE) for _ in range(64)})
-    files.append(ProfiledFile("/models/weights.bin", layers[1].digest, msize, t,
-                              ((0, 16 * PAGE), *((p * PAGE, p * PAGE + PAGE) for p in pages))))
+    files.append(
+        ProfiledFile(
+            "/models/weights.bin",
+            layers[1].digest,
+            msize,
+            t,
+            ((0, 16 * PAGE), *((p * PAGE, p * PAGE + PAGE) for p in pages)),
+        )
+    )
     files += [ProfiledFile("/" + n, layers[2].digest, s, t + 1, ((0, s),)) for n, s, _ in app]
 
     docs = ImageDocuments(manifest=1200, config=2500, soci_index=1500, image_index=800)
@@ -125,11 +138,15 @@ def main() -> None:
     cmp = compare_start_costs(files, layers, docs)
     model_time = time.perf_counter() - t0
     image = cmp.full_pull.image_bytes
-    print(f"image: {image / MIB:.0f} MiB in {len(layers)} layers ({sum(1 for x in layers if x.ztoc) } with a zTOC); "
-          f"profile: {len(files)} files, {sum(e - s for f in files for s, e in f.ranges) / MIB:.1f} MiB read")
+    print(
+        f"image: {image / MIB:.0f} MiB in {len(layers)} layers ({sum(1 for x in layers if x.ztoc)} with a zTOC); "
+        f"profile: {len(files)} files, {sum(e - s for f in files for s, e in f.ranges) / MIB:.1f} MiB read"
+    )
     print(f"{'mode':<26}{'MB to start':>12}{'% of image':>11}{'requests':>10}{'round trips':>13}{'est. s':>9}")
     for c in cmp.modes:
-        print(f"{c.mode:<26}{c.bytes_to_start / 1e6:>12.1f}{100 * c.fraction:>10.1f}%{c.requests:>10}{c.round_trips:>13}{c.seconds:>9.2f}")
+        print(
+            f"{c.mode:<26}{c.bytes_to_start / 1e6:>12.1f}{100 * c.fraction:>10.1f}%{c.requests:>10}{c.round_trips:>13}{c.seconds:>9.2f}"
+        )
     print(cmp.summary)
     print(f"generate {gen:.1f} s, build zTOCs {build:.1f} s, cost model {model_time * 1000:.0f} ms")
     with open("/proc/loadavg") as f:

@@ -116,8 +116,11 @@ def main() -> int:
     if DEMO_REGISTRY:
         os.environ["STREAMABLE_TARGETS"] = str(_targets_for_registry(DEMO_REGISTRY))
     DAGSTER_LOG.write_bytes(b"")
-    print(f"streamable demo: materializing build_and_release for {TARGET} "
-          f"(Dagster's log: {DAGSTER_LOG.relative_to(ROOT)})", flush=True)
+    print(
+        f"streamable demo: materializing build_and_release for {TARGET} "
+        f"(Dagster's log: {DAGSTER_LOG.relative_to(ROOT)})",
+        flush=True,
+    )
     started = time.monotonic()
     with output_to(DAGSTER_LOG):
         from pipelines.definitions import BUILD_JOB, defs  # noqa: PLC0415
@@ -125,7 +128,9 @@ def main() -> int:
         job = defs().resolve_job_def(BUILD_JOB)
         with dg.DagsterInstance.get() as instance:
             result = job.execute_in_process(
-                instance=instance, partition_key=TARGET, raise_on_error=False,
+                instance=instance,
+                partition_key=TARGET,
+                raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             )
             wall = time.monotonic() - started
@@ -136,8 +141,10 @@ def main() -> int:
         for ev in (ev for ev in result.all_events if ev.is_failure):
             error = getattr(ev.event_specific_data, "error", None) if ev.event_specific_data else None
             print(f"step {ev.step_key} failed: {error.message if error else ev.message}", file=sys.stderr)
-        print(f"demo run {result.run_id} failed after {wall:.1f}s; Dagster's log: {DAGSTER_LOG}; "
-              "`make ui` shows the run", file=sys.stderr)
+        print(
+            f"demo run {result.run_id} failed after {wall:.1f}s; Dagster's log: {DAGSTER_LOG}; `make ui` shows the run",
+            file=sys.stderr,
+        )
         return 1
     return report(result, wall, steps)
 
@@ -152,7 +159,9 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
     digest = release.image_index_digest
     ref = ImageRef(registry=release.registry, repository=release.repository, tag=release.release_tags[0])
     with RegistryClient(ref.registry) as client:
-        report = verify_image(client, ref, sample=8, required_files=["app/bin/serve", "models/config.json", "models/weights.bin"])
+        report = verify_image(
+            client, ref, sample=8, required_files=["app/bin/serve", "models/config.json", "models/weights.bin"]
+        )
         resolved = client.head_manifest(ref.repository, ref.tag)
     platforms = release.soci.platforms
     out = {
@@ -161,8 +170,11 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
         "image_index_digest": digest,
         "soci_index_digest": platforms[0].soci_index_digest if platforms else None,
         "manifest_digest": platforms[0].manifest_digest if platforms else None,
-        "verification": {"passed": bool(report.passed), "files_checked": report.files_checked,
-                         "bytes_fetched": report.lazy_bytes_fetched},
+        "verification": {
+            "passed": bool(report.passed),
+            "files_checked": report.files_checked,
+            "bytes_fetched": report.lazy_bytes_fetched,
+        },
         "release_tags": list(release.release_tags),
         "startup": release.soci.startup,
         "run_id": result.run_id,
@@ -177,16 +189,20 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
     print(f"  released   {ref}  ->  {digest}")
     print(f"  tags       {', '.join(release.release_tags)}")
     print(f"  SOCI index {out['soci_index_digest']} (v2, found via com.amazon.soci.index-digest)")
-    print(f"  verify     {'passed' if report.passed else 'FAILED: ' + str(report.failure)}: "
-          f"{report.files_checked} files lazily read, {report.lazy_bytes_fetched} bytes fetched "
-          f"of {report.lazy_layer_bytes} bytes in their layers")
+    print(
+        f"  verify     {'passed' if report.passed else 'FAILED: ' + str(report.failure)}: "
+        f"{report.files_checked} files lazily read, {report.lazy_bytes_fetched} bytes fetched "
+        f"of {report.lazy_layer_bytes} bytes in their layers"
+    )
     for plat in report.platforms:
         for f in plat.files:
-            print(f"    /{f.name}: {f.size} bytes, {f.why}; a cold lazy read fetches {f.spans_fetched} span(s), "
-                  f"{f.bytes_fetched} bytes")
+            print(
+                f"    /{f.name}: {f.size} bytes, {f.why}; a cold lazy read fetches {f.spans_fetched} span(s), "
+                f"{f.bytes_fetched} bytes"
+            )
     print("  per step   " + ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
     print(f"  result     {STATE / 'demo-result.json'}; Dagster's log {DAGSTER_LOG}")
-    print("  next       `make ui` to browse the run (README: \"In the UI\"), `make down` to stop the stack")
+    print('  next       `make ui` to browse the run (README: "In the UI"), `make down` to stop the stack')
     return 0 if ok else 1
 
 

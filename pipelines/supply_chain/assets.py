@@ -36,14 +36,18 @@ def raise_build_failure(exc: BuildError, client_for, log) -> None:
     if not exc.pushed:
         raise exc
     outcomes = discard_pushed(exc.pushed, client_for, log)
-    md = {"failed_step": exc.step or "", "buildkit_warnings": "\n".join(exc.warnings),
-          "pushed_candidates_deleted": ", ".join(o.image for o in outcomes if o.deleted),
-          "pushed_candidates_kept_failed": ", ".join(f"{o.image} ({o.detail})" for o in outcomes if not o.deleted)}
+    md = {
+        "failed_step": exc.step or "",
+        "buildkit_warnings": "\n".join(exc.warnings),
+        "pushed_candidates_deleted": ", ".join(o.image for o in outcomes if o.deleted),
+        "pushed_candidates_kept_failed": ", ".join(f"{o.image} ({o.detail})" for o in outcomes if not o.deleted),
+    }
     raise dg.Failure(description=str(exc), metadata=md) from None
 
 
-def _image_metadata(image: BuiltImage, summary: dict, duration_s: float, cache_hits: int | None,
-                    steps: int | None, ui_url: str | None) -> dict:
+def _image_metadata(
+    image: BuiltImage, summary: dict, duration_s: float, cache_hits: int | None, steps: int | None, ui_url: str | None
+) -> dict:
     rows = layer_rows(summary)
     multi = "manifests" in summary
     md: dict = {
@@ -53,10 +57,25 @@ def _image_metadata(image: BuiltImage, summary: dict, duration_s: float, cache_h
         "digest": image.digest,
         "size_bytes": summary["size"],
         "size": sized(summary["size"]),
-        "layers": table([{"digest": short_digest(r["digest"]), "media_type": r["media_type"], "size": sized(r["size"]),
-                          "bytes": r["size"], "platform": r.get("platform") or None} for r in rows],
-                        [("digest", str, "layer digest (short)"), ("media_type", str, ""), ("size", str, ""),
-                         ("bytes", int, "exact size"), *([("platform", str, "")] if multi else [])]),
+        "layers": table(
+            [
+                {
+                    "digest": short_digest(r["digest"]),
+                    "media_type": r["media_type"],
+                    "size": sized(r["size"]),
+                    "bytes": r["size"],
+                    "platform": r.get("platform") or None,
+                }
+                for r in rows
+            ],
+            [
+                ("digest", str, "layer digest (short)"),
+                ("media_type", str, ""),
+                ("size", str, ""),
+                ("bytes", int, "exact size"),
+                *([("platform", str, "")] if multi else []),
+            ],
+        ),
         "layer_count": len(rows),
         "build_seconds": duration_s,
         "builder": image.builder,
@@ -98,8 +117,14 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         target = targets.load().get(context.partition_key)
         work = Path(tempfile.mkdtemp(prefix=f"build-{target.name}-", dir=workspace.scratch))
         try:
-            co = checkout_source(target.source, commit=config.commit, ref=config.ref, workdir=work,
-                                 cache_root=workspace.git_cache, credentials=workspace.git_credentials())
+            co = checkout_source(
+                target.source,
+                commit=config.commit,
+                ref=config.ref,
+                workdir=work,
+                cache_root=workspace.git_cache,
+                credentials=workspace.git_credentials(),
+            )
             cand = candidate_tag(co.commit, context.run.run_id)
             ref = ImageRef.parse(f"{target.repository}:{cand}")
             for note in registry.prepare_repository(ref.repository):
@@ -121,11 +146,13 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             )
             context.log.info(f"building {target.name} at {co.commit[:12]} -> {ref}")
             if co.dirty and co.commit.strip("0"):
-                context.log.warning(f"{target.source.local}: uncommitted changes are not built; "
-                                    f"building commit {co.commit[:12]}")
+                context.log.warning(
+                    f"{target.source.local}: uncommitted changes are not built; building commit {co.commit[:12]}"
+                )
             elif co.dirty:
-                context.log.warning(f"{target.source.local} is not in a git repository: "
-                                    "building the directory as it is")
+                context.log.warning(
+                    f"{target.source.local} is not in a git repository: building the directory as it is"
+                )
             with BatchedLog(context.log.info) as log:
                 try:
                     result = builder.get_builder().build(request, log)
@@ -137,17 +164,28 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             shutil.rmtree(work, ignore_errors=True)
         overridden = overridden_build_args(target, config.build_args)
         if overridden:
-            context.log.warning(f"build args {', '.join(overridden)} differ from targets.yaml: this build will not "
-                                "move the target's release tags (only the run's extra_tags)")
+            context.log.warning(
+                f"build args {', '.join(overridden)} differ from targets.yaml: this build will not "
+                "move the target's release tags (only the run's extra_tags)"
+            )
         with registry.client(ref.registry) as client:
             summary = describe(client, ref.repository, result.digest)
         value = BuiltImage(
-            target=target.name, registry=ref.registry, repository=ref.repository, candidate_tag=cand,
-            digest=result.digest, commit=co.commit, ref=co.ref, dirty=co.dirty, builder=result.builder,
-            overridden_build_args=tuple(overridden), extra_tags=tuple(config.extra_tags),
+            target=target.name,
+            registry=ref.registry,
+            repository=ref.repository,
+            candidate_tag=cand,
+            digest=result.digest,
+            commit=co.commit,
+            ref=co.ref,
+            dirty=co.dirty,
+            builder=result.builder,
+            overridden_build_args=tuple(overridden),
+            extra_tags=tuple(config.extra_tags),
         )
-        md = _image_metadata(value, summary, result.duration_s, result.cache_hits, result.steps_total,
-                             registry.ui_url(ref.repository))
+        md = _image_metadata(
+            value, summary, result.duration_s, result.cache_hits, result.steps_total, registry.ui_url(ref.repository)
+        )
         if result.warnings:
             md["buildkit_warnings"] = "\n".join(result.warnings)
         if config.no_cache:
@@ -164,8 +202,9 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         kinds={"soci"},
         description="The SOCI-enabled image: zTOCs, SOCI index manifest and the image index that points nodes at it.",
     )
-    def soci_index(context: dg.AssetExecutionContext, image: BuiltImage, targets: TargetsResource,
-                   registry: RegistryResource) -> dg.Output[SociImage]:
+    def soci_index(
+        context: dg.AssetExecutionContext, image: BuiltImage, targets: TargetsResource, registry: RegistryResource
+    ) -> dg.Output[SociImage]:
         target = targets.load().get(context.partition_key)
         src = ImageRef(registry=image.registry, repository=image.repository, digest=image.digest)
         dst = ImageRef(registry=image.registry, repository=image.repository, tag=soci_tag(image.candidate_tag))
@@ -182,27 +221,77 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             )
             result = converter.convert(src, dst)
             startup_meta, startup_out = startup.soci_index_metadata(
-                client, target, plan, result, ImageRef(dst.registry, dst.repository, digest=result.image_digest),
-                context.log.warning)
-        value = SociImage(image=image, soci_tag=str(dst.tag), image_index_digest=result.image_digest,
-                          platforms=tuple(PlatformIndex(p.platform, p.manifest_digest, p.soci_index_digest)
-                                          for p in result.platforms),
-                          startup=startup_out.get("startup"))
-        ztocs = [{"platform": p.platform, "layer": short_digest(z.layer_digest), "layer_size": sized(z.layer_size),
-                  "ztoc": short_digest(z.ztoc_digest), "ztoc_size": sized(z.ztoc_size), "spans": z.spans,
-                  "files": z.files, "reused": z.reused} for p in result.platforms for z in p.ztocs]
-        skipped = [{"platform": p.platform, "layer": short_digest(k.layer_digest), "layer_size": sized(k.layer_size),
-                    "reason": k.reason} for p in result.platforms for k in p.skipped_layers]
+                client,
+                target,
+                plan,
+                result,
+                ImageRef(dst.registry, dst.repository, digest=result.image_digest),
+                context.log.warning,
+            )
+        value = SociImage(
+            image=image,
+            soci_tag=str(dst.tag),
+            image_index_digest=result.image_digest,
+            platforms=tuple(
+                PlatformIndex(p.platform, p.manifest_digest, p.soci_index_digest) for p in result.platforms
+            ),
+            startup=startup_out.get("startup"),
+        )
+        ztocs = [
+            {
+                "platform": p.platform,
+                "layer": short_digest(z.layer_digest),
+                "layer_size": sized(z.layer_size),
+                "ztoc": short_digest(z.ztoc_digest),
+                "ztoc_size": sized(z.ztoc_size),
+                "spans": z.spans,
+                "files": z.files,
+                "reused": z.reused,
+            }
+            for p in result.platforms
+            for z in p.ztocs
+        ]
+        skipped = [
+            {
+                "platform": p.platform,
+                "layer": short_digest(k.layer_digest),
+                "layer_size": sized(k.layer_size),
+                "reason": k.reason,
+            }
+            for p in result.platforms
+            for k in p.skipped_layers
+        ]
         md: dict = {
             **startup_meta,  # the cost of a start leads: to_start, cost tables, prefetch gate, span advice
             "image_index_digest": value.image_index_digest,
-            "soci_indexes": table([{"platform": p.platform, "manifest": short_digest(p.manifest_digest),
-                                    "soci_index": short_digest(p.soci_index_digest) or None} for p in value.platforms],
-                                  [("platform", str, ""), ("manifest", str, "image manifest"),
-                                   ("soci_index", str, "SOCI index manifest")]),
-            "ztocs": table(ztocs, [("platform", str, ""), ("layer", str, "layer digest"), ("layer_size", str, ""),
-                                   ("ztoc", str, "zTOC digest"), ("ztoc_size", str, ""), ("spans", int, ""),
-                                   ("files", int, ""), ("reused", bool, "zTOC reused, not rebuilt")]),
+            "soci_indexes": table(
+                [
+                    {
+                        "platform": p.platform,
+                        "manifest": short_digest(p.manifest_digest),
+                        "soci_index": short_digest(p.soci_index_digest) or None,
+                    }
+                    for p in value.platforms
+                ],
+                [
+                    ("platform", str, ""),
+                    ("manifest", str, "image manifest"),
+                    ("soci_index", str, "SOCI index manifest"),
+                ],
+            ),
+            "ztocs": table(
+                ztocs,
+                [
+                    ("platform", str, ""),
+                    ("layer", str, "layer digest"),
+                    ("layer_size", str, ""),
+                    ("ztoc", str, "zTOC digest"),
+                    ("ztoc_size", str, ""),
+                    ("spans", int, ""),
+                    ("files", int, ""),
+                    ("reused", bool, "zTOC reused, not rebuilt"),
+                ],
+            ),
             "layers_built": result.layers_built,
             "layers_reused": result.layers_reused,
             "format": result.to_dict()["format"],
@@ -210,8 +299,15 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             "soci_ref": str(dst),
         }
         if skipped:
-            md["skipped_layers"] = table(skipped, [("platform", str, ""), ("layer", str, "layer digest"),
-                                                   ("layer_size", str, ""), ("reason", str, "why no zTOC")])
+            md["skipped_layers"] = table(
+                skipped,
+                [
+                    ("platform", str, ""),
+                    ("layer", str, "layer digest"),
+                    ("layer_size", str, ""),
+                    ("reason", str, "why no zTOC"),
+                ],
+            )
         return dg.Output(value, metadata=md)
 
     @dg.asset(
@@ -223,14 +319,20 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         # blocking verification passed; the step itself re-checks that the pass was for this very digest.
         automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     )
-    def release(context: dg.AssetExecutionContext, soci_index: SociImage, targets: TargetsResource,
-                registry: RegistryResource) -> dg.Output[ReleasedImage]:
+    def release(
+        context: dg.AssetExecutionContext, soci_index: SociImage, targets: TargetsResource, registry: RegistryResource
+    ) -> dg.Output[ReleasedImage]:
         target = targets.load().get(context.partition_key)
         digest = soci_index.image_index_digest
         _require_passed_check(context, digest)
         built = soci_index.image
-        tags, held_back, notes = wanted_tags(target, commit=built.commit, ref=built.ref,
-                                             overridden=built.overridden_build_args, extra_tags=built.extra_tags)
+        tags, held_back, notes = wanted_tags(
+            target,
+            commit=built.commit,
+            ref=built.ref,
+            overridden=built.overridden_build_args,
+            extra_tags=built.extra_tags,
+        )
         repo = soci_index.repository
         with registry.client(soci_index.registry) as client:
             plan = plan_release(client, repo, digest, tags, registry.release_tag, held_back=held_back, notes=notes)
@@ -240,10 +342,13 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
         image = f"{soci_index.registry}/{repo}"
         md: dict = {
             "image": f"{image}@{digest}",
-            "tag_moves": table([{"tag": m.tag, "from": short_digest(m.previous) or None, "to": short_digest(m.current)}
-                                for m in moves],
-                               [("tag", str, ""), ("from", str, "digest before (none: new tag)"),
-                                ("to", str, "digest now")]),
+            "tag_moves": table(
+                [
+                    {"tag": m.tag, "from": short_digest(m.previous) or None, "to": short_digest(m.current)}
+                    for m in moves
+                ],
+                [("tag", str, ""), ("from", str, "digest before (none: new tag)"), ("to", str, "digest now")],
+            ),
             "released_refs": ", ".join(f"{image}:{t}" for t in plan.tags) or "none",
             **text_lines(plan.notes),
         }
@@ -252,10 +357,14 @@ def build_supply_chain(targets: TargetsConfig) -> tuple[list, list, dg.Partition
             md["repository_ui"] = dg.MetadataValue.url(ui_url)
         if plan.held_back:
             md["tags_not_moved"] = ", ".join(plan.held_back)
-            md["release_rule"] = ("build args overridden in the run config: only the candidate tag "
-                                  f"{built.candidate_tag} and the run's extra_tags name this image")
-        return dg.Output(ReleasedImage(soci=soci_index, release_tags=tuple(plan.tags),
-                                       held_back_tags=tuple(plan.held_back)), metadata=md)
+            md["release_rule"] = (
+                "build args overridden in the run config: only the candidate tag "
+                f"{built.candidate_tag} and the run's extra_tags name this image"
+            )
+        return dg.Output(
+            ReleasedImage(soci=soci_index, release_tags=tuple(plan.tags), held_back_tags=tuple(plan.held_back)),
+            metadata=md,
+        )
 
     return [image, startup_profile, soci_index, release], build_checks(partitions), partitions
 
@@ -273,5 +382,6 @@ def _require_passed_check(context: dg.AssetExecutionContext, digest: str) -> Non
             if evaluation.passed:
                 return
             break
-    raise dg.Failure(f"refusing to release {digest}: no passing '{VERIFY_CHECK}' check for it "
-                     f"(partition {context.partition_key})")
+    raise dg.Failure(
+        f"refusing to release {digest}: no passing '{VERIFY_CHECK}' check for it (partition {context.partition_key})"
+    )

@@ -16,25 +16,42 @@ SOCI_INDEX = dg.AssetKey("soci_index")
 def build_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
     """The verification check of the soci_index asset, for the targets' partitions."""
 
-    @dg.asset_check(asset=SOCI_INDEX, name=VERIFY_CHECK, blocking=True, partitions_def=partitions,
-                    description="Finds the SOCI index the way a node does and lazy-reads real files through "
-                                "zTOC checkpoints.")
-    def lazy_pull_verifies(context: dg.AssetCheckExecutionContext, soci_index: SociImage, targets: TargetsResource,
-                           registry: RegistryResource, canary: CanaryBase) -> dg.AssetCheckResult:
+    @dg.asset_check(
+        asset=SOCI_INDEX,
+        name=VERIFY_CHECK,
+        blocking=True,
+        partitions_def=partitions,
+        description="Finds the SOCI index the way a node does and lazy-reads real files through zTOC checkpoints.",
+    )
+    def lazy_pull_verifies(
+        context: dg.AssetCheckExecutionContext,
+        soci_index: SociImage,
+        targets: TargetsResource,
+        registry: RegistryResource,
+        canary: CanaryBase,
+    ) -> dg.AssetCheckResult:
         target = targets.load().get(context.op_execution_context.partition_key)
         digest = soci_index.image_index_digest
         ref = ImageRef(registry=soci_index.registry, repository=soci_index.repository, digest=digest)
         with registry.client(ref.registry) as client:
-            report = verify_image(client, ref, sample=target.verify.sample,
-                                  required_files=list(target.verify.required_files), quick=False,
-                                  startup_files=startup.profiled_paths(client, soci_index))
+            report = verify_image(
+                client,
+                ref,
+                sample=target.verify.sample,
+                required_files=list(target.verify.required_files),
+                quick=False,
+                startup_files=startup.profiled_paths(client, soci_index),
+            )
         passed, reason = bool(report.passed), report.failure or ""
         canary_meta: dict = {}
         if passed and target.verify.canary.enabled:
             try:
-                canary_meta = canary.run_canary(str(ref), command=list(target.verify.canary.command),
-                                                args=list(target.verify.canary.args),
-                                                timeout_s=target.verify.canary.timeout_s)
+                canary_meta = canary.run_canary(
+                    str(ref),
+                    command=list(target.verify.canary.command),
+                    args=list(target.verify.canary.args),
+                    timeout_s=target.verify.canary.timeout_s,
+                )
             except Exception as exc:  # noqa: BLE001 - any canary failure fails the check with its message
                 passed, reason = False, f"canary: {exc}"
         files = [dict(vars(f), platform=p.platform) for p in report.platforms for f in p.files]

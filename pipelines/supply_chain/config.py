@@ -16,11 +16,16 @@ class ImageBuildConfig(dg.Config):
     build_args: dict[str, str] = Field(
         default_factory=dict,
         description="build args merged over the target's; a build that overrides any is not the target as "
-                    "targets.yaml defines it, so it moves none of the target's release tags (only extra_tags)")
-    no_cache: bool = Field(default=False, description="rebuild every step (--no-cache), e.g. after a build secret "
-                           "rotated: BuildKit keeps secret contents out of its cache key")
-    extra_tags: list[str] = Field(default_factory=list,
-                                  description="more tags to release the verified image under (e.g. 'try-greeting')")
+        "targets.yaml defines it, so it moves none of the target's release tags (only extra_tags)",
+    )
+    no_cache: bool = Field(
+        default=False,
+        description="rebuild every step (--no-cache), e.g. after a build secret "
+        "rotated: BuildKit keeps secret contents out of its cache key",
+    )
+    extra_tags: list[str] = Field(
+        default_factory=list, description="more tags to release the verified image under (e.g. 'try-greeting')"
+    )
 
     @field_validator("extra_tags")
     @classmethod

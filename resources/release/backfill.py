@@ -79,24 +79,39 @@ class StatusRecord:
     def to_metadata(self) -> dict[str, str | int | float]:
         """Flat metadata (strings and numbers) for the UI."""
         return {
-            "status": self.status.value, "image": self.image, "reason": self.reason, "soci_image": self.soci_image,
-            "soci_digest": self.soci_digest, "layers_built": self.layers_built, "layers_reused": self.layers_reused,
-            "layers_shared_from_other_repositories": self.layers_shared, "platforms": self.platforms,
+            "status": self.status.value,
+            "image": self.image,
+            "reason": self.reason,
+            "soci_image": self.soci_image,
+            "soci_digest": self.soci_digest,
+            "layers_built": self.layers_built,
+            "layers_reused": self.layers_reused,
+            "layers_shared_from_other_repositories": self.layers_shared,
+            "platforms": self.platforms,
             "duration_s": round(self.duration_s, 3),
         }
 
     @classmethod
     def from_metadata(cls, key: str, md: Mapping[str, Any]) -> StatusRecord:
         """Rebuild a record from materialization metadata (values may be Dagster MetadataValue objects)."""
+
         def get(name: str, default: Any) -> Any:
             v = md.get(name, default)
             return getattr(v, "value", v)
-        return cls(key=key, image=str(get("image", "")), status=ImageStatus(get("status", "failed")),
-                   reason=str(get("reason", "")), soci_image=str(get("soci_image", "")),
-                   soci_digest=str(get("soci_digest", "")), layers_built=int(get("layers_built", 0)),
-                   layers_reused=int(get("layers_reused", 0)),
-                   layers_shared=int(get("layers_shared_from_other_repositories", 0)),
-                   platforms=int(get("platforms", 0)), duration_s=float(get("duration_s", 0.0)))
+
+        return cls(
+            key=key,
+            image=str(get("image", "")),
+            status=ImageStatus(get("status", "failed")),
+            reason=str(get("reason", "")),
+            soci_image=str(get("soci_image", "")),
+            soci_digest=str(get("soci_digest", "")),
+            layers_built=int(get("layers_built", 0)),
+            layers_reused=int(get("layers_reused", 0)),
+            layers_shared=int(get("layers_shared_from_other_repositories", 0)),
+            platforms=int(get("platforms", 0)),
+            duration_s=float(get("duration_s", 0.0)),
+        )
 
 
 # --------------------------------------------------------------------------------------------- settings & checks
@@ -121,9 +136,16 @@ class BackfillSettings:
 
     def converter(self, client: RegistryClient, log: LogFn | None = None) -> SociConverter:
         """The one converter a backfill run (or worker) shares, so every layer is decompressed at most once."""
-        return SociConverter(client, span_size=self.span_size, min_layer_size=self.min_layer_size, format=self.format,
-                             all_platforms=True, log_fn=log, node_compat=self.node_compat,
-                             prefetch_granularity=self.prefetch)
+        return SociConverter(
+            client,
+            span_size=self.span_size,
+            min_layer_size=self.min_layer_size,
+            format=self.format,
+            all_platforms=True,
+            log_fn=log,
+            node_compat=self.node_compat,
+            prefetch_granularity=self.prefetch,
+        )
 
 
 @dataclass(frozen=True)
@@ -138,18 +160,28 @@ class _Platforms:
 def _platform_manifests(client: RegistryClient, repository: str, top: RegistryManifest) -> _Platforms | None:
     """Runnable manifests of `top` (read by the node module), or None when `top` is not a container image."""
     try:
-        view = read_image(client, ImageRef(client.registry, repository, digest=top.digest), top=top,
-                          config_platform_of_manifest=False)
+        view = read_image(
+            client, ImageRef(client.registry, repository, digest=top.digest), top=top, config_platform_of_manifest=False
+        )
     except (NotAnImage, gojson.GoJSONError):
         return None
-    soci_enabled = view.index is not None and any(e.artifact_type == mt.SOCI_INDEX_V2 for e in view.index.manifests or [])
+    soci_enabled = view.index is not None and any(
+        e.artifact_type == mt.SOCI_INDEX_V2 for e in view.index.manifests or []
+    )
     manifests = {img.raw.digest: (img.manifest.config.digest, list(img.manifest.layers or [])) for img in view.images}
     return _Platforms(manifests, soci_enabled, view)
 
 
-def existing_soci_index(client: RegistryClient, repository: str, tag: str, top: RegistryManifest,
-                        settings: BackfillSettings, *, known_tags: set[str] | None = None,
-                        platforms: _Platforms | None = None) -> str | None:
+def existing_soci_index(
+    client: RegistryClient,
+    repository: str,
+    tag: str,
+    top: RegistryManifest,
+    settings: BackfillSettings,
+    *,
+    known_tags: set[str] | None = None,
+    platforms: _Platforms | None = None,
+) -> str | None:
     """Where this image's SOCI index of the configured format already is, or None when it needs one.
 
     v2: the image is itself SOCI-enabled, or `<tag>-soci` is a SOCI-enabled index holding every platform
@@ -257,11 +289,20 @@ def not_indexable_reason(skipped: Sequence[SkippedLayer], min_layer_size: int) -
     return "no layer can be indexed: " + (", ".join(parts) if parts else "the image has no layers")
 
 
-def index_image(client: RegistryClient, converter: SociConverter, key: str, settings: BackfillSettings, *,
-                catalog: ImageCatalog | None = None, expected_digest: str | None = None,
-                shared: SharedZtocs | None = None, verify: VerifyFn | None = None,
-                verified_ztocs: set[str] | None = None, log: LogFn | None = None,
-                ztoc_catalog: ZtocCatalog | None = None) -> StatusRecord:
+def index_image(
+    client: RegistryClient,
+    converter: SociConverter,
+    key: str,
+    settings: BackfillSettings,
+    *,
+    catalog: ImageCatalog | None = None,
+    expected_digest: str | None = None,
+    shared: SharedZtocs | None = None,
+    verify: VerifyFn | None = None,
+    verified_ztocs: set[str] | None = None,
+    log: LogFn | None = None,
+    ztoc_catalog: ZtocCatalog | None = None,
+) -> StatusRecord:
     """Index the image a partition key names, unless it is indexed, gone, or cannot be indexed. Never raises for
     an image problem: the outcome is the returned record (FAILED ones are retried later).
 
@@ -318,11 +359,21 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
             with converting_with_profile(converter, stored.profile if stored else None):
                 result = converter.convert(src, dst)
         except EmptySociIndexError as exc:
-            return record(ImageStatus.NOT_INDEXABLE, not_indexable_reason(exc.skipped, settings.min_layer_size), image,
-                          platforms=len(platforms.manifests))
+            return record(
+                ImageStatus.NOT_INDEXABLE,
+                not_indexable_reason(exc.skipped, settings.min_layer_size),
+                image,
+                platforms=len(platforms.manifests),
+            )
         soci_image = f"{settings.registry}/{k.repository}:{dst_tag}@{result.image_digest}"
-        stats = {"soci_image": soci_image, "soci_digest": result.image_digest, "layers_built": result.layers_built,
-                 "layers_reused": result.layers_reused, "layers_shared": brought, "platforms": len(result.platforms)}
+        stats = {
+            "soci_image": soci_image,
+            "soci_digest": result.image_digest,
+            "layers_built": result.layers_built,
+            "layers_reused": result.layers_reused,
+            "layers_shared": brought,
+            "platforms": len(result.platforms),
+        }
         if verify is not None:
             out_ref = ImageRef(settings.registry, k.repository, tag=dst_tag, digest=result.image_digest)
             used = {row.ztoc_digest for p in result.platforms for row in p.ztocs}
@@ -338,8 +389,11 @@ def index_image(client: RegistryClient, converter: SociConverter, key: str, sett
             if not passed:
                 if converter.reuse.catalog is not None:
                     converter.reuse.catalog.drop_unsaved()
-                undone = _untag_unverified(client, k.repository, dst_tag, result.image_digest, previous) \
-                    if settings.format == "v2" else "the v1 SOCI index stays attached as a referrer"
+                undone = (
+                    _untag_unverified(client, k.repository, dst_tag, result.image_digest, previous)
+                    if settings.format == "v2"
+                    else "the v1 SOCI index stays attached as a referrer"
+                )
                 return record(ImageStatus.FAILED, f"{soci_image} did not verify: {summary}; {undone}", image, **stats)
         if converter.reuse.catalog is not None:
             converter.reuse.catalog.flush_quietly()
@@ -360,8 +414,9 @@ def _current(client: RegistryClient, repository: str, tag: str) -> RegistryManif
         return None
 
 
-def _untag_unverified(client: RegistryClient, repository: str, tag: str, digest: str,
-                      previous: RegistryManifest | None) -> str:
+def _untag_unverified(
+    client: RegistryClient, repository: str, tag: str, digest: str, previous: RegistryManifest | None
+) -> str:
     """The converter moved `tag` before verification; point it back (or delete what it points at). Says what it did."""
     try:
         if previous is not None and previous.digest != digest:
@@ -371,5 +426,3 @@ def _untag_unverified(client: RegistryClient, repository: str, tag: str, digest:
         return f"the unverified {repository}@{digest} was deleted, so {tag} no longer resolves"
     except RegistryError as exc:
         return f"could not take {repository}:{tag} back ({exc}): it still points at the unverified image"
-
-

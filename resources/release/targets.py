@@ -90,14 +90,20 @@ class SociSettings(_Strict):
         description="bytes per span, or 'auto': the span size (512 KiB .. 8 MiB) with the fewest bytes to start for "
         "the target's startup profile whose zTOCs stay within ztoc_budget_percent of the indexed layers",
     )
-    ztoc_budget_percent: float = Field(default=100 * DEFAULT_ZTOC_BUDGET_FRACTION, gt=0, le=100,
-                                       description="with span_size 'auto': zTOC bytes allowed, in % of the layers' bytes")
+    ztoc_budget_percent: float = Field(
+        default=100 * DEFAULT_ZTOC_BUDGET_FRACTION,
+        gt=0,
+        le=100,
+        description="with span_size 'auto': zTOC bytes allowed, in % of the layers' bytes",
+    )
     min_layer_size: int = Field(
         default=defaults.SOCI_MIN_LAYER_SIZE, ge=limits.MIN_LAYER_SIZE.low, le=limits.MIN_LAYER_SIZE.high
     )
     max_parallel_layers: int | None = Field(
-        default=None, ge=limits.PARALLEL_LAYERS.low, le=limits.PARALLEL_LAYERS.high,
-        description="layers indexed at once; None = min(4, cores)"
+        default=None,
+        ge=limits.PARALLEL_LAYERS.low,
+        le=limits.PARALLEL_LAYERS.high,
+        description="layers indexed at once; None = min(4, cores)",
     )
     node_compat: str = Field(
         default=str(DEFAULT_NODE_COMPAT),
@@ -112,8 +118,11 @@ class SociSettings(_Strict):
             return v
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             return limits.SPAN_SIZE.check("span_size", v)
-        raise ValueError(f"must be a positive number of bytes or 'auto' (bytes: {limits.SPAN_SIZE.low}.."
-                         f"{limits.SPAN_SIZE.high}), got {v!r}")
+        raise ValueError(
+            f"must be a positive number of bytes or 'auto' (bytes: {limits.SPAN_SIZE.low}.."
+            f"{limits.SPAN_SIZE.high}), got {v!r}"
+        )
+
     @field_validator("node_compat", mode="before")
     @classmethod
     def _node_compat(cls, v: object) -> str:
@@ -155,7 +164,7 @@ class Target(_Strict):
     secrets: dict[str, str] = Field(
         default_factory=dict,
         description="BuildKit secret id -> environment variable holding the value "
-                    "(mounted with RUN --mount=type=secret)",
+        "(mounted with RUN --mount=type=secret)",
     )
     cache: Literal["registry", "none"] = Field(
         default="registry", description="registry: import/export BuildKit cache at <repository>:buildcache (buildctl)"
@@ -176,8 +185,11 @@ class Target(_Strict):
     @model_validator(mode="after")
     def _auto_span_needs_profile(self) -> Target:
         if self.soci.span_size == "auto" and not self.startup.enabled:
-            raise FieldValueError("soci.span_size", "'auto' picks the span size from the startup profile: set "
-                                  "startup.enabled: true (or a span size in bytes)")
+            raise FieldValueError(
+                "soci.span_size",
+                "'auto' picks the span size from the startup profile: set "
+                "startup.enabled: true (or a span size in bytes)",
+            )
         return self
 
     @field_validator("name")

@@ -1,4 +1,4 @@
-"""`streamable soci profile REF [--timeout S] [--ready-log REGEX | --ready-tcp-port N | --ready-exit] [-o FILE] [-- CMD ...]`.
+"""`streamable soci profile REF [--timeout S] [--ready-log RE | --ready-tcp-port N | --ready-exit] [-- CMD ...]`.
 
 Records the image's start in the local sandbox (root, strace, unshare) and prints the profile JSON;
 `--push` also attaches it to the image manifest as an OCI artifact.
@@ -34,9 +34,13 @@ def _port(text: str) -> int:
     return value
 
 
-def add_profile_parser(commands: Any, registry_options: Callable[[argparse.ArgumentParser], None], client: ClientFactory) -> None:
+def add_profile_parser(
+    commands: Any, registry_options: Callable[[argparse.ArgumentParser], None], client: ClientFactory
+) -> None:
     """Register `profile` on the `soci` subcommands; `client(args, registry)` opens a RegistryClient."""
-    p = commands.add_parser("profile", help="record what the image reads to start (sandboxed) and print the profile JSON")
+    p = commands.add_parser(
+        "profile", help="record what the image reads to start (sandboxed) and print the profile JSON"
+    )
     p.add_argument("ref")
     p.add_argument("--timeout", type=_timeout, default=60.0, help="seconds before the run is stopped (default 60)")
     ready = p.add_mutually_exclusive_group()
@@ -46,7 +50,10 @@ def add_profile_parser(commands: Any, registry_options: Callable[[argparse.Argum
     p.add_argument("--platform", help="os/arch of an image index to record (default: this host's)")
     p.add_argument("-o", "--output", help="also write the profile JSON to FILE")
     p.add_argument("--push", action="store_true", help="attach the profile to the image manifest (OCI artifact)")
-    p.add_argument("--work-dir", help="directory (on a disk filesystem) for the rootfs; default $STREAMABLE_STARTUP_WORK_DIR or /var/tmp")
+    p.add_argument(
+        "--work-dir",
+        help="directory (on a disk filesystem) for the rootfs; default $STREAMABLE_STARTUP_WORK_DIR or /var/tmp",
+    )
     registry_options(p)
     p.set_defaults(func=lambda args, out, err: cmd_profile(args, out, err, client), command_argv=[])
 
@@ -57,7 +64,7 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     if "--" not in items:
         return items, []
     i = items.index("--")
-    return items[:i], items[i + 1:]
+    return items[:i], items[i + 1 :]
 
 
 def cmd_profile(args: argparse.Namespace, out: TextIO, err: TextIO, client: ClientFactory) -> int:
@@ -65,14 +72,16 @@ def cmd_profile(args: argparse.Namespace, out: TextIO, err: TextIO, client: Clie
     ref = ImageRef.parse(args.ref)
     command = list(args.command_argv)
     readiness = Readiness(log=args.ready_log, tcp_port=args.ready_tcp_port, exit=args.ready_exit)
+
     def log_fn(msg: str) -> None:
         if args.verbose:
             err.write(msg + "\n")
 
     with client(args, ref.registry) as registry:
         recorder = StartupRecorder(registry, work_root=Path(args.work_dir) if args.work_dir else None, log_fn=log_fn)
-        recording = recorder.record(ref, command=tuple(command) or None, readiness=readiness, timeout_s=args.timeout,
-                                    platform=args.platform)
+        recording = recorder.record(
+            ref, command=tuple(command) or None, readiness=readiness, timeout_s=args.timeout, platform=args.platform
+        )
         profile = recording.profile
         if args.push:
             stored = push_profile(registry, ref.repository, profile)

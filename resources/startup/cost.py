@@ -124,7 +124,8 @@ class StartCost:
     @property
     def summary(self) -> str:
         """'to start: X MB of Y MB (Z%)'."""
-        return f"to start: {self.bytes_to_start / MB:.1f} MB of {self.image_bytes / MB:.1f} MB ({100 * self.fraction:.1f}%)"
+        return (f"to start: {self.bytes_to_start / MB:.1f} MB of {self.image_bytes / MB:.1f} MB "
+                f"({100 * self.fraction:.1f}%)")
 
 
 @dataclass(frozen=True)
@@ -153,23 +154,34 @@ class StartCostComparison:
     def table(self) -> list[dict[str, object]]:
         """One row per mode (for a Dagster table)."""
         return [
-            {"mode": c.mode, "bytes_to_start": c.bytes_to_start, "image_bytes": c.image_bytes,
-             "percent": round(100 * c.fraction, 2), "requests": c.requests, "round_trips": c.round_trips,
-             "seconds": round(c.seconds, 3)}
+            {
+                "mode": c.mode,
+                "bytes_to_start": c.bytes_to_start,
+                "image_bytes": c.image_bytes,
+                "percent": round(100 * c.fraction, 2),
+                "requests": c.requests,
+                "round_trips": c.round_trips,
+                "seconds": round(c.seconds, 3),
+            }
             for c in self.modes
         ]
-
 
     def layer_table(self) -> list[dict[str, object]]:
         """One row per layer: its bytes and what each way of starting fetches from it (for a table or a bar plot)."""
         rows = []
         for i, layer in enumerate(self.lazy.layers):
-            rows.append({
-                "layer": layer.layer_digest, "indexed": layer.indexed, "layer_bytes": layer.layer_bytes,
-                "files": layer.files, "spans": layer.spans, "lazy_bytes": layer.bytes_to_start,
-                "prefetch_files_bytes": self.prefetch_files.layers[i].bytes_to_start,
-                "prefetch_ranges_bytes": self.prefetch_ranges.layers[i].bytes_to_start,
-            })
+            rows.append(
+                {
+                    "layer": layer.layer_digest,
+                    "indexed": layer.indexed,
+                    "layer_bytes": layer.layer_bytes,
+                    "files": layer.files,
+                    "spans": layer.spans,
+                    "lazy_bytes": layer.bytes_to_start,
+                    "prefetch_files_bytes": self.prefetch_files.layers[i].bytes_to_start,
+                    "prefetch_ranges_bytes": self.prefetch_ranges.layers[i].bytes_to_start,
+                }
+            )
         return rows
 
 
@@ -191,8 +203,13 @@ def compare_start_costs(
         spans = {a.layer_digest: [s for start, end in a.spans for s in range(start, end + 1)] for a in plan.artifacts}
         extra_index = sum(len(gojson.marshal(d)) + 1 for d in plan.descriptors)  # ",{descriptor}" per artifact
         costs[granularity] = lazy_start_cost(
-            files, layers, documents, net, prefetch=spans,
-            prefetch_blob_sizes=[a.descriptor.size for a in plan.artifacts], extra_index_bytes=extra_index,
+            files,
+            layers,
+            documents,
+            net,
+            prefetch=spans,
+            prefetch_blob_sizes=[a.descriptor.size for a in plan.artifacts],
+            extra_index_bytes=extra_index,
             mode=f"lazy + prefetch ({granularity.value})",
         )
     return StartCostComparison(
@@ -211,7 +228,9 @@ def full_pull_cost(layers: Sequence[ImageLayer], documents: ImageDocuments, netw
     total = docs + sum(layer.size for layer in layers)
     trips = doc_trips + math.ceil(len(layers) / network.layer_parallelism)
     rows = [LayerCost(layer.digest, layer.size, layer.ztoc is not None, layer.size, 0, 1, 0) for layer in layers]
-    return StartCost("full pull", total, total, docs, doc_trips + len(layers), trips, network.seconds(total, trips), rows)
+    return StartCost(
+        "full pull", total, total, docs, doc_trips + len(layers), trips, network.seconds(total, trips), rows
+    )
 
 
 def lazy_start_cost(
@@ -229,7 +248,14 @@ def lazy_start_cost(
     by_digest = {layer.digest: layer for layer in layers}
     image_bytes = documents.image_index + documents.manifest + documents.config + sum(layer.size for layer in layers)
     blobs = [layer.ztoc_size for layer in layers if layer.ztoc is not None] + list(prefetch_blob_sizes)
-    docs = documents.image_index + documents.manifest + documents.config + documents.soci_index + extra_index_bytes + sum(blobs)
+    docs = (
+        documents.image_index
+        + documents.manifest
+        + documents.config
+        + documents.soci_index
+        + extra_index_bytes
+        + sum(blobs)
+    )
     requests = (1 if documents.image_index else 0) + 3 + len(blobs)
     trips = (1 if documents.image_index else 0) + 3 + (1 if blobs else 0)
 
@@ -269,7 +295,9 @@ def lazy_start_cost(
         else:
             spans = fetched[layer.digest]
             nbytes = sum(spans_of[layer.digest].size(s) for s in spans)
-            rows.append(LayerCost(layer.digest, layer.size, True, nbytes, len(spans), len(spans), file_counts[layer.digest]))
+            rows.append(
+                LayerCost(layer.digest, layer.size, True, nbytes, len(spans), len(spans), file_counts[layer.digest])
+            )
     total = docs + sum(r.bytes_to_start for r in rows)
     return StartCost(mode, total, image_bytes, docs, requests, trips, network.seconds(total, trips), rows)
 
@@ -277,7 +305,9 @@ def lazy_start_cost(
 class SpanLayout:
     """Where each span of a layer starts and how many compressed bytes its range request transfers."""
 
-    def __init__(self, span_size: int, blob_size: int, points: Sequence[tuple[int, int, int]] | None, count: int) -> None:
+    def __init__(
+        self, span_size: int, blob_size: int, points: Sequence[tuple[int, int, int]] | None, count: int
+    ) -> None:
         self.span_size = span_size
         self.blob_size = blob_size
         self._points = list(points) if points is not None else None

@@ -31,21 +31,33 @@ def elf_interpreter(path: Path) -> str | None:
         return None
     is64, endian = head[4] == 2, "<" if head[5] == 1 else ">"
     if is64:
-        phoff, phentsize, phnum = struct.unpack_from(endian + "Q", head, 32)[0], *struct.unpack_from(endian + "HH", head, 54)
+        phoff, phentsize, phnum = (
+            struct.unpack_from(endian + "Q", head, 32)[0],
+            *struct.unpack_from(endian + "HH", head, 54),
+        )
     else:
-        phoff, phentsize, phnum = struct.unpack_from(endian + "I", head, 28)[0], *struct.unpack_from(endian + "HH", head, 42)
+        phoff, phentsize, phnum = (
+            struct.unpack_from(endian + "I", head, 28)[0],
+            *struct.unpack_from(endian + "HH", head, 42),
+        )
     try:
         with open(path, "rb") as f:
             f.seek(phoff)
             table = f.read(phentsize * phnum)
             for i in range(phnum):
-                entry = table[i * phentsize:(i + 1) * phentsize]
+                entry = table[i * phentsize : (i + 1) * phentsize]
                 if len(entry) < (56 if is64 else 32) or struct.unpack_from(endian + "I", entry, 0)[0] != PT_INTERP:
                     continue
                 if is64:
-                    offset, filesz = struct.unpack_from(endian + "Q", entry, 8)[0], struct.unpack_from(endian + "Q", entry, 32)[0]
+                    offset, filesz = (
+                        struct.unpack_from(endian + "Q", entry, 8)[0],
+                        struct.unpack_from(endian + "Q", entry, 32)[0],
+                    )
                 else:
-                    offset, filesz = struct.unpack_from(endian + "I", entry, 4)[0], struct.unpack_from(endian + "I", entry, 16)[0]
+                    offset, filesz = (
+                        struct.unpack_from(endian + "I", entry, 4)[0],
+                        struct.unpack_from(endian + "I", entry, 16)[0],
+                    )
                 f.seek(offset)
                 return f.read(min(filesz, 4096)).split(b"\0", 1)[0].decode("utf-8", "surrogateescape") or None
     except (OSError, struct.error):

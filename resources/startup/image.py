@@ -73,14 +73,21 @@ def _platform_of(entry: dict[str, Any]) -> Platform | None:
     p = entry.get("platform")
     if not isinstance(p, dict):
         return None
-    return Platform(architecture=str(p.get("architecture", "")), os=str(p.get("os", "")), variant=str(p.get("variant", "")))
+    return Platform(
+        architecture=str(p.get("architecture", "")), os=str(p.get("os", "")), variant=str(p.get("variant", ""))
+    )
 
 
 def _select(client: RegistryClient, ref: ImageRef, top: Manifest, wanted: Platform) -> Manifest:
     """The image manifest for `wanted` from an index (containerd's strict match)."""
     for entry in top.json().get("manifests") or []:
         p = _platform_of(entry)
-        if entry.get("mediaType") in mt.IMAGE_MANIFEST_TYPES and not plat.is_unknown(p) and p and plat.matches(wanted, p):
+        if (
+            entry.get("mediaType") in mt.IMAGE_MANIFEST_TYPES
+            and not plat.is_unknown(p)
+            and p
+            and plat.matches(wanted, p)
+        ):
             return client.get_manifest(ref.repository, entry["digest"])
     raise RootfsError(f"image {ref}: index {top.digest} has no manifest for platform {wanted}")
 
@@ -93,13 +100,21 @@ def resolve_image(client: RegistryClient, ref: ImageRef, platform: str | None = 
     doc = manifest.json()
     config_desc = doc.get("config") or {}
     if config_desc.get("mediaType") not in mt.IMAGE_CONFIG_TYPES:
-        raise RootfsError(f"image {ref}: manifest {manifest.digest} has config type {config_desc.get('mediaType')!r}, not an image config")
+        raise RootfsError(
+            f"image {ref}: manifest {manifest.digest} has config type {config_desc.get('mediaType')!r}, not "
+            "an image config"
+        )
     try:
         config = json.loads(client.get_blob(ref.repository, config_desc["digest"]))
     except ValueError as exc:
         raise RootfsError(f"image {ref}: config blob {config_desc.get('digest')} is not JSON: {exc}") from None
-    found = plat.normalize(Platform(architecture=str(config.get("architecture", "")), os=str(config.get("os", "")),
-                                    variant=str(config.get("variant", ""))))
+    found = plat.normalize(
+        Platform(
+            architecture=str(config.get("architecture", "")),
+            os=str(config.get("os", "")),
+            variant=str(config.get("variant", "")),
+        )
+    )
     if not top.is_index and not plat.is_unknown(found) and not plat.matches(wanted, found):
         raise RootfsError(f"image {ref} is for {found}, not {wanted}: it cannot run here")
     run = config.get("config") or {}

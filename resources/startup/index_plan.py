@@ -52,8 +52,10 @@ class IndexPlan:
         if self.stored is None:
             return f"node_compat {self.node_compat}: no startup profile, so no prefetch artifacts either way"
         if self.node_compat.prefetch_artifacts:
-            return (f"node_compat {self.node_compat} >= v0.13: prefetch artifacts ({self.granularity}) from the startup "
-                    "profile are written after the zTOCs")
+            return (
+                f"node_compat {self.node_compat} >= v0.13: prefetch artifacts ({self.granularity}) from the startup "
+                "profile are written after the zTOCs"
+            )
         return self.node_compat.prefetch_gate_reason()
 
     def converter_kwargs(self) -> dict[str, Any]:
@@ -66,9 +68,19 @@ class IndexPlan:
         }
 
 
-def plan_index(client: RegistryClient, repository: str, image_digest: str, *, span_size: int | str,
-               node_compat: NodeCompat, startup: StartupSettings, min_layer_size: int,
-               ztoc_budget_percent: float, advise: bool = True, log: LogFn = lambda _m: None) -> IndexPlan:
+def plan_index(
+    client: RegistryClient,
+    repository: str,
+    image_digest: str,
+    *,
+    span_size: int | str,
+    node_compat: NodeCompat,
+    startup: StartupSettings,
+    min_layer_size: int,
+    ztoc_budget_percent: float,
+    advise: bool = True,
+    log: LogFn = lambda _m: None,
+) -> IndexPlan:
     """Find the image's profile; with it, measure the layers for span size advice and resolve `auto`."""
     fixed = span_size if isinstance(span_size, int) else SOCI_SPAN_SIZE
     plan = IndexPlan(fixed, node_compat, startup.prefetch, find_image_profile(client, repository, image_digest))
@@ -100,8 +112,10 @@ def plan_index(client: RegistryClient, repository: str, image_digest: str, *, sp
         return plan
     if span_size == "auto":
         plan.span_size = plan.advice.chosen
-        plan.notes.append(f"span_size auto: {plan.span_size} bytes (fewest bytes to start with zTOCs within "
-                          f"{ztoc_budget_percent:g}% = {budget} bytes)")
+        plan.notes.append(
+            f"span_size auto: {plan.span_size} bytes (fewest bytes to start with zTOCs within "
+            f"{ztoc_budget_percent:g}% = {budget} bytes)"
+        )
     return plan
 
 
@@ -117,12 +131,15 @@ class StartCostReport:
     def lead(self) -> str:
         """'to start: X MB of Y MB (Z%)', then how."""
         c = self.comparison
-        return (f"{self.served.summary} ({self.served.mode}, as this index serves it); est. {self.served.seconds:.2f} s "
-                f"vs {c.full_pull.seconds:.2f} s for a full pull")
+        return (
+            f"{self.served.summary} ({self.served.mode}, as this index serves it); est. {self.served.seconds:.2f} s "
+            f"vs {c.full_pull.seconds:.2f} s for a full pull"
+        )
 
 
-def start_cost(client: RegistryClient, soci_image: ImageRef, plan: IndexPlan, startup: StartupSettings,
-               prefetch_written: bool) -> StartCostReport | None:
+def start_cost(
+    client: RegistryClient, soci_image: ImageRef, plan: IndexPlan, startup: StartupSettings, prefetch_written: bool
+) -> StartCostReport | None:
     """The cost of a start for the plan's profile on the converted image (None without a profile)."""
     if plan.stored is None:
         return None

@@ -30,8 +30,9 @@ POD_LABELS = {"app": "startup-recorder", "app.kubernetes.io/managed-by": "stream
 WORK_DIR = "/work"
 START_GRACE_S = 600  # scheduling, pulling the recorder image, fetching and unpacking the layers
 _ERROR_PREFIX = "streamable: error: "
-_WAITING_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError",
-                               "CreateContainerConfigError"})
+_WAITING_FAILURES = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError", "CreateContainerConfigError"}
+)
 
 
 def profile_args(ref: str, readiness: Readiness, timeout_s: float, command: Sequence[str] | None) -> list[str]:
@@ -79,7 +80,10 @@ class KubernetesStartupRecorder:
 
     def pod_manifest(self, name: str, args: Sequence[str], timeout_s: float) -> dict[str, Any]:
         """A privileged, never restarted recorder pod beside a buildkitd pod, without an API token."""
-        claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": self.volume_size}}}
+        claim: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": self.volume_size}},
+        }
         if self.storage_class:
             claim["storageClassName"] = self.storage_class
         return {
@@ -93,35 +97,54 @@ class KubernetesStartupRecorder:
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 5,
                 "activeDeadlineSeconds": math.ceil(timeout_s) + START_GRACE_S,
-                "affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-                    "weight": 100,
-                    "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                                        "labelSelector": {"matchLabels": {"app": BUILDER_APP_LABEL}}},
-                }]}},
-                "containers": [{
-                    "name": CONTAINER,
-                    "image": self.image,
-                    "command": ["streamable", "soci", "profile"],
-                    "args": list(args),
-                    # unshare, chroot, mknod, ptrace and a loop device with readahead 0: privileged, like the builders
-                    "securityContext": {"privileged": True, "runAsUser": 0},
-                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
-                    "volumeMounts": [{"name": "work", "mountPath": WORK_DIR}],
-                }],
+                "affinity": {
+                    "podAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 100,
+                                "podAffinityTerm": {
+                                    "topologyKey": "kubernetes.io/hostname",
+                                    "labelSelector": {"matchLabels": {"app": BUILDER_APP_LABEL}},
+                                },
+                            }
+                        ]
+                    }
+                },
+                "containers": [
+                    {
+                        "name": CONTAINER,
+                        "image": self.image,
+                        "command": ["streamable", "soci", "profile"],
+                        "args": list(args),
+                        # unshare, chroot, mknod, ptrace and a loop device with readahead 0:
+                        # privileged, like the builders
+                        "securityContext": {"privileged": True, "runAsUser": 0},
+                        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+                        "volumeMounts": [{"name": "work", "mountPath": WORK_DIR}],
+                    }
+                ],
                 # a disk volume: the rootfs must not be on tmpfs (page-cache residency from a cold start)
                 "volumes": [{"name": "work", "ephemeral": {"volumeClaimTemplate": {"spec": claim}}}],
             },
         }
 
-    def record(self, ref: str, *, readiness: Readiness | None = None, timeout_s: float = 120,
-               command: Sequence[str] | None = None) -> StartupProfile:
+    def record(
+        self,
+        ref: str,
+        *,
+        readiness: Readiness | None = None,
+        timeout_s: float = 120,
+        command: Sequence[str] | None = None,
+    ) -> StartupProfile:
         """Record `ref` (by digest) in a pod; the pod is deleted whatever happens."""
         name = f"startup-{uuid.uuid4().hex[:10]}"
         args = profile_args(ref, readiness or Readiness(), timeout_s, command)
         try:
             self.core_api.create_namespaced_pod(self.namespace, self.pod_manifest(name, args, timeout_s))
         except ApiException as exc:
-            raise RecordingError(f"for {ref}: {api_error(exc, f'creating recorder pod {self.namespace}/{name}')}") from None
+            raise RecordingError(
+                f"for {ref}: {api_error(exc, f'creating recorder pod {self.namespace}/{name}')}"
+            ) from None
         try:
             exit_code = self._wait(name, ref, timeout_s + START_GRACE_S)
             log = self._log(name, ref)
@@ -131,19 +154,25 @@ class KubernetesStartupRecorder:
             except ApiException:
                 pass
         if exit_code != 0:
-            errors = [line[len(_ERROR_PREFIX):] for line in log.splitlines() if line.startswith(_ERROR_PREFIX)]
+            errors = [line[len(_ERROR_PREFIX) :] for line in log.splitlines() if line.startswith(_ERROR_PREFIX)]
             why = errors[-1] if errors else f"exit code {exit_code}"
-            raise RecordingError(f"recorder pod {self.namespace}/{name} for {ref} failed: {why}", log.splitlines()[-10:])
+            raise RecordingError(
+                f"recorder pod {self.namespace}/{name} for {ref} failed: {why}", log.splitlines()[-10:]
+            )
         return parse_pod_log(log)
 
     def _log(self, name: str, ref: str) -> str:
         """The container's log verbatim: with content preloaded the client json-decodes a log that looks like
-        JSON and returns the repr of a dict (seen with the real client in tests/resources/startup/test_k8s_recorder.py)."""
+        JSON and returns the repr of a dict (seen with the real client in
+        tests/resources/startup/test_k8s_recorder.py)."""
         try:
-            response = self.core_api.read_namespaced_pod_log(name, self.namespace, container=CONTAINER,
-                                                             _preload_content=False)
+            response = self.core_api.read_namespaced_pod_log(
+                name, self.namespace, container=CONTAINER, _preload_content=False
+            )
         except ApiException as exc:
-            raise RecordingError(f"for {ref}: {api_error(exc, f'log of recorder pod {self.namespace}/{name}')}") from None
+            raise RecordingError(
+                f"for {ref}: {api_error(exc, f'log of recorder pod {self.namespace}/{name}')}"
+            ) from None
         return bytes(response.data).decode("utf-8", "replace")
 
     def _wait(self, name: str, ref: str, deadline_s: float) -> int:
@@ -161,8 +190,12 @@ class KubernetesStartupRecorder:
                 if state.terminated is not None:
                     return int(state.terminated.exit_code)
                 if state.waiting is not None and state.waiting.reason in _WAITING_FAILURES:
-                    raise RecordingError(f"recorder pod {self.namespace}/{name} for {ref} cannot start: "
-                                         f"{state.waiting.reason}: {state.waiting.message or ''}".rstrip(": "))
+                    raise RecordingError(
+                        f"recorder pod {self.namespace}/{name} for {ref} cannot start: "
+                        f"{state.waiting.reason}: {state.waiting.message or ''}".rstrip(": ")
+                    )
             if self.clock() >= deadline:
-                raise RecordingError(f"recorder pod {self.namespace}/{name} for {ref} did not finish in {deadline_s:g}s")
+                raise RecordingError(
+                    f"recorder pod {self.namespace}/{name} for {ref} did not finish in {deadline_s:g}s"
+                )
             self.sleep(self.poll_interval_s)

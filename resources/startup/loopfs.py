@@ -27,7 +27,9 @@ def _run(argv: list[str], what: str) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, check=False)
     except FileNotFoundError:
-        raise SandboxUnavailableError(f"{what}: {argv[0]} is not installed (Debian packages e2fsprogs, util-linux, mount)") from None
+        raise SandboxUnavailableError(
+            f"{what}: {argv[0]} is not installed (Debian packages e2fsprogs, util-linux, mount)"
+        ) from None
     if out.returncode != 0:
         raise SandboxUnavailableError(f"{what} failed ({' '.join(argv[:2])}): {out.stderr.strip()[-300:]}")
     return out.stdout.strip()
@@ -53,7 +55,10 @@ def no_readahead_mount(workdir: Path, size_hint: int) -> Iterator[Path]:
     mountpoint.mkdir()
     with open(backing, "wb") as f:
         f.truncate(min(MAX_SIZE, max(MIN_SIZE, size_hint)))  # sparse: only written blocks use disk
-    _run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=1,lazy_journal_init=1", str(backing)], "mkfs.ext4")
+    _run(
+        ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=1,lazy_journal_init=1", str(backing)],
+        "mkfs.ext4",
+    )
     device = _run(["losetup", "--find", "--show", str(backing)], "losetup")
     try:
         Path(f"/sys/block/{Path(device).name}/queue/read_ahead_kb").write_text("0")

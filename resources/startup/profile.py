@@ -91,15 +91,24 @@ class StartupProfile:
         _validate(doc)
         files = tuple(
             ProfiledFile(
-                path=f["path"], layer_digest=f["layer_digest"], size=f["size"], first_access_ms=float(f["first_access_ms"]),
-                ranges=tuple((int(a), int(b)) for a, b in f["ranges"]), kind=f["kind"],
+                path=f["path"],
+                layer_digest=f["layer_digest"],
+                size=f["size"],
+                first_access_ms=float(f["first_access_ms"]),
+                ranges=tuple((int(a), int(b)) for a, b in f["ranges"]),
+                kind=f["kind"],
             )
             for f in doc["files"]
         )
         return cls(
-            image=doc["image"], manifest_digest=doc["manifest_digest"], platform=doc["platform"],
-            command=tuple(doc["command"]), stopped_by=doc["stopped_by"], duration_ms=float(doc["duration_ms"]),
-            files=files, version=doc["version"],
+            image=doc["image"],
+            manifest_digest=doc["manifest_digest"],
+            platform=doc["platform"],
+            command=tuple(doc["command"]),
+            stopped_by=doc["stopped_by"],
+            duration_ms=float(doc["duration_ms"]),
+            files=files,
+            version=doc["version"],
         )
 
     @classmethod
@@ -146,7 +155,11 @@ def _validate(doc: Any) -> None:
         _fail("manifest_digest", "must be sha256:<64 hex>")
     if not isinstance(doc["platform"], str) or not _PLATFORM_RE.match(doc["platform"]):
         _fail("platform", "must be os/arch[/variant]")
-    if not isinstance(doc["command"], (list, tuple)) or not doc["command"] or not all(isinstance(a, str) for a in doc["command"]):
+    if (
+        not isinstance(doc["command"], (list, tuple))
+        or not doc["command"]
+        or not all(isinstance(a, str) for a in doc["command"])
+    ):
         _fail("command", "must be a non-empty list of strings")
     if doc["stopped_by"] not in STOPPED_BY:
         _fail("stopped_by", f"must be one of {', '.join(STOPPED_BY)}")

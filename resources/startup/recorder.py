@@ -43,6 +43,8 @@ WORK_DIR_ENV = "STREAMABLE_STARTUP_WORK_DIR"
 def default_work_root() -> Path:
     """Where rootfs scratch space goes: $STREAMABLE_STARTUP_WORK_DIR, else /var/tmp (a disk, unlike many /tmp)."""
     return Path(os.environ.get(WORK_DIR_ENV) or "/var/tmp")
+
+
 _KIND_RANK = {"file": 0, "loader": 1, "command": 2}
 
 
@@ -80,8 +82,15 @@ def find_command(rootfs: Rootfs, argv0: str, env: dict[str, str], cwd: str) -> s
 class StartupRecorder:
     """Records startup profiles of images in a registry, locally (root, strace, unshare)."""
 
-    def __init__(self, client: RegistryClient, *, work_root: Path | None = None, exact_ranges: bool = True,
-                 keep_rootfs: bool = False, log_fn: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        *,
+        work_root: Path | None = None,
+        exact_ranges: bool = True,
+        keep_rootfs: bool = False,
+        log_fn: Callable[[str], None] = lambda _m: None,
+    ) -> None:
         """`exact_ranges`: build the rootfs on a loop device with readahead off (else on `work_root` itself, whose
         device's readahead then widens every range)."""
         self.client = client
@@ -90,8 +99,15 @@ class StartupRecorder:
         self.keep_rootfs = keep_rootfs
         self.log = log_fn
 
-    def record(self, ref: ImageRef, *, command: tuple[str, ...] | None = None, readiness: Readiness | None = None,
-               timeout_s: float = DEFAULT_TIMEOUT_S, platform: str | None = None) -> Recording:
+    def record(
+        self,
+        ref: ImageRef,
+        *,
+        command: tuple[str, ...] | None = None,
+        readiness: Readiness | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        platform: str | None = None,
+    ) -> Recording:
         """Record the start of `ref` (its Entrypoint + Cmd, or `command`) until exit, readiness or timeout."""
         readiness = readiness or Readiness()
         image = resolve_image(self.client, ref, platform)
@@ -113,31 +129,51 @@ class StartupRecorder:
             if not self.keep_rootfs:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    def _run(self, image: ResolvedImage, rootfs: Rootfs, argv: tuple[str, ...], readiness: Readiness,
-             timeout_s: float, workdir: Path) -> Recording:
+    def _run(
+        self,
+        image: ResolvedImage,
+        rootfs: Rootfs,
+        argv: tuple[str, ...],
+        readiness: Readiness,
+        timeout_s: float,
+        workdir: Path,
+    ) -> Recording:
         env = image.config.environment()
         cwd = image.config.working_dir
         uid, gid, groups = resolve_user(rootfs.root, image.config.user)
         env.setdefault("HOME", home_of(rootfs.root, uid))
         path = find_command(rootfs, argv[0], env, cwd)
-        spec = LaunchSpec(root=rootfs.root.resolve(), path=path, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, groups=groups)
+        spec = LaunchSpec(
+            root=rootfs.root.resolve(), path=path, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, groups=groups
+        )
         still_cached = evict_all(rootfs.regular_files(), rootfs.root)
         if still_cached:
-            self.log(f"{still_cached} files of {image.ref} kept pages in the cache after eviction: their ranges may be too wide")
+            self.log(
+                f"{still_cached} files of {image.ref} kept pages in the cache after eviction: their ranges "
+                "may be too wide"
+            )
         readahead = device_readahead_kb(rootfs.root)
         run = run_sandboxed(spec, workdir / "run", readiness, timeout_s)
         self._check(image, argv, readiness, timeout_s, run)
         files, started = self._files(rootfs, run, cwd)
         duration_ms = max(0.0, (run.stopped_at - started) * 1000) if started else 0.0
         profile = StartupProfile(
-            image=str(image.ref), manifest_digest=image.manifest_digest, platform=image.platform, command=argv,
-            stopped_by=run.stopped_by, duration_ms=round(duration_ms, 3), files=tuple(files),  # type: ignore[arg-type]
+            image=str(image.ref),
+            manifest_digest=image.manifest_digest,
+            platform=image.platform,
+            command=argv,
+            stopped_by=run.stopped_by,
+            duration_ms=round(duration_ms, 3),
+            files=tuple(files),  # type: ignore[arg-type]
         )
-        return Recording(profile=profile, still_cached_before_run=still_cached, output_tail=run.output_tail,
-                         readahead_kb=readahead)
+        return Recording(
+            profile=profile, still_cached_before_run=still_cached, output_tail=run.output_tail, readahead_kb=readahead
+        )
 
     @staticmethod
-    def _check(image: ResolvedImage, argv: tuple[str, ...], readiness: Readiness, timeout_s: float, run: SandboxRun) -> None:
+    def _check(
+        image: ResolvedImage, argv: tuple[str, ...], readiness: Readiness, timeout_s: float, run: SandboxRun
+    ) -> None:
         """Turn a crash, an early exit or a timeout without readiness into a clear error."""
         who = f"image {image.ref}: command {list(argv)!r}"
         code = run.returncode
@@ -145,17 +181,25 @@ class StartupRecorder:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
             if code == 127 and any("cannot execute" in line for line in run.output_tail):
                 raise MissingCommandError(f"{who} could not be executed", run.output_tail)
-            raise ProgramCrashedError(f"{who} {how} before it was ready (readiness: {readiness.describe()})", run.output_tail)
+            raise ProgramCrashedError(
+                f"{who} {how} before it was ready (readiness: {readiness.describe()})", run.output_tail
+            )
         if run.stopped_by == "exit" and (readiness.log is not None or readiness.tcp_port is not None):
-            raise NotReadyError(f"{who} exited with status 0 before it was ready ({readiness.describe()})", run.output_tail)
+            raise NotReadyError(
+                f"{who} exited with status 0 before it was ready ({readiness.describe()})", run.output_tail
+            )
         if run.stopped_by == "timeout" and readiness.required:
-            raise NotReadyError(f"{who} was not ready after {timeout_s:g}s (readiness: {readiness.describe()})", run.output_tail)
+            raise NotReadyError(
+                f"{who} was not ready after {timeout_s:g}s (readiness: {readiness.describe()})", run.output_tail
+            )
 
     def _files(self, rootfs: Rootfs, run: SandboxRun, cwd: str) -> tuple[list[ProfiledFile], float | None]:
         """Profiled files in first-access order, and the time (epoch) the command started."""
         chrooted_at, events = parse_trace(run.trace)
         if chrooted_at is None:
-            raise RecordingError("the sandbox launcher never entered the root (no chroot in the trace)", run.output_tail)
+            raise RecordingError(
+                "the sandbox launcher never entered the root (no chroot in the trace)", run.output_tail
+            )
         host_root = rootfs.root.resolve()
         first: dict[str, tuple[float, str]] = {}
         started: float | None = None
@@ -187,8 +231,12 @@ class StartupRecorder:
                 first[p] = (first[p][0], kind)
         files = [
             ProfiledFile(
-                path=p, layer_digest=rootfs.provenance[p], size=rootfs.host_path(p).stat().st_size,
-                first_access_ms=round(max(0.0, (t - t0) * 1000), 3), ranges=tuple(ranges[p]), kind=kind,  # type: ignore[arg-type]
+                path=p,
+                layer_digest=rootfs.provenance[p],
+                size=rootfs.host_path(p).stat().st_size,
+                first_access_ms=round(max(0.0, (t - t0) * 1000), 3),
+                ranges=tuple(ranges[p]),
+                kind=kind,  # type: ignore[arg-type]
             )
             for p, (t, kind) in first.items()
         ]

@@ -74,7 +74,8 @@ def require_disk_filesystem(path: Path) -> None:
     kind = filesystem_type(path)
     if kind in _MEMORY_FILESYSTEMS:
         raise SandboxUnavailableError(
-            f"{path} is on {kind}: page-cache residency cannot be measured from a cold cache there; use a disk directory"
+            f"{path} is on {kind}: page-cache residency cannot be measured from a cold cache there; use a "
+            "disk directory"
         )
 
 
@@ -170,7 +171,7 @@ class _LayerApplier:
             self._opaque(parent)
             return
         if base.startswith(WHITEOUT_PREFIX):
-            gone = parent.rstrip("/") + "/" + base[len(WHITEOUT_PREFIX):]
+            gone = parent.rstrip("/") + "/" + base[len(WHITEOUT_PREFIX) :]
             host = self.rootfs.host_path(gone)
             if host.is_symlink() or host.exists():
                 _remove(host)
@@ -227,7 +228,10 @@ def assemble_rootfs(client: RegistryClient, image: ResolvedImage, root: Path) ->
     rootfs = Rootfs(root=root)
     for layer in image.layers:
         try:
-            with _layer_stream(client, image.ref.repository, layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            with (
+                _layer_stream(client, image.ref.repository, layer) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as tar,
+            ):
                 _LayerApplier(rootfs, layer).apply(tar)
         except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
             raise RootfsError(f"image {image.ref}: layer {layer.digest} cannot be unpacked: {exc}") from None

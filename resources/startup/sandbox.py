@@ -90,11 +90,15 @@ def host_tools() -> tuple[str, str]:
     """Absolute paths of unshare and strace, or a clear error naming the Debian packages."""
     unshare, strace = shutil.which("unshare"), shutil.which("strace")
     if not strace:
-        raise SandboxUnavailableError("strace is not installed (Debian package `strace`; `bash scripts/stack.sh install`)")
+        raise SandboxUnavailableError(
+            "strace is not installed (Debian package `strace`; `bash scripts/stack.sh install`)"
+        )
     if not unshare:
         raise SandboxUnavailableError("unshare is not installed (Debian package `util-linux`)")
     if os.geteuid() != 0:
-        raise SandboxUnavailableError("the startup recorder needs root (or CAP_SYS_ADMIN + CAP_SYS_PTRACE) for unshare, chroot and mounts")
+        raise SandboxUnavailableError(
+            "the startup recorder needs root (or CAP_SYS_ADMIN + CAP_SYS_PTRACE) for unshare, chroot and mounts"
+        )
     return unshare, strace
 
 
@@ -142,18 +146,59 @@ def run_sandboxed(spec: LaunchSpec, workdir: Path, readiness: Readiness, timeout
     unshare, strace = host_tools()
     workdir.mkdir(parents=True, exist_ok=True)
     spec_file, trace_file = workdir / "launch.json", workdir / "strace.log"
-    spec_file.write_text(json.dumps({
-        "root": str(spec.root), "path": spec.path, "argv": list(spec.argv), "env": spec.env,
-        "cwd": spec.cwd, "uid": spec.uid, "gid": spec.gid, "groups": list(spec.groups),
-    }))
+    spec_file.write_text(
+        json.dumps(
+            {
+                "root": str(spec.root),
+                "path": spec.path,
+                "argv": list(spec.argv),
+                "env": spec.env,
+                "cwd": spec.cwd,
+                "uid": spec.uid,
+                "gid": spec.gid,
+                "groups": list(spec.groups),
+            }
+        )
+    )
     argv = [
-        unshare, "--net", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--",
-        strace, "-f", "-ttt", "-y", "-x", "-z", "--seccomp-bpf", "-e", "trace=" + ",".join(TRACED_SYSCALLS),
-        "-e", "signal=none", "-qq", "-o", str(trace_file), "--",
-        sys.executable, "-I", "-S", str(LAUNCHER), str(spec_file),
+        unshare,
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "--",
+        strace,
+        "-f",
+        "-ttt",
+        "-y",
+        "-x",
+        "-z",
+        "--seccomp-bpf",
+        "-e",
+        "trace=" + ",".join(TRACED_SYSCALLS),
+        "-e",
+        "signal=none",
+        "-qq",
+        "-o",
+        str(trace_file),
+        "--",
+        sys.executable,
+        "-I",
+        "-S",
+        str(LAUNCHER),
+        str(spec_file),
     ]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+        start_new_session=True,
+    )
     reader = _OutputReader(proc.stdout, re.compile(readiness.log) if readiness.log is not None else None)
     reader.start()
     deadline = time.monotonic() + timeout_s

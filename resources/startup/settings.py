@@ -28,8 +28,12 @@ class _Strict(BaseModel):
 class ReadySettings(_Strict):
     """When the program counts as started: exactly one of `log` (a regex), `tcp_port`, `exit: true`."""
 
-    log: str | None = Field(default=None, description="a regular expression; ready at the first output line that matches")
-    tcp_port: int | None = Field(default=None, gt=0, lt=65536, description="ready when this TCP port listens (sandbox loopback)")
+    log: str | None = Field(
+        default=None, description="a regular expression; ready at the first output line that matches"
+    )
+    tcp_port: int | None = Field(
+        default=None, gt=0, lt=65536, description="ready when this TCP port listens (sandbox loopback)"
+    )
     exit: bool | None = Field(default=None, description="ready when the program exits with status 0")
 
     @field_validator("log")
@@ -65,10 +69,16 @@ class StartupSettings(_Strict):
 
     enabled: bool = False
     command: tuple[str, ...] | None = Field(default=None, description="replaces the image's Entrypoint + Cmd")
-    ready: ReadySettings | None = Field(default=None, description="readiness; without it the run stops at exit or timeout")
+    ready: ReadySettings | None = Field(
+        default=None, description="readiness; without it the run stops at exit or timeout"
+    )
     timeout_s: int = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S)
-    prefetch: Literal["files", "ranges"] = Field(default="files", description="prefetch whole profiled files or only the ranges read")
-    bandwidth_mbps: float = Field(default=DEFAULT_BANDWIDTH_MBPS, gt=0, le=1_000_000, description="estimate: megabits/s")
+    prefetch: Literal["files", "ranges"] = Field(
+        default="files", description="prefetch whole profiled files or only the ranges read"
+    )
+    bandwidth_mbps: float = Field(
+        default=DEFAULT_BANDWIDTH_MBPS, gt=0, le=1_000_000, description="estimate: megabits/s"
+    )
     latency_ms: float = Field(default=DEFAULT_LATENCY_MS, ge=0, le=10_000, description="estimate: ms per request")
 
     @field_validator("command")
@@ -82,7 +92,9 @@ class StartupSettings(_Strict):
     @classmethod
     def _moved(cls, data: Any) -> Any:
         if isinstance(data, dict) and "node_compat" in data:
-            raise ValueError("'node_compat' is set under 'soci:' (it gates the whole SOCI index, with or without a profile)")
+            raise ValueError(
+                "'node_compat' is set under 'soci:' (it gates the whole SOCI index, with or without a profile)"
+            )
         return data
 
     def network(self) -> NetworkModel:
@@ -91,7 +103,8 @@ class StartupSettings(_Strict):
 
     def describe_network(self) -> str:
         """'estimates at 1000 Mbit/s, 20 ms per round trip'."""
-        return f"estimates at {self.bandwidth_mbps:g} Mbit/s and {self.latency_ms:g} ms per round trip (set startup.bandwidth_mbps / latency_ms)"
+        return (f"estimates at {self.bandwidth_mbps:g} Mbit/s and {self.latency_ms:g} ms per round trip "
+                "(set startup.bandwidth_mbps / latency_ms)")
 
     def readiness(self) -> Readiness:
         """The recorder's readiness condition (none: exit or timeout ends the run)."""

@@ -96,13 +96,27 @@ class MeasuredLayer:
         """Size of the zTOC a build at this span size writes."""
         count = self.layout(span_size).count
         if self.boundaries is None:
-            info = CompressionInfo(CompressionAlgorithm.UNCOMPRESSED, count - 1, [_FAKE_DIGEST] * count,
-                                   encode_tar_zinfo(span_size, self.compressed_size))
+            info = CompressionInfo(
+                CompressionAlgorithm.UNCOMPRESSED,
+                count - 1,
+                [_FAKE_DIGEST] * count,
+                encode_tar_zinfo(span_size, self.compressed_size),
+            )
         else:
-            info = CompressionInfo(CompressionAlgorithm.GZIP, count - 1, [_FAKE_DIGEST] * count,
-                                   BLOB_HEADER.pack(count, span_size) + bytes(count * RECORD_SIZE))
-        ztoc = Ztoc(ZTOC_VERSION, build_tool_identifier, self.compressed_size, self.uncompressed_archive_size,
-                    self.entries, info)
+            info = CompressionInfo(
+                CompressionAlgorithm.GZIP,
+                count - 1,
+                [_FAKE_DIGEST] * count,
+                BLOB_HEADER.pack(count, span_size) + bytes(count * RECORD_SIZE),
+            )
+        ztoc = Ztoc(
+            ZTOC_VERSION,
+            build_tool_identifier,
+            self.compressed_size,
+            self.uncompressed_archive_size,
+            self.entries,
+            info,
+        )
         return len(serialize_ztoc(ztoc))
 
 
@@ -160,8 +174,15 @@ class SpanAdvice:
     def table(self) -> list[dict[str, object]]:
         """One row per span size (for a Dagster table)."""
         return [
-            {"span_size": o.span_size, "spans": o.spans, "span_bytes": o.span_bytes, "ztoc_bytes": o.ztoc_bytes,
-             "bytes_to_start": o.bytes_to_start, "within_budget": o.within_budget, "chosen": o.span_size == self.chosen}
+            {
+                "span_size": o.span_size,
+                "spans": o.spans,
+                "span_bytes": o.span_bytes,
+                "ztoc_bytes": o.ztoc_bytes,
+                "bytes_to_start": o.bytes_to_start,
+                "within_budget": o.within_budget,
+                "chosen": o.span_size == self.chosen,
+            }
             for o in self.options
         ]
 

@@ -34,7 +34,9 @@ class StoredProfile:
     profile: StartupProfile
 
 
-def profile_manifest(profile: StartupProfile, subject_size: int, subject_media_type: str = OCI_MANIFEST) -> tuple[bytes, bytes]:
+def profile_manifest(
+    profile: StartupProfile, subject_size: int, subject_media_type: str = OCI_MANIFEST
+) -> tuple[bytes, bytes]:
     """(artifact manifest bytes, profile blob bytes) for `profile`, deterministic for the same profile."""
     blob = profile.to_json().encode()
     manifest = {
@@ -53,7 +55,10 @@ def push_profile(client: RegistryClient, repository: str, profile: StartupProfil
     """Push the profile blob, the empty config and the artifact manifest (a referrer of the image manifest)."""
     subject = client.head_manifest(repository, profile.manifest_digest)
     if subject is None:
-        raise StartupError(f"image manifest {profile.manifest_digest} is not in {client.registry}/{repository}: nothing to attach the profile to")
+        raise StartupError(
+            f"image manifest {profile.manifest_digest} is not in {client.registry}/{repository}: nothing to "
+            "attach the profile to"
+        )
     data, blob = profile_manifest(profile, subject.size, subject.media_type)
     blob_digest = compute_digest(blob)
     client.push_blob(repository, mt.EMPTY_CONFIG, digest=mt.EMPTY_CONFIG_DIGEST)
@@ -72,7 +77,9 @@ def find_profile(client: RegistryClient, repository: str, manifest_digest: str) 
             continue  # a stale entry in the fallback tag index
         layers = [d for d in manifest.json().get("layers") or [] if d.get("mediaType") == PROFILE_MEDIA_TYPE]
         if not layers:
-            raise ProfileFormatError(f"startup profile artifact {manifest.digest} in {repository} has no {PROFILE_MEDIA_TYPE} layer")
+            raise ProfileFormatError(
+                f"startup profile artifact {manifest.digest} in {repository} has no {PROFILE_MEDIA_TYPE} layer"
+            )
         profile = StartupProfile.from_json(client.get_blob(repository, layers[0]["digest"]))
         if profile.manifest_digest != manifest_digest:
             raise ProfileFormatError(

@@ -114,5 +114,5 @@ def in_root(host_path: str, root: Path) -> str | None:
     if host_path == prefix:
         return "/"
     if host_path.startswith(prefix + "/"):
-        return host_path[len(prefix):]
+        return host_path[len(prefix) :]
     return None

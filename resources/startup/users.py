@@ -1,4 +1,4 @@
-"""Resolve an image's `User` (`name`, `uid`, `name:group`, `uid:gid`) against the rootfs's /etc/passwd and /etc/group."""
+"""Resolve an image's `User` (`name`, `uid`, `name:group`, `uid:gid`) against the rootfs's passwd and group."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from resources.startup.errors import StartupError
 
 def _table(path: Path) -> list[list[str]]:
     try:
-        return [line.split(":") for line in path.read_text(errors="replace").splitlines() if line and not line.startswith("#")]
+        return [
+            line.split(":")
+            for line in path.read_text(errors="replace").splitlines()
+            if line and not line.startswith("#")
+        ]
     except OSError:
         return []
 
@@ -40,7 +44,9 @@ def resolve_user(root: Path, user: str) -> tuple[int, int, tuple[int, ...]]:
             if g is None:
                 raise StartupError(f"image group {group!r} is not in the image's /etc/group")
             gid = int(g[2])
-    extra = tuple(int(e[2]) for e in groups if len(e) > 3 and username and username in e[3].split(",") and e[2].isdigit())
+    extra = tuple(
+        int(e[2]) for e in groups if len(e) > 3 and username and username in e[3].split(",") and e[2].isdigit()
+    )
     return uid, gid if gid is not None else 0, extra
 
 

@@ -96,5 +96,7 @@ def test_ui_launched_run_succeeds_with_metadata(project: Project, webserver: int
     assert mats["soci_index"]["image_index_digest"].startswith("sha256:")
     # build args other than targets.yaml's: only the explicit extra tag moves, and the run says so
     assert mats["release"]["released_refs"].endswith("/team/svc:ui-try")
-    assert f"sha-{sha[:7]}" in mats["release"]["tags_not_moved"] and "MSG" in mats["release"]["release_rule"] + \
-        mats["image"]["build_args_overridden"]
+    assert (
+        f"sha-{sha[:7]}" in mats["release"]["tags_not_moved"]
+        and "MSG" in mats["release"]["release_rule"] + mats["image"]["build_args_overridden"]
+    )

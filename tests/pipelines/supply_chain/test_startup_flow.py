@@ -19,7 +19,9 @@ from resources.startup.store import find_image_profile
 from tests.conftest import DockerEngine
 from tests.pipelines.conftest import Project
 
-START_SCRIPT = "cat /models/config.json /app/lib.txt > /dev/null; head -c 4096 /models/weights.bin > /dev/null; echo started"
+START_SCRIPT = (
+    "cat /models/config.json /app/lib.txt > /dev/null; head -c 4096 /models/weights.bin > /dev/null; echo started"
+)
 TO_START = re.compile(r"^to start: \d+\.\d MB of \d+\.\d MB \(\d+\.\d%\)")
 
 
@@ -38,8 +40,14 @@ def write_targets(project: Project, *, enabled: bool, node_compat: str, prefetch
 
 def run(project: Project, engine: DockerEngine, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     assets, checks, _ = build_supply_chain(load_targets(project.targets_file))
-    return dg.materialize([*assets, *checks], partition_key="svc", instance=instance, resources=project.resources(engine),
-                          run_config={"ops": {"image": {"config": {"ref": "refs/heads/main"}}}}, raise_on_error=False)
+    return dg.materialize(
+        [*assets, *checks],
+        partition_key="svc",
+        instance=instance,
+        resources=project.resources(engine),
+        run_config={"ops": {"image": {"config": {"ref": "refs/heads/main"}}}},
+        raise_on_error=False,
+    )
 
 
 def soci_index_layers(client: RegistryClient, value: dict) -> list[dict]:
@@ -48,8 +56,9 @@ def soci_index_layers(client: RegistryClient, value: dict) -> list[dict]:
 
 
 @pytest.mark.parametrize(("node_compat", "prefetch"), [("v0.12", "files"), ("v0.13", "ranges")])
-def test_profile_recorded_stored_and_used(project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance,
-                                          node_compat: str, prefetch: str) -> None:
+def test_profile_recorded_stored_and_used(
+    project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance, node_compat: str, prefetch: str
+) -> None:
     write_targets(project, enabled=True, node_compat=node_compat, prefetch=prefetch)
     project.commit({"svc/app/v.txt": node_compat + "\n"})
     result = run(project, docker_engine, instance)
@@ -82,7 +91,9 @@ def test_profile_recorded_stored_and_used(project: Project, docker_engine: Docke
         assert len(prefetch) == 1 and meta["prefetch_artifacts"].value == 1
         assert prefetch[0]["annotations"][mt.ANNOTATION_LAYER_DIGEST] == weights.layer_digest
         assert ">= v0.13" in meta["prefetch_gate"].value and "lazy + prefetch (ranges)" in meta["to_start"].value
-        assert [r.data["spans"] for r in meta["prefetch"].value.records] == [1]  # the 4 KiB read: one span, not the file
+        assert [r.data["spans"] for r in meta["prefetch"].value.records] == [
+            1
+        ]  # the 4 KiB read: one span, not the file
     rows = {r.data["mode"]: r.data for r in meta["cost_of_a_start"].value.records}
     assert list(rows) == ["lazy", "lazy + prefetch (files)", "lazy + prefetch (ranges)", "full pull"]
     served = "lazy" if node_compat == "v0.12" else "lazy + prefetch (ranges)"
@@ -96,8 +107,9 @@ def test_profile_recorded_stored_and_used(project: Project, docker_engine: Docke
     assert check.check_name == VERIFY_CHECK and check.passed and TO_START.match(check.metadata["to_start"].value)
 
 
-def test_disabled_records_nothing_and_says_so(project: Project, docker_engine: DockerEngine,
-                                              instance: dg.DagsterInstance) -> None:
+def test_disabled_records_nothing_and_says_so(
+    project: Project, docker_engine: DockerEngine, instance: dg.DagsterInstance
+) -> None:
     write_targets(project, enabled=False, node_compat="v0.13")
     project.commit({"svc/app/v.txt": "off\n"})
     result = run(project, docker_engine, instance)
@@ -106,6 +118,10 @@ def test_disabled_records_nothing_and_says_so(project: Project, docker_engine: D
     assert meta["recorded"].value is False and "startup.enabled is false for target svc" in meta["status"].value
     with RegistryClient(project.registry.addr) as client:
         assert find_image_profile(client, "team/svc", result.output_for_node("image").digest) is None
-        assert not [d for d in soci_index_layers(client, result.output_for_node("soci_index")) if d["mediaType"] == mt.SOCI_PREFETCH]
+        assert not [
+            d
+            for d in soci_index_layers(client, result.output_for_node("soci_index"))
+            if d["mediaType"] == mt.SOCI_PREFETCH
+        ]
     soci_meta = result.asset_materializations_for_node("soci_index")[0].metadata
     assert "no startup profile" in soci_meta["to_start"].value

@@ -27,11 +27,17 @@ def _prefetch_entries(client: RegistryClient, ref: ImageRef) -> list[dict]:
     return [d for d in layers if d["mediaType"] == mt.SOCI_PREFETCH]
 
 
-@pytest.mark.parametrize(("node_compat", "with_profile", "expected"), [
-    ("v0.13", True, 1), ("v0.12", True, 0), ("v0.13", False, 0),
-])
-def test_backfill_converts_with_the_stored_profile(registry: RunningRegistry, node_compat: str, with_profile: bool,
-                                                   expected: int) -> None:
+@pytest.mark.parametrize(
+    ("node_compat", "with_profile", "expected"),
+    [
+        ("v0.13", True, 1),
+        ("v0.12", True, 0),
+        ("v0.13", False, 0),
+    ],
+)
+def test_backfill_converts_with_the_stored_profile(
+    registry: RunningRegistry, node_compat: str, with_profile: bool, expected: int
+) -> None:
     client = RegistryClient(registry.addr)
     files = random_files("data", 512 * KIB)
     layer = gzip_layer(files)
@@ -39,13 +45,18 @@ def test_backfill_converts_with_the_stored_profile(registry: RunningRegistry, no
     if with_profile:
         name = next(iter(files))
         profile = StartupProfile(
-            image=f"{registry.addr}/team/prof@{digest}", manifest_digest=digest, platform="linux/amd64",
-            command=("/bin/app",), stopped_by="exit", duration_ms=5.0,
+            image=f"{registry.addr}/team/prof@{digest}",
+            manifest_digest=digest,
+            platform="linux/amd64",
+            command=("/bin/app",),
+            stopped_by="exit",
+            duration_ms=5.0,
             files=(ProfiledFile("/" + name, layer.digest, len(files[name]), 0.0, ((0, 4096),)),),
         )
         push_profile(client, "team/prof", profile)
-    settings = BackfillSettings(registry=registry.addr, span_size=64 * KIB, min_layer_size=64 * KIB,
-                                node_compat=node_compat, prefetch="ranges")
+    settings = BackfillSettings(
+        registry=registry.addr, span_size=64 * KIB, min_layer_size=64 * KIB, node_compat=node_compat, prefetch="ranges"
+    )
     report = run_backfill(client, OciCatalog(client, ["team/prof"]), settings)
     (record,) = [r for r in report.records if r.key.startswith("team")]
     assert record.status is ImageStatus.INDEXED, record.reason

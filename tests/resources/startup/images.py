@@ -1,4 +1,4 @@
-"""Real OCI images for the recorder tests: hand-made tar layers (whiteouts, opaque dirs, symlinks) pushed to a registry."""
+"""Real OCI images for the recorder tests: hand-made tar layers (whiteouts, opaque dirs, symlinks), pushed."""
 
 from __future__ import annotations
 
@@ -67,22 +67,34 @@ def busybox_layer() -> Layer:
         raise RuntimeError("/bin/busybox is dynamically linked; install busybox-static (scripts/stack.sh install)")
     entries = [Entry("bin", is_dir=True), Entry("bin/busybox", BUSYBOX.read_bytes(), 0o755)]
     entries += [Entry(f"bin/{a}", link="busybox") for a in APPLETS]
-    entries += [Entry("etc", is_dir=True), Entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"),
-                Entry("tmp", is_dir=True)]
+    entries += [
+        Entry("etc", is_dir=True),
+        Entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"),
+        Entry("tmp", is_dir=True),
+    ]
     return layer(entries)
 
 
 def push_image(client: RegistryClient, repo: str, tag: str, layers: list[Layer], *, config: dict | None = None) -> str:
-    """Push layers, an image config (with `config` as its run config) and an OCI manifest; returns the manifest digest."""
+    """Push layers, an image config (`config` is its run config) and an OCI manifest; returns the manifest digest."""
     for lay in layers:
         client.push_blob(repo, lay.blob, digest=lay.digest)
-    blob = json.dumps({"architecture": "amd64", "os": "linux", "config": config or {},
-                       "rootfs": {"type": "layers", "diff_ids": [lay.diff_id for lay in layers]}}).encode()
+    blob = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config or {},
+            "rootfs": {"type": "layers", "diff_ids": [lay.diff_id for lay in layers]},
+        }
+    ).encode()
     config_digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     client.push_blob(repo, blob, digest=config_digest)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(blob)},
-        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": lay.digest, "size": len(lay.blob)} for lay in layers],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(blob)},
+            "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": lay.digest, "size": len(lay.blob)} for lay in layers],
+        }
+    ).encode()
     return client.put_manifest(repo, tag, manifest, mt.OCI_MANIFEST)

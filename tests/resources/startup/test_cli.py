@@ -23,13 +23,32 @@ def run(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
 
 def test_profile_command(client, registry, busybox, tmp_path: Path) -> None:
     data = layer([Entry("srv/config.json", b'{"port": 80}\n'), Entry("srv/unused", b"x" * 100)])
-    digest = push_image(client, "t/cli", "v1", [busybox, data], config={"Entrypoint": ["/bin/sh", "-c", "cat /srv/config.json; echo up; sleep 30"]})
+    digest = push_image(
+        client,
+        "t/cli",
+        "v1",
+        [busybox, data],
+        config={"Entrypoint": ["/bin/sh", "-c", "cat /srv/config.json; echo up; sleep 30"]},
+    )
     ref = f"{registry.addr}/t/cli:v1"
     work = tmp_path / "work"
     work.mkdir()
 
-    proc = run("soci", "profile", ref, "--ready-log", "^up$", "--timeout", "20", "-o", str(tmp_path / "p.json"),
-               "--push", "--work-dir", str(work), tmp=tmp_path)
+    proc = run(
+        "soci",
+        "profile",
+        ref,
+        "--ready-log",
+        "^up$",
+        "--timeout",
+        "20",
+        "-o",
+        str(tmp_path / "p.json"),
+        "--push",
+        "--work-dir",
+        str(work),
+        tmp=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     profile = StartupProfile.from_json(proc.stdout)
     assert profile.stopped_by == "ready_log" and profile.manifest_digest == digest and profile.image == ref
@@ -46,7 +65,9 @@ def test_profile_command(client, registry, busybox, tmp_path: Path) -> None:
 
 
 def test_profile_errors_are_one_line(client, registry, busybox, tmp_path: Path) -> None:
-    push_image(client, "t/cli", "v1", [busybox], config={"Entrypoint": ["/bin/sh", "-c", "echo bad config >&2; exit 4"]})
+    push_image(
+        client, "t/cli", "v1", [busybox], config={"Entrypoint": ["/bin/sh", "-c", "echo bad config >&2; exit 4"]}
+    )
     ref = f"{registry.addr}/t/cli:v1"
     for args, needle in [((), "exited with status 4"), (("--", "/opt/missing"), "'/opt/missing' not found")]:
         proc = run("soci", "profile", ref, "--work-dir", str(tmp_path), *args, tmp=tmp_path)

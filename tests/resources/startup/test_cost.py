@@ -76,7 +76,11 @@ def test_hand_worked_costs_of_lazy_prefetch_and_full_pull() -> None:
     assert (rows[big.digest].spans, rows[big.digest].bytes_to_start) == (3, spans_bytes)
     assert (rows[tiny.digest].indexed, rows[tiny.digest].bytes_to_start) == (False, tiny.size)
     assert rows[other.digest].bytes_to_start == 0
-    assert (rows[unread.digest].indexed, rows[unread.digest].bytes_to_start, rows[unread.digest].files) == (False, unread.size, 0)
+    assert (rows[unread.digest].indexed, rows[unread.digest].bytes_to_start, rows[unread.digest].files) == (
+        False,
+        unread.size,
+        0,
+    )
 
     # prefetch (files), as soci: span(512) .. span(512 + 5S) = spans 0..5, the whole big layer, 6 requests
     pf = cmp.prefetch_files
@@ -91,8 +95,10 @@ def test_hand_worked_costs_of_lazy_prefetch_and_full_pull() -> None:
 
     # prefetch (ranges): spans 0, 3 and 5 only ({"start_span":0,"end_span":0},{3,3},{5,5})
     pr = cmp.prefetch_ranges
-    blob_r = len(b'{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":0},{"start_span":3,"end_span":3},'
-                 b'{"start_span":5,"end_span":5}]}')
+    blob_r = len(
+        b'{"version":"1.0","prefetch_spans":[{"start_span":0,"end_span":0},{"start_span":3,"end_span":3},'
+        b'{"start_span":5,"end_span":5}]}'
+    )
     descriptor_r = descriptor + len(str(blob_r)) - 2
     assert pr.bytes_to_start == 1000 + 500 + 700 + descriptor_r + ztoc_bytes + blob_r + whole + spans_bytes
     assert pr.round_trips == 3 + 1 + 1 + 1
@@ -108,7 +114,12 @@ def test_hand_worked_costs_of_lazy_prefetch_and_full_pull() -> None:
     assert [r["layer"] for r in layer_rows] == [x.digest for x in layers]
     assert [r["lazy_bytes"] for r in layer_rows] == [spans_bytes, tiny.size, 0, unread.size]
     assert layer_rows[0]["prefetch_files_bytes"] == big.size and layer_rows[0]["prefetch_ranges_bytes"] == spans_bytes
-    assert [row["mode"] for row in cmp.table()] == ["lazy", "lazy + prefetch (files)", "lazy + prefetch (ranges)", "full pull"]
+    assert [row["mode"] for row in cmp.table()] == [
+        "lazy",
+        "lazy + prefetch (files)",
+        "lazy + prefetch (ranges)",
+        "full pull",
+    ]
 
 
 def test_gzip_span_bytes_are_the_span_ranges_a_node_requests() -> None:

@@ -12,16 +12,22 @@ from tests.conftest import DockerEngine, RunningRegistry
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "examples" / "demo-app"
-MODULES = {"/app/lib/demo_00/__init__.py", "/app/lib/demo_00/mod_00.py", "/app/lib/demo_00/mod_01.py",
-           "/app/lib/demo_07/__init__.py", "/app/lib/demo_07/mod_03.py"}
+MODULES = {
+    "/app/lib/demo_00/__init__.py",
+    "/app/lib/demo_00/mod_00.py",
+    "/app/lib/demo_00/mod_01.py",
+    "/app/lib/demo_07/__init__.py",
+    "/app/lib/demo_07/mod_03.py",
+}
 
 
 def _layers(engine: DockerEngine, tag: str) -> list[str]:
     return json.loads(engine.run("image", "inspect", "--format", "{{json .RootFS.Layers}}", tag).stdout)
 
 
-def test_demo_app_rebuilds_identically_and_starts_small(docker_engine: DockerEngine, registry: RunningRegistry,
-                                                        client, tmp_path: Path) -> None:
+def test_demo_app_rebuilds_identically_and_starts_small(
+    docker_engine: DockerEngine, registry: RunningRegistry, client, tmp_path: Path
+) -> None:
     tag = f"{registry.addr}/streamable/demo-app:test"
     target = load_targets(REPO / "targets.yaml").get("demo-app")
     build_args = [a for k, v in target.build_args.items() for a in ("--build-arg", f"{k}={v}")]
@@ -38,8 +44,9 @@ def test_demo_app_rebuilds_identically_and_starts_small(docker_engine: DockerEng
     work.mkdir()
     settings = target.startup
     assert settings.enabled
-    rec = StartupRecorder(client, work_root=work).record(ImageRef.parse(tag), command=settings.command,
-                                                         readiness=settings.readiness(), timeout_s=settings.timeout_s)
+    rec = StartupRecorder(client, work_root=work).record(
+        ImageRef.parse(tag), command=settings.command, readiness=settings.readiness(), timeout_s=settings.timeout_s
+    )
     p = rec.profile
     by = {f.path: f for f in p.files}
     assert p.stopped_by == "ready_log"

@@ -44,19 +44,28 @@ def core_api(fake: FakeKubernetes, tmp_path: Path) -> k8s_client.CoreV1Api:
 
 def run_like_the_pod(work: Path):  # type: ignore[no-untyped-def]
     """A lifecycle step: run the pod's command line here (work dir swapped) and terminate with its real output."""
+
     def step(fake: FakeKubernetes, pod: dict) -> None:
         container = pod["spec"]["containers"][0]
         argv = [*container["command"], *container["args"]]
         argv[argv.index("--work-dir") + 1] = str(work)
         env = {k: v for k, v in os.environ.items() if k != "STREAMABLE_REGISTRY_PASSWORD"}
-        proc = subprocess.run([str(STREAMABLE), *argv[1:]], capture_output=True, text=True, env=env, timeout=300, check=False)
+        proc = subprocess.run(
+            [str(STREAMABLE), *argv[1:]], capture_output=True, text=True, env=env, timeout=300, check=False
+        )
         terminated(proc.returncode, proc.stdout + proc.stderr)(fake, pod)
+
     return step
 
 
 def test_records_in_a_pod_and_deletes_it(fake, core_api, client, registry, busybox, tmp_path: Path) -> None:
-    digest = push_image(client, "t/k8s", "v1", [busybox, layer([Entry("srv/conf", b"x=1\n")])],
-                        config={"Entrypoint": ["/bin/sh", "-c", "cat /srv/conf; echo listening; sleep 30"]})
+    digest = push_image(
+        client,
+        "t/k8s",
+        "v1",
+        [busybox, layer([Entry("srv/conf", b"x=1\n")])],
+        config={"Entrypoint": ["/bin/sh", "-c", "cat /srv/conf; echo listening; sleep 30"]},
+    )
     fake.pod_script = [(0, scheduled("builder-node-1")), (0, running()), (0.1, run_like_the_pod(tmp_path))]
     rec = KubernetesStartupRecorder(core_api, image="recorder:test", poll_interval_s=0.05)
     ref = f"{registry.addr}/t/k8s@{digest}"
@@ -69,8 +78,12 @@ def test_records_in_a_pod_and_deletes_it(fake, core_api, client, registry, busyb
     assert fake.pods == {}, "the recorder pod was not deleted"
 
 
-def test_recorder_errors_reach_the_caller_and_the_pod_is_deleted(fake, core_api, client, registry, busybox, tmp_path) -> None:
-    digest = push_image(client, "t/k8s", "v1", [busybox], config={"Entrypoint": ["/bin/sh", "-c", "echo no model >&2; exit 5"]})
+def test_recorder_errors_reach_the_caller_and_the_pod_is_deleted(
+    fake, core_api, client, registry, busybox, tmp_path
+) -> None:
+    digest = push_image(
+        client, "t/k8s", "v1", [busybox], config={"Entrypoint": ["/bin/sh", "-c", "echo no model >&2; exit 5"]}
+    )
     fake.pod_script = [(0, scheduled("builder-node-1")), (0.1, run_like_the_pod(tmp_path))]
     rec = KubernetesStartupRecorder(core_api, image="recorder:test", poll_interval_s=0.05)
     with pytest.raises(RecordingError, match="failed: .*exited with status 5.*no model"):
@@ -86,8 +99,13 @@ def test_image_pull_failure_and_timeout(fake, core_api) -> None:
     assert fake.pods == {}
     fake.pod_script = [(0, scheduled("builder-node-1")), (0, running())]
     now = [0.0]
-    rec = KubernetesStartupRecorder(core_api, image="recorder:test", poll_interval_s=0.01, clock=lambda: now[0],
-                                    sleep=lambda s: now.__setitem__(0, now[0] + 100))
+    rec = KubernetesStartupRecorder(
+        core_api,
+        image="recorder:test",
+        poll_interval_s=0.01,
+        clock=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + 100),
+    )
     with pytest.raises(RecordingError, match="did not finish in 610s"):
         rec.record("127.0.0.1:1/x@sha256:" + "b" * 64, timeout_s=10)
     assert fake.pods == {}

@@ -10,18 +10,32 @@ from resources.startup.rootfs import assemble_rootfs
 from tests.conftest import DockerEngine
 from tests.resources.startup.images import Entry, layer, push_image
 
-LOWER = layer([
-    Entry("data", is_dir=True), Entry("data/keep", b"keep\n"), Entry("data/over", b"lower\n"), Entry("data/gone", b"gone\n"),
-    Entry("data/dir", is_dir=True), Entry("data/dir/old1", b"old1\n"), Entry("data/dir/old2", b"old2\n"),
-    Entry("data/link", link="keep"),
-])
-UPPER = layer([
-    Entry("data/over", b"upper\n"), Entry("data/.wh.gone"),
-    Entry("data/dir", is_dir=True), Entry("data/dir/.wh..wh..opq"), Entry("data/dir/new", b"new\n"),
-])
+LOWER = layer(
+    [
+        Entry("data", is_dir=True),
+        Entry("data/keep", b"keep\n"),
+        Entry("data/over", b"lower\n"),
+        Entry("data/gone", b"gone\n"),
+        Entry("data/dir", is_dir=True),
+        Entry("data/dir/old1", b"old1\n"),
+        Entry("data/dir/old2", b"old2\n"),
+        Entry("data/link", link="keep"),
+    ]
+)
+UPPER = layer(
+    [
+        Entry("data/over", b"upper\n"),
+        Entry("data/.wh.gone"),
+        Entry("data/dir", is_dir=True),
+        Entry("data/dir/.wh..wh..opq"),
+        Entry("data/dir/new", b"new\n"),
+    ]
+)
 
 
-def test_overridden_and_whited_out_files_come_from_the_right_layer(client, registry, busybox, recorder, tmp_path: Path) -> None:
+def test_overridden_and_whited_out_files_come_from_the_right_layer(
+    client, registry, busybox, recorder, tmp_path: Path
+) -> None:
     script = "cat /data/keep /data/over /data/dir/new; cat /data/gone /data/dir/old1 2>/dev/null; exit 0"
     push_image(client, "t/layers", "v1", [busybox, LOWER, UPPER], config={"Entrypoint": ["/bin/sh", "-c", script]})
     ref = ImageRef.parse(f"{registry.addr}/t/layers:v1")
@@ -44,7 +58,9 @@ def test_overridden_and_whited_out_files_come_from_the_right_layer(client, regis
 def test_symlink_does_not_lead_out_of_the_root(client, busybox, tmp_path: Path, registry) -> None:
     escape = layer([Entry("evil", link="/" + str(tmp_path / "outside").lstrip("/")), Entry("evil/pwned", b"x")])
     push_image(client, "t/escape", "v1", [busybox, escape], config={"Entrypoint": ["/bin/true"]})
-    rootfs = assemble_rootfs(client, resolve_image(client, ImageRef.parse(f"{registry.addr}/t/escape:v1")), tmp_path / "rootfs")
+    rootfs = assemble_rootfs(
+        client, resolve_image(client, ImageRef.parse(f"{registry.addr}/t/escape:v1")), tmp_path / "rootfs"
+    )
     assert not (tmp_path / "outside").exists()
     assert (rootfs.root / str(tmp_path / "outside").lstrip("/") / "pwned").read_bytes() == b"x"
 
@@ -56,8 +72,10 @@ def test_docker_built_image_whiteouts(docker_engine: DockerEngine, registry, cli
     (ctx / "Dockerfile").write_text(
         "FROM streamable/busybox:local\n"
         "RUN mkdir -p /data/dir && echo one > /data/over && echo gone > /data/gone && echo old > /data/dir/old\n"
-        "RUN echo two > /data/over && rm /data/gone && rm -rf /data/dir && mkdir /data/dir && echo new > /data/dir/new\n"
-        'ENTRYPOINT ["/bin/sh", "-c", "cat /data/over /data/dir/new; cat /data/gone /data/dir/old 2>/dev/null; exit 0"]\n'
+        "RUN echo two > /data/over && rm /data/gone && rm -rf /data/dir && mkdir /data/dir && echo new > "
+        "/data/dir/new\n"
+        'ENTRYPOINT ["/bin/sh", "-c", '
+        '"cat /data/over /data/dir/new; cat /data/gone /data/dir/old 2>/dev/null; exit 0"]\n'
     )
     tag = f"{registry.addr}/t/built:v1"
     docker_engine.run("build", "--network=none", "-t", tag, str(ctx))

@@ -68,8 +68,13 @@ def test_loader_and_mapped_pages(client, registry, busybox, recorder, program: P
         entries.append(Entry(loader.lstrip("/"), link=str(real_loader)))
     entries += [Entry(str(Path(lib).resolve()).lstrip("/"), Path(lib).resolve().read_bytes(), 0o755) for lib in libs]
     libs_layer = layer(entries)
-    model = layer([Entry("models", is_dir=True), Entry("models/model.bin", bytes(MODEL_SIZE)),
-                   Entry("etc/app.json", b'{"threads": 4}\n')])
+    model = layer(
+        [
+            Entry("models", is_dir=True),
+            Entry("models/model.bin", bytes(MODEL_SIZE)),
+            Entry("etc/app.json", b'{"threads": 4}\n'),
+        ]
+    )
     push_image(client, "t/mapped", "v1", [busybox, libs_layer, model], config={"Entrypoint": ["/app/prog"]})
 
     rec = recorder.record(ImageRef.parse(f"{registry.addr}/t/mapped:v1"))
@@ -78,7 +83,9 @@ def test_loader_and_mapped_pages(client, registry, busybox, recorder, program: P
     assert set(by) == {"/app/prog", str(real_loader), "/etc/app.json", "/models/model.bin", *lib_paths}
     assert by["/app/prog"].kind == "command" and by[str(real_loader)].kind == "loader"
     assert {by[p].kind for p in lib_paths | {"/etc/app.json", "/models/model.bin"}} == {"file"}
-    assert by[str(real_loader)].layer_digest == libs_layer.digest and by["/models/model.bin"].layer_digest == model.digest
+    assert (
+        by[str(real_loader)].layer_digest == libs_layer.digest and by["/models/model.bin"].layer_digest == model.digest
+    )
     order = [f.path for f in rec.profile.files]
     assert order.index("/app/prog") < order.index("/etc/app.json") < order.index("/models/model.bin")
 
@@ -92,16 +99,29 @@ def test_loader_and_mapped_pages(client, registry, busybox, recorder, program: P
     assert all(start % PAGE_SIZE == 0 for start, _end in mapped.ranges)
 
 
-def test_host_readahead_widens_ranges_exact_mode_does_not(client, registry, busybox, program: Path, tmp_path: Path) -> None:
+def test_host_readahead_widens_ranges_exact_mode_does_not(
+    client, registry, busybox, program: Path, tmp_path: Path
+) -> None:
     """Side by side: the same run on the work disk (its readahead) and on the no-readahead loop device."""
     from resources.startup.recorder import StartupRecorder
 
     loader, libs = _shared_libs(program)
-    entries = [Entry("app/prog", program.read_bytes(), 0o755), Entry(loader.lstrip("/"), Path(loader).resolve().read_bytes(), 0o755)]
+    entries = [
+        Entry("app/prog", program.read_bytes(), 0o755),
+        Entry(loader.lstrip("/"), Path(loader).resolve().read_bytes(), 0o755),
+    ]
     entries += [Entry(lib.lstrip("/"), Path(lib).resolve().read_bytes(), 0o755) for lib in libs]
-    push_image(client, "t/ra", "v1", [busybox, layer(entries), layer([Entry("models/model.bin", bytes(MODEL_SIZE)),
-                                                                      Entry("etc/app.json", b"{}\n")])],
-               config={"Entrypoint": ["/app/prog"]})
+    push_image(
+        client,
+        "t/ra",
+        "v1",
+        [
+            busybox,
+            layer(entries),
+            layer([Entry("models/model.bin", bytes(MODEL_SIZE)), Entry("etc/app.json", b"{}\n")]),
+        ],
+        config={"Entrypoint": ["/app/prog"]},
+    )
     ref = ImageRef.parse(f"{registry.addr}/t/ra:v1")
     results = {}
     for exact in (True, False):

@@ -20,13 +20,25 @@ from resources.startup.sandbox import Readiness
 from tests.conftest import RunningRegistry
 from tests.resources.startup.images import Entry, Layer, layer, push_image
 
-DATA = layer([
-    Entry("data", is_dir=True), Entry("data/a", b"A" * 10000), Entry("data/b", b"B" * 5),
-    Entry("data/unused", b"U" * 100), Entry("data/empty", b""),
-])
+DATA = layer(
+    [
+        Entry("data", is_dir=True),
+        Entry("data/a", b"A" * 10000),
+        Entry("data/b", b"B" * 5),
+        Entry("data/unused", b"U" * 100),
+        Entry("data/empty", b""),
+    ]
+)
 
 
-def _image(client: RegistryClient, registry: RunningRegistry, busybox: Layer, config: dict, extra: list[Layer] = (), name: str = "app") -> ImageRef:
+def _image(
+    client: RegistryClient,
+    registry: RunningRegistry,
+    busybox: Layer,
+    config: dict,
+    extra: list[Layer] = (),
+    name: str = "app",
+) -> ImageRef:
     push_image(client, f"t/{name}", "v1", [busybox, DATA, *extra], config=config)
     return ImageRef.parse(f"{registry.addr}/t/{name}:v1")
 
@@ -43,7 +55,9 @@ def test_entrypoint_reads_exactly_its_files(client, registry, busybox, recorder:
     assert p.files[0].path == "/bin/busybox"  # the command is first, then files in the order read
     assert [f.path for f in p.files][1:] == ["/data/a", "/data/b", "/data/empty"]
     by = {f.path: f for f in p.files}
-    assert by["/data/a"].ranges == ((0, 10000),) and by["/data/b"].ranges == ((0, 5),) and by["/data/empty"].ranges == ()
+    assert (
+        by["/data/a"].ranges == ((0, 10000),) and by["/data/b"].ranges == ((0, 5),) and by["/data/empty"].ranges == ()
+    )
     assert by["/data/a"].layer_digest == DATA.digest and by["/bin/busybox"].layer_digest == busybox.digest
     assert p.command == ("/bin/cat", "/data/a", "/data/b", "/data/empty") and p.stopped_by == "exit"
     assert rec.still_cached_before_run == 0
@@ -58,14 +72,18 @@ def test_script_entrypoint_lists_script_and_interpreter(client, registry, busybo
 
 
 def test_explicit_command_env_and_workdir(client, registry, busybox, recorder) -> None:
-    ref = _image(client, registry, busybox, {"Entrypoint": ["/bin/cat", "/data/a"], "Env": ["WHICH=b"], "WorkingDir": "/data"})
+    ref = _image(
+        client, registry, busybox, {"Entrypoint": ["/bin/cat", "/data/a"], "Env": ["WHICH=b"], "WorkingDir": "/data"}
+    )
     rec = recorder.record(ref, command=("sh", "-c", 'cat "$WHICH"; echo; echo "cwd=$(pwd)"'))
     assert set(_paths(rec.profile)) == {"/bin/busybox", "/data/b"}
     assert "cwd=/data" in rec.output_tail
 
 
 def test_ready_log_stops_a_server(client, registry, busybox, recorder) -> None:
-    ref = _image(client, registry, busybox, {"Entrypoint": ["/bin/sh", "-c", "cat /data/b; echo server READY; sleep 60"]})
+    ref = _image(
+        client, registry, busybox, {"Entrypoint": ["/bin/sh", "-c", "cat /data/b; echo server READY; sleep 60"]}
+    )
     started = time.monotonic()
     p = recorder.record(ref, readiness=Readiness(log=r"server READY"), timeout_s=30).profile
     assert p.stopped_by == "ready_log" and time.monotonic() - started < 20
@@ -89,7 +107,12 @@ def test_ready_exit_and_timeout_without_readiness(client, registry, busybox, rec
 
 
 def test_crash_is_an_error_with_the_last_output_lines(client, registry, busybox, recorder) -> None:
-    ref = _image(client, registry, busybox, {"Entrypoint": ["/bin/sh", "-c", "echo loading model; echo fatal: no GPU >&2; exit 3"]})
+    ref = _image(
+        client,
+        registry,
+        busybox,
+        {"Entrypoint": ["/bin/sh", "-c", "echo loading model; echo fatal: no GPU >&2; exit 3"]},
+    )
     with pytest.raises(ProgramCrashedError, match="exited with status 3") as err:
         recorder.record(ref)
     assert "fatal: no GPU" in str(err.value) and "loading model" in str(err.value)
@@ -131,20 +154,28 @@ def test_the_sandbox_has_no_network(client, registry, busybox, recorder) -> None
 
     t = threading.Thread(target=accept)
     t.start()
-    script = (f"cat /proc/net/dev; if nc -w 2 127.0.0.1 {port} </dev/null; then echo CONNECTED; else echo REFUSED; fi;"
-              "ls /sys/class/net 2>/dev/null; true")
+    script = (
+        f"cat /proc/net/dev; if nc -w 2 127.0.0.1 {port} </dev/null; then echo CONNECTED; else echo REFUSED; fi;"
+        "ls /sys/class/net 2>/dev/null; true"
+    )
     ref = _image(client, registry, busybox, {"Entrypoint": ["/bin/sh", "-c", script]})
     rec = recorder.record(ref, timeout_s=20)
     t.join()
     host.close()
     assert accepted == [], "a program in the sandbox reached a port on the host's loopback"
     assert "REFUSED" in rec.output_tail and "CONNECTED" not in rec.output_tail
-    interfaces = [line.split(":")[0].strip() for line in rec.output_tail if ":" in line and "|" not in line and "nc" not in line]
+    interfaces = [
+        line.split(":")[0].strip() for line in rec.output_tail if ":" in line and "|" not in line and "nc" not in line
+    ]
     assert interfaces == ["lo"], rec.output_tail
 
 
 def test_image_user_and_home(client, registry, busybox, recorder) -> None:
-    ref = _image(client, registry, busybox, {"Entrypoint": ["/bin/sh", "-c", 'echo "id=$(id -u):$(id -g) home=$HOME"; cat /data/b'],
-                                             "User": "nobody"})
+    ref = _image(
+        client,
+        registry,
+        busybox,
+        {"Entrypoint": ["/bin/sh", "-c", 'echo "id=$(id -u):$(id -g) home=$HOME"; cat /data/b'], "User": "nobody"},
+    )
     rec = recorder.record(ref)
     assert "id=65534:65534 home=/" in rec.output_tail[0]

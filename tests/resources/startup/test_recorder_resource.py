@@ -39,8 +39,9 @@ def test_local_resource_records_with_the_target_settings(client, registry, busyb
 def test_kubernetes_resource_records_in_a_pod(fake, client, registry, busybox, tmp_path: Path) -> None:  # noqa: F811
     ref = _image(client, registry, busybox)
     fake.pod_script = [(0, scheduled("builder-node-1")), (0, running()), (0.1, run_like_the_pod(tmp_path))]
-    resource = KubernetesStartupRecorderResource(image="recorder:test", kubeconfig=str(fake.write_kubeconfig(tmp_path / "kc")),
-                                                 poll_interval_s=0.05)
+    resource = KubernetesStartupRecorderResource(
+        image="recorder:test", kubeconfig=str(fake.write_kubeconfig(tmp_path / "kc")), poll_interval_s=0.05
+    )
     profile = resource.record(client, ref, SETTINGS, lambda _m: None)
     assert profile.stopped_by == "ready_log" and {f.path for f in profile.files} == {"/bin/busybox", "/srv/conf"}
     (created,) = fake.calls("POST")

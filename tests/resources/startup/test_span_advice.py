@@ -42,7 +42,12 @@ def _layer() -> Layer:
     }
     tar = tar_bytes(files)
     cut = len(tar) // 3  # two gzip members, like pigz output
-    return Layer(gzip.compress(tar[:cut], 6, mtime=0) + gzip.compress(tar[cut:], 1, mtime=0), mt.OCI_LAYER_GZIP, sha256(tar), files)
+    return Layer(
+        gzip.compress(tar[:cut], 6, mtime=0) + gzip.compress(tar[cut:], 1, mtime=0),
+        mt.OCI_LAYER_GZIP,
+        sha256(tar),
+        files,
+    )
 
 
 def _chunks(blob: bytes, n: int = 1 << 20):
@@ -72,8 +77,10 @@ def test_one_pass_gives_exactly_the_checkpoints_and_ztoc_sizes_of_real_builds(ki
 def test_auto_picks_the_fewest_bytes_to_start_within_the_ztoc_budget() -> None:
     layer = _layer()
     measured = measure_layer(layer.digest, layer.media_type, _chunks(layer.blob))
-    files = [ProfiledFile("/srv/config.json", layer.digest, 9, 0.0, ((0, 9),)),
-             ProfiledFile("/srv/model.bin", layer.digest, 5 * MiB, 1.0, ((0, 4096), (4 * MiB, 4 * MiB + 4096)))]
+    files = [
+        ProfiledFile("/srv/config.json", layer.digest, 9, 0.0, ((0, 9),)),
+        ProfiledFile("/srv/model.bin", layer.digest, 5 * MiB, 1.0, ((0, 4096), (4 * MiB, 4 * MiB + 4096))),
+    ]
     advice = advise_span_size([measured], files)
     rows = {o.span_size: o for o in advice.options}
     assert [o.span_size for o in advice.options] == list(SPAN_SIZES)

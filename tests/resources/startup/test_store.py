@@ -16,13 +16,21 @@ from tests.resources.startup.images import Entry, layer, push_image
 
 
 def _profile(digest: str, stopped_by: str = "exit") -> StartupProfile:
-    return StartupProfile(image="x/app:v1", manifest_digest=digest, platform="linux/amd64", command=("/bin/true",),
-                          stopped_by=stopped_by, duration_ms=3.5,  # type: ignore[arg-type]
-                          files=(ProfiledFile("/bin/busybox", "sha256:" + "a" * 64, 10, 0.0, ((0, 10),), "command"),))
+    return StartupProfile(
+        image="x/app:v1",
+        manifest_digest=digest,
+        platform="linux/amd64",
+        command=("/bin/true",),
+        stopped_by=stopped_by,
+        duration_ms=3.5,  # type: ignore[arg-type]
+        files=(ProfiledFile("/bin/busybox", "sha256:" + "a" * 64, 10, 0.0, ((0, 10),), "command"),),
+    )
 
 
 def test_push_and_find_profile(client: RegistryClient, busybox) -> None:
-    digest = push_image(client, "t/app", "v1", [busybox, layer([Entry("x", b"1")])], config={"Entrypoint": ["/bin/true"]})
+    digest = push_image(
+        client, "t/app", "v1", [busybox, layer([Entry("x", b"1")])], config={"Entrypoint": ["/bin/true"]}
+    )
     assert find_profile(client, "t/app", digest) is None
     first = push_profile(client, "t/app", _profile(digest))
     found = find_profile(client, "t/app", digest)
@@ -39,6 +47,10 @@ def test_push_and_find_profile(client: RegistryClient, busybox) -> None:
 
     second = push_profile(client, "t/app", _profile(digest, "timeout"))  # a newer recording wins
     found = find_profile(client, "t/app", digest)
-    assert found is not None and found.manifest_digest == second.manifest_digest and found.profile.stopped_by == "timeout"
-    assert push_profile(client, "t/app", _profile(digest, "timeout")).manifest_digest == second.manifest_digest  # idempotent
+    assert (
+        found is not None and found.manifest_digest == second.manifest_digest and found.profile.stopped_by == "timeout"
+    )
+    assert (
+        push_profile(client, "t/app", _profile(digest, "timeout")).manifest_digest == second.manifest_digest
+    )  # idempotent
     assert len(json.loads(client.get_manifest("t/app", referrers_tag(digest)).data)["manifests"]) == 2
