@@ -49,7 +49,7 @@ class _GzipBlobWriter:
     """File-like sink for tarfile: gzip (level 1, mtime 0) to a file, hashing the tar (diff id) and the blob."""
 
     def __init__(self, path: Path) -> None:
-        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.file = open(path, "wb")  # closed in close()
         self.z = zlib.compressobj(1, zlib.DEFLATED, 31)
         self.diff = hashlib.sha256()
         self.blob = hashlib.sha256()

@@ -85,7 +85,7 @@ def generate_layer(path: Path, size_mib: int, seed: int = 20260101, compress: bo
     corpus = _source_corpus(rnd, 8 * MIB)
     target = size_mib * MIB
     written = 0
-    with path.open("wb") as raw, _maybe_gzip(raw, compress) as out:
+    with path.open("wb") as raw, _MaybeGzip(raw, compress) as out:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
 
             def add(name: str, data: bytes) -> None:
@@ -127,7 +127,7 @@ def generate_small_files(path: Path, size_mib: int, files: int, mean: int, seed:
     corpus = _source_corpus(rnd, 8 * MIB)
     target = size_mib * MIB
     written = count = 0
-    with path.open("wb") as raw, _maybe_gzip(raw, True) as out:
+    with path.open("wb") as raw, _MaybeGzip(raw, True) as out:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             while written < target or count < files:
                 size = min(int(rnd.expovariate(1 / mean)), 64 * 1024)
@@ -140,7 +140,7 @@ def generate_small_files(path: Path, size_mib: int, files: int, mean: int, seed:
     return written
 
 
-class _maybe_gzip:
+class _MaybeGzip:
     """A level-6 GzipFile (mtime 0) around ``raw``, or ``raw`` itself."""
 
     def __init__(self, raw: io.BufferedWriter, compress: bool) -> None:

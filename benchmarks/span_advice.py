@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resources.soci.ztoc.builder import ZtocBuilder  # noqa: E402
-from resources.soci.ztoc.members import scan_gzip_members  # noqa: E402
-from resources.startup.profile_model import ProfiledFile  # noqa: E402
-from resources.startup.span_advice import SPAN_SIZES, advise_span_size, measure_layer  # noqa: E402
+from resources.soci.ztoc.builder import ZtocBuilder
+from resources.soci.ztoc.members import scan_gzip_members
+from resources.startup.profile_model import ProfiledFile
+from resources.startup.span_advice import SPAN_SIZES, advise_span_size, measure_layer
 
 MIB = 1 << 20
 CHUNK = 1 << 20

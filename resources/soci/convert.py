@@ -106,7 +106,7 @@ class SociConverter:
         span_size: int = SOCI_SPAN_SIZE,
         min_layer_size: int = SOCI_MIN_LAYER_SIZE,
         build_tool_identifier: str = SOCI_BUILD_TOOL_IDENTIFIER,
-        format: str = "v2",
+        format: str = "v2",  # noqa: A002 - public keyword, passed by name by the CLI, pipelines and backfill
         platforms: Sequence[str] | None = None,
         all_platforms: bool = False,
         progress: LayerProgress | None = None,

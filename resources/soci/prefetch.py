@@ -64,7 +64,7 @@ class PrefetchSpan:
 class PrefetchArtifact:
     """soci's PrefetchArtifact."""
 
-    version: str = go_field("version", default=PREFETCH_ARTIFACT_VERSION)  # noqa: RUF009 - go_field is dataclasses.field
+    version: str = go_field("version", default=PREFETCH_ARTIFACT_VERSION)
     prefetch_spans: list[PrefetchSpan] | None = go_field("prefetch_spans", default=None)
 
 

@@ -180,7 +180,7 @@ class LayerStream:
         self._next_span = 0
         self.checked = 0
         self._captures: list[_Capture] = []
-        for i, point in enumerate(layout.points):
+        for i in range(len(layout.points)):
             (cs, ce), (us, ue) = layout.compressed[i], layout.uncompressed[i]
             self._captures.append(_Capture(i, cs, min(ce - cs, CAPTURE_COMPRESSED), us, min(ue - us, COMPARE_BYTES)))
         self._open: dict[bool, list[_Capture]] = {True: [], False: []}

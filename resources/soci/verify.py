@@ -19,6 +19,7 @@ platform, layer, zTOC, entry or file.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import posixpath
@@ -435,7 +436,7 @@ class _Verifier:
                             extracted = tar.extractfile(member)
                             assert extracted is not None
                             hasher = hashlib.sha256()
-                            for piece in iter(lambda: extracted.read(1 << 20), b""):
+                            for piece in iter(functools.partial(extracted.read, 1 << 20), b""):
                                 hasher.update(piece)
                             all_hashes[name] = hasher.hexdigest()
                         elif member.islnk() and _clean(member.linkname) in all_hashes:

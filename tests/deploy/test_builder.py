@@ -124,7 +124,7 @@ def test_the_readiness_probe_context_builds_on_real_buildkit(docker_engine, tmp_
     """The probe's Dockerfile really builds (FROM scratch + COPY) on the local stack's BuildKit."""
     context = BUILDER / "etc" / "buildkit" / "ready-probe"
     docker_engine.run("build", "--network=none", "--output", f"type=tar,dest={tmp_path / 'out.tar'}", str(context))
-    import tarfile  # noqa: PLC0415
+    import tarfile
 
     with tarfile.open(tmp_path / "out.tar") as tar:
         assert tar.getnames() == ["ready.txt"]

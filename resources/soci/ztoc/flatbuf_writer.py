@@ -222,7 +222,7 @@ def _layout(mask: int, parity: int) -> _Layout:
         f"    pack_into(buf, at, {args})\n"
     )
     namespace: dict[str, Any] = {"pack_into": struct.Struct(fmt).pack_into}
-    exec(compile(source, f"<FileMetadata layout {mask:07b}/{parity}>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, f"<FileMetadata layout {mask:07b}/{parity}>", "exec"), namespace)
     return obj_size, vtkey, vtable, namespace["fill"]
 
 

@@ -139,8 +139,8 @@ def test_gc_job_prunes_the_local_builder_and_records_freed_bytes(tmp_path: Path,
 
 def test_gc_job_table_on_replayed_buildctl_transcripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three builders replaying real buildctl v0.23.2 du/prune transcripts: one pruned, one empty, one stopped."""
-    from pipelines.resource_defs.eks import BuilderPoolResource  # noqa: PLC0415
-    from tests.fakes.buildctl_cases import TRANSCRIPTS, output, tls_files  # noqa: PLC0415
+    from pipelines.resource_defs.eks import BuilderPoolResource
+    from tests.fakes.buildctl_cases import TRANSCRIPTS, output, tls_files
 
     a, b, c = "tcp://127.0.0.1:5092", "tcp://127.0.0.1:5093", "tcp://127.0.0.1:5094"
     state = tmp_path / "state"

@@ -33,7 +33,7 @@ def builder_for(engine: DockerEngine) -> LocalDockerBuilder:
 def read_file_from_image(engine: DockerEngine, ref: str, path: str) -> bytes:
     cid = engine.run("create", ref, "/bin/true").stdout.strip()
     try:
-        import subprocess  # noqa: PLC0415
+        import subprocess
 
         out = subprocess.run([engine.docker_bin, "cp", f"{cid}:{path}", "-"], env=engine.env(), capture_output=True, check=True).stdout
     finally:
@@ -109,9 +109,9 @@ def test_build_secret_is_mounted_never_in_argv_logs_or_image(docker_engine: Dock
     (the nonce is random, not derived from the secret). BuildKit keeps secret contents out of the cache key: a
     second build with a rotated value reuses the first one's RUN layer; only no_cache (--no-cache) rebuilds it.
     """
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
-    from resources.builders.secrets import BuildSecretError, write_build_secrets  # noqa: PLC0415
+    from resources.builders.secrets import BuildSecretError, write_build_secrets
 
     values = ["tok-" + os.urandom(8).hex(), "tok-" + os.urandom(8).hex()]
     ctx = make_context(tmp_path / "ctx", "FROM streamable/busybox:local\nCOPY nonce.txt /nonce.txt\n"

@@ -46,7 +46,7 @@ def creds() -> list[RegistryCredential]:
 
 def _du_sizes(case: str) -> int:
     """Sum of `size` over the records of a recorded `du --format json` (null = empty cache)."""
-    from tests.fakes.buildctl_cases import TRANSCRIPTS  # noqa: PLC0415
+    from tests.fakes.buildctl_cases import TRANSCRIPTS
 
     records = json.loads((TRANSCRIPTS / f"{case}.stdout").read_text()) or []
     return sum(r["size"] for r in records if r["size"] > 0)
@@ -54,7 +54,7 @@ def _du_sizes(case: str) -> int:
 
 def _du_table_total(case: str) -> float:
     """buildctl's own `Total:` line of the table rendering, in MB (an independent view of the same cache)."""
-    from tests.fakes.buildctl_cases import TRANSCRIPTS  # noqa: PLC0415
+    from tests.fakes.buildctl_cases import TRANSCRIPTS
 
     line = next(ln for ln in (TRANSCRIPTS / f"{case}.stdout").read_text().splitlines() if ln.startswith("Total:"))
     value = line.split()[-1]
@@ -356,8 +356,8 @@ def test_bad_requests_are_rejected_before_buildctl_runs(fake_buildctl, changes, 
 
 
 def test_credential_and_tls_failures_are_build_errors_and_buildctl_never_runs(fake_buildctl, tmp_path):
-    from resources.aws.ecr import EcrError  # noqa: PLC0415
-    from resources.builders.tls import TlsFromFiles  # noqa: PLC0415
+    from resources.aws.ecr import EcrError
+    from resources.builders.tls import TlsFromFiles
 
     def failing() -> list[RegistryCredential]:
         raise EcrError("ECR GetAuthorizationToken failed: AccessDeniedException: not authorized")

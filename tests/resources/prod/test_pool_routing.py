@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.builders.base import BuildError, BuildRequest  # noqa: F401
+from resources.builders.base import BuildError, BuildRequest
 from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints, rendezvous_order
 from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, BUILDER_STATEFULSET
 from tests.conftest import free_port

@@ -327,7 +327,7 @@ def test_docker_hub_is_named_as_such() -> None:
 
 
 def test_convert_stops_reading_an_endless_layer_body(registry: RunningRegistry) -> None:
-    from tests.resources.soci.conftest import ImageFactory, gzip_layer, random_bytes  # noqa: PLC0415
+    from tests.resources.soci.conftest import ImageFactory, gzip_layer, random_bytes
 
     images = ImageFactory(registry)
     layer = gzip_layer({"app/data.bin": random_bytes(300_000, 9)})

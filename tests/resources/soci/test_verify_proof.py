@@ -140,7 +140,7 @@ def test_layer_listed_twice_the_last_ztoc_is_the_one_a_node_uses(converted, clie
     ref, _ = converted
 
     def twice(blobs, push):
-        from resources.soci.ztoc.flatbuf import parse_ztoc  # noqa: PLC0415
+        from resources.soci.ztoc.flatbuf import parse_ztoc
 
         good = blobs[0]
         bad = push(_change_file(parse_ztoc(client.get_blob(ref.repository, good.digest)), MID, mode=0o777))
