@@ -164,7 +164,7 @@ class RegistryClient:
         with self.stream_blob(repository, digest, chunk_size, size=size) as chunks:
             reader = io.BufferedReader(blobs.BlobReader(chunks), buffer_size=chunk_size)
             try:
-                yield reader  # type: ignore[misc]
+                yield reader
             finally:
                 reader.close()
 

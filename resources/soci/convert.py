@@ -240,8 +240,8 @@ class SociConverter:
         if image.index is None:
             (only,) = image.images
             if self.platforms and not any(plat.matches(w, only.platform) for w in self.platforms):
-                wanted = ", ".join(str(w) for w in self.platforms)
-                raise PlatformNotFoundError(f"image {src} is {only.platform} only; requested {wanted}")
+                requested = ", ".join(str(w) for w in self.platforms)
+                raise PlatformNotFoundError(f"image {src} is {only.platform} only; requested {requested}")
             return [only]
         wanted = self.platforms or [plat.host_default()]
         chosen: list[PlatformImage] = []

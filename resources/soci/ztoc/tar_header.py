@@ -350,4 +350,4 @@ class FastHeaders:
                 name = _cut(block, 345, 500) + b"/" + name
         elif block[345] or block[357]:  # GNU atime/ctime: Go may read a ustar prefix there
             return None
-        return name, int(size, 8), meta  # type: ignore[return-value]
+        return name, int(size, 8), meta
