@@ -165,8 +165,10 @@ def main() -> None:
                     run += 1
                     rows[label].append((wall, cpu, reg_cpu))
                     prints.add(fingerprint(result))
-                    print(f"  {label} max_parallel_layers={n}: wall {wall:6.2f} s, CPU {cpu:6.2f} s ({cpu / wall:.2f} cores) "
-                          f"(registry {reg_cpu:5.2f} s), {result.layers_built} built   load {loadavg()}")
+                    print(
+                        f"  {label} max_parallel_layers={n}: wall {wall:6.2f} s, CPU {cpu:6.2f} s ({cpu / wall:.2f} cores) "
+                        f"(registry {reg_cpu:5.2f} s), {result.layers_built} built   load {loadavg()}"
+                    )
             assert len(prints) == 1, f"runs differ: {prints}"
         finally:
             reg.stop()

@@ -343,7 +343,9 @@ def run_shape(shape: Shape, directory: Path, size_mib: int, rounds: int) -> Resu
         f"{facts['entries']} entries, {facts['spans']} spans, zTOC {facts['ztoc_bytes'] / MIB:.2f} MiB"
     )
     label = "plain inflate (zlib.decompressobj(31))" if shape.baseline == "inflate" else "read + sha256          "
-    print(f"[{shape.name}] {label}: wall {result.base_wall:.3f}s (all: {_seconds(base_walls)}), CPU {result.base_cpu:.3f}s")
+    print(
+        f"[{shape.name}] {label}: wall {result.base_wall:.3f}s (all: {_seconds(base_walls)}), CPU {result.base_cpu:.3f}s"
+    )
     print(
         f"[{shape.name}] ZtocBuilder.build:                      wall {result.build_wall:.3f}s (all: {_seconds(walls)}), "
         f"CPU {result.build_cpu:.3f}s (main thread {result.build_main:.3f}s; layer digest verified by the caller, "

@@ -106,7 +106,9 @@ class RegistryClient:
         """Check that the registry answers `GET /v2/` and that the credentials are accepted."""
         self._t.request("GET", "/v2/", action="ping", repository=None, scopes=[], deadline=self._deadline("ping"))
 
-    def get_manifest(self, repository: str, reference: str, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES) -> RawManifest:
+    def get_manifest(
+        self, repository: str, reference: str, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES
+    ) -> RawManifest:
         """Fetch a manifest or index by tag or digest; the digest is verified (against the reference or the registry's header)."""
         repo, ref = self._repo(repository), validate_reference(reference)
         return manifests.get_manifest(self._t, repo, ref, accept, self._deadline("pull manifest"))
@@ -119,7 +121,9 @@ class RegistryClient:
             return found
         return self.get_manifest(repo, ref).descriptor()
 
-    def _put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> tuple[str, httpx.Response]:
+    def _put_manifest(
+        self, repository: str, reference: str, data: bytes, media_type: str
+    ) -> tuple[str, httpx.Response]:
         repo, ref = self._repo(repository), validate_reference(reference)
         return manifests.put_manifest(
             self._t, repo, ref, data, media_type, self._deadline("push manifest"),
@@ -210,8 +214,16 @@ class RegistryClient:
         repo, digest = self._repo(repository), validate_digest(digest)
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        uploads.upload(self._t, repo, uploads.BlobSource.of_chunks(chunks), digest, size, chunk_size=chunk_size,
-                       deadline=self._deadline("push blob", size), exists=lambda: self.blob_size(repo, digest) is not None)
+        uploads.upload(
+            self._t,
+            repo,
+            uploads.BlobSource.of_chunks(chunks),
+            digest,
+            size,
+            chunk_size=chunk_size,
+            deadline=self._deadline("push blob", size),
+            exists=lambda: self.blob_size(repo, digest) is not None,
+        )
         return Descriptor(media_type=mt.OCTET_STREAM, digest=digest, size=size)
 
     def copy_blob(self, from_repository: str, repository: str, digest: str, size: int,
@@ -309,7 +321,9 @@ class RegistryClient:
         entries = referrers.read_tag_index(self._t, lambda tag: self._manifest_or_none(repo, tag), repo, ref) or []
         return [m for m in entries if not artifact_type or m.get("artifactType") == artifact_type]
 
-    def put_referrers_tag(self, repository: str, subject_digest: str, descriptor: Mapping[str, Any] | Descriptor) -> str:
+    def put_referrers_tag(
+        self, repository: str, subject_digest: str, descriptor: Mapping[str, Any] | Descriptor
+    ) -> str:
         """Add a referrer to the `sha256-<hex>` tag index of `subject_digest`, safe against concurrent writers
         (read-merge-write until a re-read shows it stable); returns the index digest."""
         repo, subject = self._repo(repository), validate_digest(subject_digest)

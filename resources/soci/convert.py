@@ -134,7 +134,9 @@ class SociConverter:
         self.platforms = [plat.parse(p) for p in platforms or []]
         self.all_platforms = all_platforms
         self.progress = par.serialized(progress)
-        self.max_parallel_layers = par.check_max_parallel_layers(max_parallel_layers or par.default_max_parallel_layers())
+        self.max_parallel_layers = par.check_max_parallel_layers(
+            max_parallel_layers or par.default_max_parallel_layers()
+        )
         self._layer_builds: par.LayerBuilds[BuiltZtoc] | None = None
         self._log = log_fn or log.info
         self._builder = ZtocBuilder(span_size=span_size, build_tool_identifier=build_tool_identifier)
@@ -142,7 +144,9 @@ class SociConverter:
         self._built = 0
         self._reused = 0
         self.node_compat = node_compat if isinstance(node_compat, NodeCompat) else NodeCompat.parse(node_compat)
-        prefetch = PrefetchOptions(prefetch_profile, Granularity(prefetch_granularity), tuple(prefetch_files), self.node_compat)
+        prefetch = PrefetchOptions(
+            prefetch_profile, Granularity(prefetch_granularity), tuple(prefetch_files), self.node_compat
+        )
         self.gates = ConvertGates(client, prefetch, self._log)
         self._prefetch: dict[str, list[Descriptor]] = {}
 
@@ -202,7 +206,9 @@ class SociConverter:
         if not ztoc_lists:
             skipped = [s for r in results for s in r.skipped_layers]
             details = "; ".join(f"{s.layer_digest}: {s.reason}" for s in skipped)
-            raise EmptySociIndexError(f"image {src}: no layer got a usable zTOC; nothing was tagged. Layers: {details}", skipped)
+            raise EmptySociIndexError(
+                f"image {src}: no layer got a usable zTOC; nothing was tagged. Layers: {details}", skipped
+            )
         self.client.push_blob(dst.repository, mt.EMPTY_CONFIG, digest=mt.EMPTY_CONFIG_DIGEST)
 
         if self.version is SociVersion.V2:
@@ -336,7 +342,9 @@ class SociConverter:
             )
         return result, descriptors
 
-    def _ztoc_for_layer(self, src: ImageRef, dst_repo: str, img: PlatformImage, layer: Descriptor) -> tuple[ZtocInfo, bool]:
+    def _ztoc_for_layer(
+        self, src: ImageRef, dst_repo: str, img: PlatformImage, layer: Descriptor
+    ) -> tuple[ZtocInfo, bool]:
         found = self.reuse.lookup(dst_repo, layer.digest, layer.size, self.span_size)
         if found is not None:
             reason = self.gates.member_gate_for_reused(dst_repo, src.repository, layer, found.digest)
@@ -345,7 +353,11 @@ class SociConverter:
             self._reused += 1
             self._log(f"layer {layer.digest}: reusing zTOC {found.digest}")
             return found, True
-        built = self._layer_builds.result(layer.digest, (src, img, layer)) if self._layer_builds else self._build(src, img, layer)
+        built = (
+            self._layer_builds.result(layer.digest, (src, img, layer))
+            if self._layer_builds
+            else self._build(src, img, layer)
+        )
         self.client.push_blob(dst_repo, built.data, digest=built.digest)
         info = ZtocInfo(
             digest=built.digest,
@@ -364,13 +376,26 @@ class SociConverter:
     def _build(self, src: ImageRef, img: PlatformImage, layer: Descriptor) -> BuiltZtoc:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
-            with self.client.stream_blob(src.repository, layer.digest, size=layer.size) as raw, par.prefetched(raw) as chunks:
+            with (
+                self.client.stream_blob(src.repository, layer.digest, size=layer.size) as raw,
+                par.prefetched(raw) as chunks,
+            ):
                 built = self._builder.build(
-                    self._with_progress(chunks, layer), layer.media_type, layer=layer.digest, verified_digest=layer.digest
+                    self._with_progress(chunks, layer),
+                    layer.media_type,
+                    layer=layer.digest,
+                    verified_digest=layer.digest,
                 )
                 for _ in chunks:  # drain, so the client verifies the blob digest (the builder does not hash it again)
                     pass
-        except (ZtocBuildError, GzipFormatError, TarFormatError, ZtocFormatError, ZlibError, DigestMismatchError) as exc:
+        except (
+            ZtocBuildError,
+            GzipFormatError,
+            TarFormatError,
+            ZtocFormatError,
+            ZlibError,
+            DigestMismatchError,
+        ) as exc:
             raise LayerIndexError(f"{where}: cannot build its zTOC: {exc}") from exc
         if built.compressed_size != layer.size:
             raise LayerIndexError(f"{where}: the blob is {built.compressed_size} bytes, the manifest says {layer.size}")

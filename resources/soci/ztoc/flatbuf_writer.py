@@ -239,7 +239,9 @@ def _string_at(strings: bytes | bytearray | memoryview, at: int) -> bytes:
     return bytes(strings[at + 4 : at + 4 + length])
 
 
-def _write_general(w: BackWriter, record: tuple[int, ...], strings: memoryview, start: int, xattrs: list[tuple[bytes, bytes]]) -> int:
+def _write_general(
+    w: BackWriter, record: tuple[int, ...], strings: memoryview, start: int, xattrs: list[tuple[bytes, bytes]]
+) -> int:
     """One FileMetadata table the way Go's `prepareMetadataOffset` makes it (any entry)."""
     offset, size, mode, uid, gid, devmajor, devminor, p_gn, p_un, p_ln, p_ty, p_nm = record[:12]
     name = w.string(_string_at(strings, start + p_nm))

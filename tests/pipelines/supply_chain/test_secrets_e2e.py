@@ -317,7 +317,9 @@ def test_buildctl_stand_in_pushes_only_with_docker_config_credentials(
     request = BuildRequest(target="probe", image_ref=f"{auth_registry.addr}/team/probe:build-1", context_dir=ctx)
     addr = f"tcp://{BUILDER_STATEFULSET}-0.buildkitd.{BUILDER_NAMESPACE}.svc:1234"
     lines: list[str] = []
-    refused = r"no basic auth credentials|unauthorized"  # the docker CLI's words (real buildctl: test_buildctl_contract)
+    refused = (
+        r"no basic auth credentials|unauthorized"  # the docker CLI's words (real buildctl: test_buildctl_contract)
+    )
     with pytest.raises(BuildError, match=refused):
         BuildctlBuilder(addr=addr, buildctl_bin=str(FAKES / "buildctl_push")).build(request, lines.append)
     assert any(line.startswith("#") and "DONE" in line for line in lines)  # the build itself ran

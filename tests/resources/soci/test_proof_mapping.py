@@ -45,7 +45,12 @@ def _gnu_tar_tree(tmp_path: Path) -> bytes:
 
 
 def _archives(tmp_path: Path) -> dict[str, bytes]:
-    return {"pax": mixed_pax_tar(), "gnu": gnu_tar_with_long_names(), "ustar": _ustar(), "gnu-tar": _gnu_tar_tree(tmp_path)}
+    return {
+        "pax": mixed_pax_tar(),
+        "gnu": gnu_tar_with_long_names(),
+        "ustar": _ustar(),
+        "gnu-tar": _gnu_tar_tree(tmp_path),
+    }
 
 
 def _prove(blob: bytes, media_type: str, ztoc: Ztoc, wanted=()):

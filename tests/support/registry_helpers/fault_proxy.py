@@ -50,7 +50,9 @@ class Fault:
     extra: int = 0
 
     def matches(self, method: str, path: str) -> bool:
-        return self.times > 0 and (self.method is None or self.method == method) and re.search(self.path, path) is not None
+        return (
+            self.times > 0 and (self.method is None or self.method == method) and re.search(self.path, path) is not None
+        )
 
 
 @dataclass
@@ -158,7 +160,9 @@ class FaultProxy:
                 conn.close()
                 return resp.status, out, data
 
-            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes, *, truncate: bool = False) -> None:
+            def _reply(
+                self, status: int, headers: list[tuple[str, str]], data: bytes, *, truncate: bool = False
+            ) -> None:
                 self.send_response(status)
                 has_length = False
                 for k, v in headers:
@@ -192,7 +196,11 @@ class FaultProxy:
                 if fault is None:
                     self._reply(*self._forward(body))
                 elif fault.kind == "status":
-                    body = fault.body if fault.body is not None else b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
+                    body = (
+                        fault.body
+                        if fault.body is not None
+                        else b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
+                    )
                     self._reply(fault.status, [*fault.headers.items(), *fault.header_list], body)
                 elif fault.kind == "echo_auth":
                     echoed = self.headers.get("Authorization", "")
