@@ -344,15 +344,18 @@ def run_shape(shape: Shape, directory: Path, size_mib: int, rounds: int) -> Resu
     )
     label = "plain inflate (zlib.decompressobj(31))" if shape.baseline == "inflate" else "read + sha256          "
     print(
-        f"[{shape.name}] {label}: wall {result.base_wall:.3f}s (all: {_seconds(base_walls)}), CPU {result.base_cpu:.3f}s"
+        f"[{shape.name}] {label}: wall {result.base_wall:.3f}s (all: {_seconds(base_walls)}), "
+        f"CPU {result.base_cpu:.3f}s"
     )
     print(
-        f"[{shape.name}] ZtocBuilder.build:                      wall {result.build_wall:.3f}s (all: {_seconds(walls)}), "
+        f"[{shape.name}] ZtocBuilder.build:                      wall {result.build_wall:.3f}s "
+        f"(all: {_seconds(walls)}), "
         f"CPU {result.build_cpu:.3f}s (main thread {result.build_main:.3f}s; layer digest verified by the caller, "
         "as convert runs it)"
     )
     print(
-        f"[{shape.name}] ZtocBuilder.build, own layer digest:    wall {result.own_wall:.3f}s (all: {_seconds(own_walls)}), "
+        f"[{shape.name}] ZtocBuilder.build, own layer digest:    wall {result.own_wall:.3f}s "
+        f"(all: {_seconds(own_walls)}), "
         f"CPU {result.own_cpu:.3f}s (one more sha256 pass over the blob)"
     )
     return result

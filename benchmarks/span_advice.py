@@ -87,7 +87,8 @@ def main() -> None:
 
     for row in advice.table():
         print(
-            f"  span {row['span_size'] // 1024:>5} KiB: zTOC {row['ztoc_bytes']:>9} bytes, bytes to start {row['bytes_to_start']:>9}"
+            f"  span {row['span_size'] // 1024:>5} KiB: zTOC {row['ztoc_bytes']:>9} bytes, "
+            f"bytes to start {row['bytes_to_start']:>9}"
         )
     print(f"advice, one pass + 5 span sizes: {one_pass:.2f} s")
     print(f"five real builds:                {five_builds:.2f} s   ratio {five_builds / one_pass:.2f}x")

@@ -110,7 +110,8 @@ def main() -> int:
             proof_main.append(main)
         inflate, proof = min(inflates), min(proofs)
         print(
-            f"layer: {ztoc.compressed_archive_size / MIB:.1f} MiB gzip, {ztoc.uncompressed_archive_size / MIB:.1f} MiB tar, "
+            f"layer: {ztoc.compressed_archive_size / MIB:.1f} MiB gzip, "
+            f"{ztoc.uncompressed_archive_size / MIB:.1f} MiB tar, "
             f"{entries} entries proven, {ztoc.compression.max_span_id + 1} spans and checkpoints"
         )
         print(

@@ -410,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefetch-profile",
         metavar="FILE",
         default=None,
-        help="startup profile JSON (`streamable soci profile`): write prefetch artifacts for the files it read (default: none)",
+        help="startup profile JSON (`streamable soci profile`): "
+        "write prefetch artifacts for the files it read (default: none)",
     )
     p.add_argument(
         "--prefetch-granularity", choices=("files", "ranges"), default="files",

@@ -74,7 +74,8 @@ class LocalDockerBuilder:
             if len(request.platforms) > 1:
                 raise BuildError(
                     request.target,
-                    f"multi-platform builds ({', '.join(request.platforms)}) need buildctl; the local engine builds one platform",
+                    f"multi-platform builds ({', '.join(request.platforms)}) need buildctl; "
+                    "the local engine builds one platform",
                 )
             argv += ["--platform", request.platforms[0]]
         for sid, path in request.secrets.items():
@@ -91,7 +92,8 @@ class LocalDockerBuilder:
         started = time.monotonic()
         if request.cache_ref:
             log(
-                f"note: the local engine keeps its own build cache; registry cache {request.cache_ref} is used by buildctl builders"
+                f"note: the local engine keeps its own build cache; "
+                f"registry cache {request.cache_ref} is used by buildctl builders"
             )
         parser = ProgressParser()
         code, lines = self._stream(self.build_argv(request), log, on_line=[parser.feed])

@@ -109,7 +109,7 @@ class RegistryClient:
     def get_manifest(
         self, repository: str, reference: str, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES
     ) -> RawManifest:
-        """Fetch a manifest or index by tag or digest; the digest is verified (against the reference or the registry's header)."""
+        """Fetch a manifest or index by tag or digest, its digest verified (against the reference or the header)."""
         repo, ref = self._repo(repository), validate_reference(reference)
         return manifests.get_manifest(self._t, repo, ref, accept, self._deadline("pull manifest"))
 
@@ -190,7 +190,7 @@ class RegistryClient:
 
     def push_blob(self, repository: str, data: bytes, *, digest: str | None = None,
                   media_type: str = mt.OCTET_STREAM) -> Descriptor:
-        """Upload a blob in one POST+PUT (skipped when the repository already has it); restarts from the POST on failure."""
+        """Upload a blob in one POST+PUT (skipped when the repository has it); restarts from the POST on failure."""
         repo = self._repo(repository)
         actual = compute_digest(data, digest_algorithm(digest) if digest else "sha256")
         if digest is not None and actual != validate_digest(digest):
@@ -246,7 +246,7 @@ class RegistryClient:
         return descriptor
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
-        """Cross-repository mount; True when mounted (201), False when the registry opened an upload instead (cancelled)."""
+        """Cross-repository mount: True when mounted (201), False when the registry opened an upload (cancelled)."""
         repo, src, ref = self._repo(repository), self._repo(from_repository), validate_digest(digest)
         response = self._t.request(
             "POST", f"/v2/{repo}/blobs/uploads/", action=f"mount blob from {src} into", repository=repo, reference=ref,
@@ -333,7 +333,7 @@ class RegistryClient:
         )
 
     def push_referrer(self, repository: str, data: bytes, media_type: str) -> str:
-        """Push a manifest that has a `subject` by digest; without registry referrers support, also update the tag index."""
+        """Push a manifest with a `subject` by digest; without referrers support, also update the tag index."""
         manifest = RawManifest.from_data(data, media_type)
         subject = (manifest.json().get("subject") or {}).get("digest")
         if not subject:

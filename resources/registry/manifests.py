@@ -57,7 +57,8 @@ def get_manifest(t: Transport, repo: str, ref: str, accept: Sequence[str], deadl
     if expected and digest != expected:
         source = "requested" if is_digest(ref) else "announced by Docker-Content-Digest"
         raise DigestMismatchError(
-            f"registry {t.label}: manifest {describe_target(repo, ref)} hashes to {digest}, not the {source} {expected}",
+            f"registry {t.label}: manifest {describe_target(repo, ref)} hashes to {digest}, "
+            f"not the {source} {expected}",
             registry=t.registry,
             repository=repo,
             reference=ref,
@@ -161,7 +162,8 @@ def put_manifest(
         and announced != digest
     ):
         raise DigestMismatchError(
-            f"registry {t.label}: stored manifest {describe_target(repo, ref)} as {announced}, but its bytes hash to {digest}",
+            f"registry {t.label}: stored manifest {describe_target(repo, ref)} as {announced}, "
+            f"but its bytes hash to {digest}",
             registry=t.registry,
             repository=repo,
             reference=ref,

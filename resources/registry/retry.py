@@ -176,7 +176,8 @@ class Budget:
         delay = delay_of(count, failure.retry_after)
         if self.deadline is not None and delay >= self.deadline.remaining():
             raise self.on_deadline(
-                f"failed ({failure.error}) with no time left for another attempt within its {self.deadline.seconds:g} s deadline"
+                f"failed ({failure.error}) with no time left for another attempt "
+                f"within its {self.deadline.seconds:g} s deadline"
             ) from None
         self.used[failure.kind] = count + 1
         self.attempts += 1

@@ -172,7 +172,8 @@ class SociConverter:
         profile = self.gates.options.profile
         if profile is not None and profile.manifest_digest not in {img.raw.digest for img in selected}:
             raise SociConvertError(
-                f"image {src}: the prefetch profile was recorded on manifest {profile.manifest_digest} ({profile.platform}), "
+                f"image {src}: the prefetch profile was recorded on manifest {profile.manifest_digest} "
+                f"({profile.platform}), "
                 "which is not among the manifests being converted"
             )
         plans = {img.raw.digest: self._plan(src, img) for img in selected}

@@ -166,7 +166,8 @@ def read_image(
     for entry in index.manifests or []:
         if entry.media_type in mt.IMAGE_INDEX_TYPES:
             raise NotAnImage(
-                f"image index {ref} ({top.digest}) nests another index ({entry.digest}); nested indexes are not supported"
+                f"image index {ref} ({top.digest}) nests another index ({entry.digest}); "
+                "nested indexes are not supported"
             )
         if (
             entry.artifact_type in mt.SOCI_ARTIFACT_TYPES
@@ -254,7 +255,7 @@ def v2_binding_problem(view: ImageView, image: PlatformImage, soci_digest: str) 
 
 
 def node_reencode(soci: SociIndex) -> bytes:
-    """soci.MarshalIndex (soci/soci_index.go): schemaVersion 2, OCI manifest type, config, blobs, subject, annotations."""
+    """soci.MarshalIndex (soci/soci_index.go): schemaVersion 2, manifest type, config, blobs, subject, annotations."""
     m = soci.manifest
     return gojson.marshal(
         Manifest(schema_version=2, media_type=mt.OCI_MANIFEST, config=m.config, layers=m.layers,
@@ -263,7 +264,7 @@ def node_reencode(soci: SociIndex) -> bytes:
 
 
 def reencode_problem(data: bytes, soci: SociIndex) -> str | None:
-    """Where the node's re-encode changes the index bytes (then its digest check fails and the image is pulled in full)."""
+    """Where the node's re-encode changes the index bytes (its digest check then fails: the image is pulled whole)."""
     again = node_reencode(soci)
     if again == data:
         return None

@@ -281,7 +281,8 @@ class LayerStream:
             if d.eof:
                 if not b"\x1f\x8b".startswith(data[:2]):
                     raise ProofFailure(
-                        f"layer {self.layer}: bytes after a gzip member (compressed offset {self.cpos}) are not another member"
+                        f"layer {self.layer}: bytes after a gzip member (compressed offset {self.cpos}) "
+                        "are not another member"
                     )
                 d = self._inflater = zlib.decompressobj(31)
             try:
@@ -469,5 +470,6 @@ def _compare_entry(layer: str, k: int, entry: FileMetadata | None, member: tarfi
     for key, z_value in want.items():
         if got[key] != z_value:
             raise ProofFailure(
-                f"layer {layer}: entry {k} {entry.name!r}: field {key}: zTOC value {z_value!r}, layer value {got[key]!r}"
+                f"layer {layer}: entry {k} {entry.name!r}: field {key}: "
+                f"zTOC value {z_value!r}, layer value {got[key]!r}"
             )

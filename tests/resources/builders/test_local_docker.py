@@ -74,7 +74,8 @@ def test_failing_step_output_surfaces_and_nothing_is_pushed(
 ) -> None:
     ctx = make_context(
         tmp_path / "ctx",
-        "FROM streamable/busybox:local\nRUN echo compiling-the-thing && echo 'boom: missing header foo.h' >&2 && exit 3\n",
+        "FROM streamable/busybox:local\n"
+        "RUN echo compiling-the-thing && echo 'boom: missing header foo.h' >&2 && exit 3\n",
     )
     ref = f"{registry.addr}/team/app:build-bad"
     with pytest.raises(BuildError) as exc:

@@ -1,4 +1,4 @@
-"""Convert with prefetch on a real registry, and the node_compat gate (prefetch v0.13+, member-spanning zTOCs v0.14+)."""
+"""Convert with prefetch on a real registry; the node_compat gate (prefetch v0.13+, member-spanning zTOCs v0.14+)."""
 
 from __future__ import annotations
 

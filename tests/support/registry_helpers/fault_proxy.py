@@ -30,10 +30,11 @@ class Fault:
     with `Link` headers per the OCI spec, from the upstream's full list: distribution 2.8 ignores `n` for tags),
     "drip" (forward, then send the body one byte every `delay` seconds), "reset_mid_body" (forward, send half the
     body, then reset the connection), "endless" (forward, then the body over and over without end, no
-    Content-Length: a gzip layer stays valid gzip), "wrong_length" (forward, announce Content-Length + `extra`, send the body, close),
-    "forward_then_reset" (forward, then reset the connection unanswered: a lost response), "delay" (forward,
-    then hold the answer `delay` seconds: a slow reader acting on what was true when it asked), "partial_patch"
-    (forward only the first half of a PATCH body: the registry's 202 Range says how much it holds), "echo_auth" (answer `status` with an error message quoting the Authorization header).
+    Content-Length: a gzip layer stays valid gzip), "wrong_length" (forward, announce Content-Length + `extra`,
+    send the body, close), "forward_then_reset" (forward, then reset the connection unanswered: a lost response),
+    "delay" (forward, then hold the answer `delay` seconds: a slow reader acting on what was true when it asked),
+    "partial_patch" (forward only the first half of a PATCH body: the registry's 202 Range says how much it
+    holds), "echo_auth" (answer `status` with an error message quoting the Authorization header).
     `status` answers carry `body` when given and `header_list` (repeatable headers) besides `headers`.
     """
 
