@@ -295,9 +295,8 @@ def _update_repository(client: RegistryClient, settings: BackfillSettings, repo:
                 return tag, TagRecord(top.digest, listed_digest, OTHER, "not a container image")
             if platforms.soci_enabled and ztoc_catalog is not None:
                 stats.count("soci_indexes_folded", _fold(client, ztoc_catalog, repo, tag, top))
-            if ztoc_catalog is not None and client.supports_referrers(
-                repo
-            ):  # v1 indexes as referrers: no tag shows them
+            # v1 indexes as referrers: no tag shows them
+            if ztoc_catalog is not None and client.supports_referrers(repo):
                 stats.count("soci_indexes_folded", _fold_referrers(client, ztoc_catalog, repo, platforms.manifests))
             done = existing_soci_index(client, repo, tag, top, settings, known_tags=tags, platforms=platforms)
         except RegistryNotFoundError:

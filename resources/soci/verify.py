@@ -220,8 +220,9 @@ class _Verifier:
         elif soci.manifest.subject is not None:
             raise VerifyFailure(f"{where}: a v2 index must not have a subject")
         config = soci.manifest.config
-        if config.digest != mt.EMPTY_CONFIG_DIGEST or self.client.blob_size(self.repo, config.digest) != len(
-            mt.EMPTY_CONFIG
+        if (
+            config.digest != mt.EMPTY_CONFIG_DIGEST
+            or self.client.blob_size(self.repo, config.digest) != len(mt.EMPTY_CONFIG)
         ):
             raise VerifyFailure(f"{where}: config blob {config.digest} is missing or not the 2-byte {{}}")
         return soci
@@ -362,9 +363,8 @@ class _Verifier:
                 continue
             il = found
             if not self.quick:
-                streamed = self._prove(
-                    il, {_clean(n) for n in wanted}
-                )  # before any lazy read: the precise failure first
+                # before any lazy read: the precise failure first
+                streamed = self._prove(il, {_clean(n) for n in wanted})
             if not wanted:
                 continue
             # read in archive order, like a node's span cache sees them: spans shared by files are fetched once

@@ -154,9 +154,8 @@ def test_convert_writes_prefetch_after_the_ztocs_and_verify_passes(images: Image
         len(top.data) + len(manifest.data) + config + platform.soci_index_size + ztoc_bytes
         + sum(r.bytes_to_start for r in cost.lazy.layers)
     )
-    assert (
-        cost.prefetch_ranges.bytes_to_start < cost.prefetch_files.bytes_to_start
-    )  # (64 KiB spans: zTOCs dominate here)
+    # (64 KiB spans: zTOCs dominate here)
+    assert cost.prefetch_ranges.bytes_to_start < cost.prefetch_files.bytes_to_start
 
 
 def test_node_compat_v0_12_writes_no_prefetch_and_says_why(images: ImageFactory, client) -> None:
