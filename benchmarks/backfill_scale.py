@@ -114,7 +114,9 @@ def write_registry(reg: ServedRegistry, repos: int, tags_per_image: int, bases: 
         store.put_blob(built.data)
         desc = ztoc_descriptor(ztoc_digest=built.digest, ztoc_size=built.size, layer_digest=digest(blob),
                                layer_media_type=mt.OCI_LAYER_GZIP, span_size=SPAN, disable_xattrs=built.disable_xattrs)
-        encoded = encode(build_soci_index([desc], version=SociVersion.V2, build_tool_identifier=SOCI_BUILD_TOOL_IDENTIFIER))
+        encoded = encode(
+            build_soci_index([desc], version=SociVersion.V2, build_tool_identifier=SOCI_BUILD_TOOL_IDENTIFIER)
+        )
         store.put_blob(encoded.data)
         soci_indexes.append((built.digest, encoded))
     platform = Platform(architecture="amd64", os="linux")

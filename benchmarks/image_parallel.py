@@ -49,7 +49,7 @@ class _GzipBlobWriter:
     """File-like sink for tarfile: gzip (level 1, mtime 0) to a file, hashing the tar (diff id) and the blob."""
 
     def __init__(self, path: Path) -> None:
-        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.file = open(path, "wb")  # closed in close()
         self.z = zlib.compressobj(1, zlib.DEFLATED, 31)
         self.diff = hashlib.sha256()
         self.blob = hashlib.sha256()
@@ -72,7 +72,7 @@ class _GzipBlobWriter:
 
 
 def write_layer(path: Path, index: int, tar_mib: int, pool: bytes) -> tuple[str, int, str]:
-    """Write layer `index` (tar of 16 MiB files cut from the pool) gzip-compressed to `path`: (digest, size, diff id)."""
+    """Write layer `index` (16 MiB files cut from the pool) gzip-compressed to `path`: (digest, size, diff id)."""
     out = _GzipBlobWriter(path)
     half = len(pool) // 2
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
@@ -165,8 +165,11 @@ def main() -> None:
                     run += 1
                     rows[label].append((wall, cpu, reg_cpu))
                     prints.add(fingerprint(result))
-                    print(f"  {label} max_parallel_layers={n}: wall {wall:6.2f} s, CPU {cpu:6.2f} s ({cpu / wall:.2f} cores) "
-                          f"(registry {reg_cpu:5.2f} s), {result.layers_built} built   load {loadavg()}")
+                    print(
+                        f"  {label} max_parallel_layers={n}: wall {wall:6.2f} s, "
+                        f"CPU {cpu:6.2f} s ({cpu / wall:.2f} cores) "
+                        f"(registry {reg_cpu:5.2f} s), {result.layers_built} built   load {loadavg()}"
+                    )
             assert len(prints) == 1, f"runs differ: {prints}"
         finally:
             reg.stop()

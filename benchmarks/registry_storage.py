@@ -62,7 +62,9 @@ class RegistryStorage:
 
     def link_blob(self, repo: str, digest: str) -> None:
         """Make a stored blob (layer or config) part of `repo`."""
-        self._write(self.v2 / "repositories" / repo / "_layers" / "sha256" / digest.split(":", 1)[1] / "link", digest.encode())
+        self._write(
+            self.v2 / "repositories" / repo / "_layers" / "sha256" / digest.split(":", 1)[1] / "link", digest.encode()
+        )
 
     def put_manifest(self, repo: str, data: bytes, tags: tuple[str, ...] = ()) -> str:
         """Store a manifest in `repo` (revision link) and point `tags` at it; returns its digest."""

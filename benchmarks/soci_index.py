@@ -85,7 +85,7 @@ def generate_layer(path: Path, size_mib: int, seed: int = 20260101, compress: bo
     corpus = _source_corpus(rnd, 8 * MIB)
     target = size_mib * MIB
     written = 0
-    with path.open("wb") as raw, _maybe_gzip(raw, compress) as out:
+    with path.open("wb") as raw, _MaybeGzip(raw, compress) as out:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
 
             def add(name: str, data: bytes) -> None:
@@ -127,7 +127,7 @@ def generate_small_files(path: Path, size_mib: int, files: int, mean: int, seed:
     corpus = _source_corpus(rnd, 8 * MIB)
     target = size_mib * MIB
     written = count = 0
-    with path.open("wb") as raw, _maybe_gzip(raw, True) as out:
+    with path.open("wb") as raw, _MaybeGzip(raw, True) as out:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             while written < target or count < files:
                 size = min(int(rnd.expovariate(1 / mean)), 64 * 1024)
@@ -140,7 +140,7 @@ def generate_small_files(path: Path, size_mib: int, files: int, mean: int, seed:
     return written
 
 
-class _maybe_gzip:
+class _MaybeGzip:
     """A level-6 GzipFile (mtime 0) around ``raw``, or ``raw`` itself."""
 
     def __init__(self, raw: io.BufferedWriter, compress: bool) -> None:
@@ -343,14 +343,19 @@ def run_shape(shape: Shape, directory: Path, size_mib: int, rounds: int) -> Resu
         f"{facts['entries']} entries, {facts['spans']} spans, zTOC {facts['ztoc_bytes'] / MIB:.2f} MiB"
     )
     label = "plain inflate (zlib.decompressobj(31))" if shape.baseline == "inflate" else "read + sha256          "
-    print(f"[{shape.name}] {label}: wall {result.base_wall:.3f}s (all: {_seconds(base_walls)}), CPU {result.base_cpu:.3f}s")
     print(
-        f"[{shape.name}] ZtocBuilder.build:                      wall {result.build_wall:.3f}s (all: {_seconds(walls)}), "
+        f"[{shape.name}] {label}: wall {result.base_wall:.3f}s (all: {_seconds(base_walls)}), "
+        f"CPU {result.base_cpu:.3f}s"
+    )
+    print(
+        f"[{shape.name}] ZtocBuilder.build:                      wall {result.build_wall:.3f}s "
+        f"(all: {_seconds(walls)}), "
         f"CPU {result.build_cpu:.3f}s (main thread {result.build_main:.3f}s; layer digest verified by the caller, "
         "as convert runs it)"
     )
     print(
-        f"[{shape.name}] ZtocBuilder.build, own layer digest:    wall {result.own_wall:.3f}s (all: {_seconds(own_walls)}), "
+        f"[{shape.name}] ZtocBuilder.build, own layer digest:    wall {result.own_wall:.3f}s "
+        f"(all: {_seconds(own_walls)}), "
         f"CPU {result.own_cpu:.3f}s (one more sha256 pass over the blob)"
     )
     return result

@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resources.soci.ztoc.builder import ZtocBuilder  # noqa: E402
-from resources.soci.ztoc.members import scan_gzip_members  # noqa: E402
-from resources.startup.profile import ProfiledFile  # noqa: E402
-from resources.startup.span_advice import SPAN_SIZES, advise_span_size, measure_layer  # noqa: E402
+from resources.soci.ztoc.builder import ZtocBuilder
+from resources.soci.ztoc.members import scan_gzip_members
+from resources.startup.profile import ProfiledFile
+from resources.startup.span_advice import SPAN_SIZES, advise_span_size, measure_layer
 
 MIB = 1 << 20
 CHUNK = 1 << 20
@@ -86,7 +86,10 @@ def main() -> None:
     build = time.perf_counter() - t0
 
     for row in advice.table():
-        print(f"  span {row['span_size'] // 1024:>5} KiB: zTOC {row['ztoc_bytes']:>9} bytes, bytes to start {row['bytes_to_start']:>9}")
+        print(
+            f"  span {row['span_size'] // 1024:>5} KiB: zTOC {row['ztoc_bytes']:>9} bytes, "
+            f"bytes to start {row['bytes_to_start']:>9}"
+        )
     print(f"advice, one pass + 5 span sizes: {one_pass:.2f} s")
     print(f"five real builds:                {five_builds:.2f} s   ratio {five_builds / one_pass:.2f}x")
     print(f"member scan ({len(members)} later members): {scan:.2f} s")

@@ -11,7 +11,8 @@ prefetch artifacts written), then the cost model reads the index and zTOCs back 
 Printed side by side per image: MB to start, % of the image, requests, round trips and estimated
 seconds for each way to start (estimates at the targets' default network, 1000 Mbit/s and 20 ms per
 round trip), and the seconds to record the profile and to convert (span advice included). The demo is
-converted with its target's soci settings (span_size auto), the large image with the defaults (4 MiB). (benchmarks/startup_cost.py models
+converted with its target's soci settings (span_size auto), the large image with the defaults (4 MiB).
+(benchmarks/startup_cost.py models
 a synthetic profile on a generated image without recording; benchmarks/startup_record.py compares
 exact ranges with disk readahead.)
 
@@ -139,15 +140,18 @@ def main() -> int:
     print(f"estimates: {net}")
     for name, cmp, record_s, convert_s, files, span in rows:
         print(
-            f"\n{name}: image {cmp.full_pull.image_bytes / MB:.1f} MB; profile of {files} files recorded in {record_s:.2f} s; "
+            f"\n{name}: image {cmp.full_pull.image_bytes / MB:.1f} MB; "
+            f"profile of {files} files recorded in {record_s:.2f} s; "
             f"span advice + conversion in {convert_s:.2f} s ({span // 1024} KiB spans)"
         )
         print(
-            f"  {'mode':<26}{'MB to start':>12}{'% of image':>11}{'requests':>10}{'round trips':>13}{'est. s':>9}{'vs full':>9}"
+            f"  {'mode':<26}{'MB to start':>12}{'% of image':>11}{'requests':>10}{'round trips':>13}"
+            f"{'est. s':>9}{'vs full':>9}"
         )
         for c in cmp.modes:
             print(
-                f"  {c.mode:<26}{c.bytes_to_start / MB:>12.2f}{100 * c.fraction:>10.2f}%{c.requests:>10}{c.round_trips:>13}"
+                f"  {c.mode:<26}{c.bytes_to_start / MB:>12.2f}{100 * c.fraction:>10.2f}%"
+                f"{c.requests:>10}{c.round_trips:>13}"
                 f"{c.seconds:>9.3f}{c.seconds / cmp.full_pull.seconds:>8.3f}x"
             )
         print(f"  {cmp.lazy.summary}")

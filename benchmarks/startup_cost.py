@@ -145,7 +145,8 @@ def main() -> None:
     print(f"{'mode':<26}{'MB to start':>12}{'% of image':>11}{'requests':>10}{'round trips':>13}{'est. s':>9}")
     for c in cmp.modes:
         print(
-            f"{c.mode:<26}{c.bytes_to_start / 1e6:>12.1f}{100 * c.fraction:>10.1f}%{c.requests:>10}{c.round_trips:>13}{c.seconds:>9.2f}"
+            f"{c.mode:<26}{c.bytes_to_start / 1e6:>12.1f}{100 * c.fraction:>10.1f}%"
+            f"{c.requests:>10}{c.round_trips:>13}{c.seconds:>9.2f}"
         )
     print(cmp.summary)
     print(f"generate {gen:.1f} s, build zTOCs {build:.1f} s, cost model {model_time * 1000:.0f} ms")

@@ -201,11 +201,13 @@ def main() -> int:
         proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     print(
-        f"{'image':<6} {'model':>8} {'ranges from':<26} {'record s':>9} {'files':>6} {'file MiB':>9} {'range MiB':>10} {'range/file':>11}"
+        f"{'image':<6} {'model':>8} {'ranges from':<26} {'record s':>9} {'files':>6} "
+        f"{'file MiB':>9} {'range MiB':>10} {'range/file':>11}"
     )
     for label, mib, how, took, n, fbytes, rbytes in rows:
         print(
-            f"{label:<6} {mib:>6}Mi {how:<26} {took:>9.2f} {n:>6} {fbytes / 2**20:>9.2f} {rbytes / 2**20:>10.3f} {rbytes / fbytes:>11.4f}"
+            f"{label:<6} {mib:>6}Mi {how:<26} {took:>9.2f} {n:>6} "
+            f"{fbytes / 2**20:>9.2f} {rbytes / 2**20:>10.3f} {rbytes / fbytes:>11.4f}"
         )
     for label in ("small", "large"):
         exact, disk = [r for r in rows if r[0] == label]

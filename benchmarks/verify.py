@@ -110,10 +110,13 @@ def main() -> int:
             proof_main.append(main)
         inflate, proof = min(inflates), min(proofs)
         print(
-            f"layer: {ztoc.compressed_archive_size / MIB:.1f} MiB gzip, {ztoc.uncompressed_archive_size / MIB:.1f} MiB tar, "
+            f"layer: {ztoc.compressed_archive_size / MIB:.1f} MiB gzip, "
+            f"{ztoc.uncompressed_archive_size / MIB:.1f} MiB tar, "
             f"{entries} entries proven, {ztoc.compression.max_span_id + 1} spans and checkpoints"
         )
-        print(f"plain inflate (zlib.decompressobj(31)): {inflate:.3f}s  (all: {', '.join(f'{t:.3f}' for t in inflates)})")
+        print(
+            f"plain inflate (zlib.decompressobj(31)): {inflate:.3f}s  (all: {', '.join(f'{t:.3f}' for t in inflates)})"
+        )
         print(f"prove_layer (complete proof):           {proof:.3f}s  (all: {', '.join(f'{t:.3f}' for t in proofs)})")
         ratio = proof / inflate
         print(f"ratio proof/inflate (wall, best of {args.rounds}): {ratio:.3f}  (target <= {TARGET_RATIO})")

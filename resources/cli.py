@@ -194,7 +194,9 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             all_platforms=args.all_platforms,
             progress=progress.layer,
             log_fn=_line_writer(err) if args.verbose else (lambda _msg: None),
-            prefetch_profile=StartupProfile.from_json(Path(args.prefetch_profile).read_bytes()) if args.prefetch_profile else None,
+            prefetch_profile=StartupProfile.from_json(Path(args.prefetch_profile).read_bytes())
+            if args.prefetch_profile
+            else None,
             prefetch_granularity=args.prefetch_granularity,
             prefetch_files=args.prefetch_file or (),
             node_compat=args.node_compat,
@@ -349,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     soci_parser = top.add_parser("soci", help="SOCI (Seekable OCI) indexes: ztoc, convert, verify, inspect",
                                  description="SOCI (Seekable OCI) indexes.", epilog=EXAMPLES["top"],
                                  formatter_class=_HelpFormatter)
-    soci = soci_parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do; COMMAND --help for its options")
+    soci = soci_parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="what to do; COMMAND --help for its options"
+    )
     commands: dict[str, argparse.ArgumentParser] = {}
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -362,9 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("layer_file", metavar="LAYER_FILE", help="a layer blob as stored in a registry (tar+gzip)")
     p.add_argument("--media-type", required=True, metavar="MT",
                    help="layer mediaType, e.g. application/vnd.oci.image.layer.v1.tar+gzip (required)")
-    p.add_argument("--span-size", type=_bounded("--span-size", limits.SPAN_SIZE), default=SOCI_SPAN_SIZE, metavar="BYTES",
-                   help="uncompressed bytes between two checkpoints; a lazy read fetches whole spans "
-                        "(default: %(default)s = 4 MiB, as soci-snapshotter)")
+    p.add_argument(
+        "--span-size",
+        type=_bounded("--span-size", limits.SPAN_SIZE),
+        default=SOCI_SPAN_SIZE,
+        metavar="BYTES",
+        help="uncompressed bytes between two checkpoints; a lazy read fetches whole spans "
+        "(default: %(default)s = 4 MiB, as soci-snapshotter)",
+    )
     p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER, metavar="NAME",
                    help="written into the zTOC header (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="file to write the zTOC to (required)")
@@ -373,10 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("convert", "index an image in a registry and push the SOCI-enabled image")
     p.add_argument("src", metavar="SRC_REF", help="the image to index; " + REF_HELP)
     p.add_argument("dst", metavar="DST_REF", help="where to push the SOCI-enabled image (same registry as SRC_REF)")
-    p.add_argument("--span-size", type=_bounded("--span-size", limits.SPAN_SIZE), default=SOCI_SPAN_SIZE, metavar="BYTES",
-                   help="uncompressed bytes between two checkpoints (default: %(default)s = 4 MiB)")
-    p.add_argument("--min-layer-size", type=_bounded("--min-layer-size", limits.MIN_LAYER_SIZE), default=SOCI_MIN_LAYER_SIZE, metavar="BYTES",
-                   help="layers smaller than this get no zTOC and are pulled whole (default: %(default)s = 10 MiB)")
+    p.add_argument(
+        "--span-size",
+        type=_bounded("--span-size", limits.SPAN_SIZE),
+        default=SOCI_SPAN_SIZE,
+        metavar="BYTES",
+        help="uncompressed bytes between two checkpoints (default: %(default)s = 4 MiB)",
+    )
+    p.add_argument(
+        "--min-layer-size",
+        type=_bounded("--min-layer-size", limits.MIN_LAYER_SIZE),
+        default=SOCI_MIN_LAYER_SIZE,
+        metavar="BYTES",
+        help="layers smaller than this get no zTOC and are pulled whole (default: %(default)s = 10 MiB)",
+    )
     p.add_argument("--build-tool-identifier", default=SOCI_BUILD_TOOL_IDENTIFIER, metavar="NAME",
                    help="written into every zTOC header (default: %(default)s)")
     group = p.add_mutually_exclusive_group()
@@ -388,8 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="v2: an image index that points nodes at the SOCI index (soci-snapshotter >= 0.10 reads only "
                         "this by default); v1: a referrer of the image (default: %(default)s)")
     p.add_argument(
-        "--prefetch-profile", metavar="FILE", default=None,
-        help="startup profile JSON (`streamable soci profile`): write prefetch artifacts for the files it read (default: none)",
+        "--prefetch-profile",
+        metavar="FILE",
+        default=None,
+        help="startup profile JSON (`streamable soci profile`): "
+        "write prefetch artifacts for the files it read (default: none)",
     )
     p.add_argument(
         "--prefetch-granularity", choices=("files", "ranges"), default="files",
@@ -421,8 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verify only this platform (default: every platform that has a SOCI index)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the random file sample; the same seed reads the same files (default: %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="sample spans and files instead of proving every indexed layer in full (default: complete proof)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="sample spans and files instead of proving every indexed layer in full (default: complete proof)",
+    )
     p.add_argument("--json", action="store_true",
                    help="print the full JSON report (the default when stdout is not a terminal)")
     p.add_argument("--soci-v1", action="store_true",
@@ -461,7 +486,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     if missing is not None:
         return missing
     if command and not hasattr(args, "command_argv"):
-        raise SystemExit(f"streamable: `-- CMD ...` is only for `soci profile`, not `{args.group} {getattr(args, 'command', '')}`")
+        raise SystemExit(
+            f"streamable: `-- CMD ...` is only for `soci profile`, not `{args.group} {getattr(args, 'command', '')}`"
+        )
     args.command_argv = command
     verbose = bool(getattr(args, "verbose", False))
     handler = logging.StreamHandler(err)

@@ -56,8 +56,11 @@ def main() -> None:
     pins.pop(canonicalize_name(project["name"]), None)
     pins.update(EXTRA_PINS)
     lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
-    header = ("# Exact versions for the user-code image (deploy/dagster/Dockerfile): streamable's runtime dependencies\n"
-              "# as tested, plus the Postgres instance storage. Regenerate: .venv/bin/python deploy/dagster/update-constraints.py\n")
+    header = (
+        "# Exact versions for the user-code image (deploy/dagster/Dockerfile): streamable's runtime dependencies\n"
+        "# as tested, plus the Postgres instance storage. "
+        "Regenerate: .venv/bin/python deploy/dagster/update-constraints.py\n"
+    )
     OUT.write_text(header + "\n".join(lines) + "\n")
     print(f"wrote {len(lines)} pins to {OUT.relative_to(ROOT)}")
 

@@ -53,7 +53,7 @@ class KubernetesStartupRecorderResource(StartupRecorderResource):
     def record(
         self, client: RegistryClient, ref: ImageRef, settings: StartupSettings, log: Callable[[str], None]
     ) -> StartupProfile:
-        from kubernetes import client as k8s_client  # type: ignore[import-untyped]  # noqa: PLC0415
+        from kubernetes import client as k8s_client  # noqa: PLC0415
 
         from resources.k8s.client import api_client  # noqa: PLC0415
         from resources.startup.errors import RecordingError  # noqa: PLC0415

@@ -65,7 +65,9 @@ def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
 def _csv_value(field: str, value: str, target: str) -> str:
     """`value` unchanged when it is safe inside buildctl's comma-separated attributes, else a BuildError."""
     if _CSV_UNSAFE.search(value):
-        raise BuildError(target, f"{field} {value!r} must not contain commas, quotes or newlines (buildctl CSV attribute)")
+        raise BuildError(
+            target, f"{field} {value!r} must not contain commas, quotes or newlines (buildctl CSV attribute)"
+        )
     return value
 
 
@@ -199,7 +201,9 @@ class BuildctlBuilder:
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, text=True, bufsize=1, errors="replace")
         except FileNotFoundError:
-            raise BuildctlError(f"buildctl executable {self.buildctl_bin!r} was not found (install it or set buildctl_bin)") from None
+            raise BuildctlError(
+                f"buildctl executable {self.buildctl_bin!r} was not found (install it or set buildctl_bin)"
+            ) from None
         assert proc.stdout is not None
         with proc.stdout:
             try:
@@ -227,7 +231,9 @@ class BuildctlBuilder:
                 raise BuildError(request.target, f"push credentials could not be obtained: {exc}") from None
             scrub = redactor([*(c.password for c in creds), *(c.auth_field() for c in creds)])  # raw and Basic form
             docker_config = stack.enter_context(temporary_docker_config(creds, self.temp_dir)) if creds else None
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamable-buildctl-", dir=self.temp_dir)))
+            work = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="streamable-buildctl-", dir=self.temp_dir))
+            )
             metadata_file = work / "metadata.json"
             argv = self.build_argv(request, metadata_file=metadata_file, tls=tls)
             log(f"buildctl build on {self.name} ({self.addr}): {request.target} -> {request.image_ref}")
@@ -279,7 +285,9 @@ class BuildctlBuilder:
         try:
             meta = json.loads(metadata_file.read_text())
         except (OSError, ValueError) as exc:
-            raise BuildError(target, f"buildctl on {self.name} succeeded but its metadata file is unreadable ({type(exc).__name__})") from None
+            raise BuildError(
+                target, f"buildctl on {self.name} succeeded but its metadata file is unreadable ({type(exc).__name__})"
+            ) from None
         digest = meta.get("containerimage.digest") if isinstance(meta, dict) else None
         if not isinstance(digest, str) or not digest.startswith("sha256:"):
             raise BuildError(target, f"buildctl on {self.name} succeeded but its metadata has no containerimage.digest")

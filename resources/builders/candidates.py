@@ -61,8 +61,9 @@ def discard_one(client: RegistryClient, ref: ImageRef, digest: str) -> DiscardOu
     return DiscardOutcome(image, True, "manifest deleted")
 
 
-def discard_pushed(pushed: Iterable[tuple[str, str]], client_for: Callable[[str], AbstractContextManager[RegistryClient]],
-                   log: LogFn) -> list[DiscardOutcome]:
+def discard_pushed(
+    pushed: Iterable[tuple[str, str]], client_for: Callable[[str], AbstractContextManager[RegistryClient]], log: LogFn
+) -> list[DiscardOutcome]:
     """Discard every (reference, digest) a failed build pushed; one outcome each, logged."""
     outcomes = []
     for reference, digest in pushed:

@@ -78,7 +78,9 @@ def policies_from_buildkitd_toml(text: str, source: str = "buildkitd.toml") -> l
             continue
         raw_tiers = section.get("gcpolicy") or []
         if not isinstance(raw_tiers, list):
-            raise GcConfigError(f"{source}: worker.{name}.gcpolicy must be an array of tables ([[worker.{name}.gcpolicy]])")
+            raise GcConfigError(
+                f"{source}: worker.{name}.gcpolicy must be an array of tables ([[worker.{name}.gcpolicy]])"
+            )
         tiers = []
         for i, raw in enumerate(raw_tiers):
             if not isinstance(raw, dict):
@@ -208,4 +210,6 @@ def prune_builders(builder: ImageBuilder, *, keep_storage_bytes: int | None = No
         failures = getattr(exc, "failures", None)
         if isinstance(partial, list) and isinstance(failures, dict):
             return GcReport(results=partial, failures={str(k): str(v) for k, v in failures.items()})
-        return GcReport(results=[], failures={getattr(builder, "name", type(builder).__name__): f"{type(exc).__name__}: {exc}"})
+        return GcReport(
+            results=[], failures={getattr(builder, "name", type(builder).__name__): f"{type(exc).__name__}: {exc}"}
+        )

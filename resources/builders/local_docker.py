@@ -45,7 +45,9 @@ class LocalDockerBuilder:
     def _stream(self, argv: list[str], log: LogFn, on_line: Iterable | None = None) -> tuple[int, list[str]]:
         """Run argv, stream merged output lines into log, return (exit code, lines)."""
         lines: list[str] = []
-        proc = subprocess.Popen(argv, env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            argv, env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip("\n")
@@ -59,7 +61,9 @@ class LocalDockerBuilder:
     def build_argv(self, request: BuildRequest) -> list[str]:
         """The `docker build` argv for a request (no shell; values verbatim)."""
         if request.context_dir is None:
-            raise BuildError(request.target, "the local Docker builder needs a local context (git contexts are checked out first)")
+            raise BuildError(
+                request.target, "the local Docker builder needs a local context (git contexts are checked out first)"
+            )
         argv = [self._bin(), "build", "--progress=plain", f"--network={self.network}",
                 "--file", str(request.context_dir / request.dockerfile), "--tag", request.image_ref]
         for key, value in request.build_args.items():
@@ -68,7 +72,11 @@ class LocalDockerBuilder:
             argv += ["--target", request.target_stage]
         if request.platforms:
             if len(request.platforms) > 1:
-                raise BuildError(request.target, f"multi-platform builds ({', '.join(request.platforms)}) need buildctl; the local engine builds one platform")
+                raise BuildError(
+                    request.target,
+                    f"multi-platform builds ({', '.join(request.platforms)}) need buildctl; "
+                    "the local engine builds one platform",
+                )
             argv += ["--platform", request.platforms[0]]
         for sid, path in request.secrets.items():
             argv += ["--secret", f"id={sid},src={path}"]  # the value stays in the file, never in argv
@@ -83,18 +91,33 @@ class LocalDockerBuilder:
         """Build and push; returns the pushed manifest digest."""
         started = time.monotonic()
         if request.cache_ref:
-            log(f"note: the local engine keeps its own build cache; registry cache {request.cache_ref} is used by buildctl builders")
+            log(
+                f"note: the local engine keeps its own build cache; "
+                f"registry cache {request.cache_ref} is used by buildctl builders"
+            )
         parser = ProgressParser()
         code, lines = self._stream(self.build_argv(request), log, on_line=[parser.feed])
         if code != 0:
             step, output = parser.failing_step()
-            raise BuildError(request.target, f"docker build exited with {code}", step=step, output=output or "\n".join(lines[-40:]))
+            raise BuildError(
+                request.target, f"docker build exited with {code}", step=step, output=output or "\n".join(lines[-40:])
+            )
         code, push_lines = self._stream([self._bin(), "push", request.image_ref], log)
         if code != 0:
-            raise BuildError(request.target, f"docker push of {request.image_ref} exited with {code}", step="push", output="\n".join(push_lines[-20:]))
+            raise BuildError(
+                request.target,
+                f"docker push of {request.image_ref} exited with {code}",
+                step="push",
+                output="\n".join(push_lines[-20:]),
+            )
         digest = next((m[1] for ln in push_lines if (m := _PUSH_DIGEST_RE.search(ln))), None)
         if digest is None:
-            raise BuildError(request.target, "docker push did not report a manifest digest", step="push", output="\n".join(push_lines[-20:]))
+            raise BuildError(
+                request.target,
+                "docker push did not report a manifest digest",
+                step="push",
+                output="\n".join(push_lines[-20:]),
+            )
         check_platforms(request, parser, pushed=((request.image_ref, digest),), builder=self.name)
         return BuildResult(
             image_ref=request.image_ref,
@@ -138,4 +161,6 @@ class LocalDockerBuilder:
         if code != 0:
             raise RuntimeError(f"builder {self.name}: prune failed: {' | '.join(lines[-5:])}")
         after = self.cache_usage()
-        return [PruneResult(builder=self.name, bytes_before=before, bytes_after=after, freed_bytes=max(0, before - after))]
+        return [
+            PruneResult(builder=self.name, bytes_before=before, bytes_after=after, freed_bytes=max(0, before - after))
+        ]

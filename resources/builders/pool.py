@@ -223,7 +223,9 @@ class BuilderPool:
                     why = f"buildctl could not connect ({exc.output.splitlines()[-1] if exc.output else 'no output'})"
                 else:
                     if skipped:
-                        log(f"build of {request.target} ran on {endpoint.name} after failing over: {'; '.join(skipped)}")
+                        log(
+                            f"build of {request.target} ran on {endpoint.name} after failing over: {'; '.join(skipped)}"
+                        )
                     return RoutedBuildResult(**{f.name: getattr(result, f.name) for f in fields(BuildResult)},
                                              builder_addr=endpoint.addr, routing_key=key, rank=rank,
                                              skipped=tuple(skipped))

@@ -23,7 +23,9 @@ def write_build_secrets(target: str, secrets: Mapping[str, str], directory: Path
     for sid, env_name in secrets.items():
         value = os.environ.get(env_name)
         if value is None:
-            raise BuildSecretError(f"target {target!r}: build secret {sid!r} needs environment variable {env_name}, which is not set")
+            raise BuildSecretError(
+                f"target {target!r}: build secret {sid!r} needs environment variable {env_name}, which is not set"
+            )
         path = directory / sid
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

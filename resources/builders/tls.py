@@ -65,7 +65,11 @@ class TlsFromFiles:
     @contextmanager
     def materialize(self) -> Iterator[TlsFiles]:
         """Check the files exist and yield them."""
-        for label, path in (("CA certificate", self.ca_cert), ("client certificate", self.cert), ("client key", self.key)):
+        for label, path in (
+            ("CA certificate", self.ca_cert),
+            ("client certificate", self.cert),
+            ("client key", self.key),
+        ):
             if not Path(path).is_file():
                 raise TlsError(f"buildkit TLS {label} {path} does not exist or is not a file")
         yield TlsFiles(Path(self.ca_cert), Path(self.cert), Path(self.key), self.server_name)

@@ -201,7 +201,7 @@ class Authenticator:
         return token
 
     def _fetch(self, scopes: list[str], *, timeout: float) -> tuple[str, float]:
-        """Get a token from the realm: OAuth2 refresh-token POST with an identity token, else GET (Basic or anonymous)."""
+        """A token from the realm: OAuth2 refresh-token POST with an identity token, else GET (Basic or anonymous)."""
         realm = self._realm
         if not realm:
             raise TokenRequestError("registry asked for a Bearer token without a realm", status=None, retryable=False)

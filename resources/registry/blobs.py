@@ -109,7 +109,9 @@ def blob_chunks(
         except httpx.TransportError as exc:
             if hasher is not None and received and f"{digest_algorithm(digest)}:{hasher.hexdigest()}" == digest:
                 break  # all there: the connection broke after the last byte (or a Content-Length overstated it)
-            failure = retry.Retry(t.transport_error(exc, f"{action} (broke at byte {received})", repo, digest, budget.attempts))
+            failure = retry.Retry(
+                t.transport_error(exc, f"{action} (broke at byte {received})", repo, digest, budget.attempts)
+            )
         finally:
             response.close()
         budget.spend(failure)

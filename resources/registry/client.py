@@ -106,8 +106,10 @@ class RegistryClient:
         """Check that the registry answers `GET /v2/` and that the credentials are accepted."""
         self._t.request("GET", "/v2/", action="ping", repository=None, scopes=[], deadline=self._deadline("ping"))
 
-    def get_manifest(self, repository: str, reference: str, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES) -> RawManifest:
-        """Fetch a manifest or index by tag or digest; the digest is verified (against the reference or the registry's header)."""
+    def get_manifest(
+        self, repository: str, reference: str, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES
+    ) -> RawManifest:
+        """Fetch a manifest or index by tag or digest, its digest verified (against the reference or the header)."""
         repo, ref = self._repo(repository), validate_reference(reference)
         return manifests.get_manifest(self._t, repo, ref, accept, self._deadline("pull manifest"))
 
@@ -119,7 +121,9 @@ class RegistryClient:
             return found
         return self.get_manifest(repo, ref).descriptor()
 
-    def _put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> tuple[str, httpx.Response]:
+    def _put_manifest(
+        self, repository: str, reference: str, data: bytes, media_type: str
+    ) -> tuple[str, httpx.Response]:
         repo, ref = self._repo(repository), validate_reference(reference)
         return manifests.put_manifest(
             self._t, repo, ref, data, media_type, self._deadline("push manifest"),
@@ -164,7 +168,7 @@ class RegistryClient:
         with self.stream_blob(repository, digest, chunk_size, size=size) as chunks:
             reader = io.BufferedReader(blobs.BlobReader(chunks), buffer_size=chunk_size)
             try:
-                yield reader  # type: ignore[misc]
+                yield reader
             finally:
                 reader.close()
 
@@ -186,7 +190,7 @@ class RegistryClient:
 
     def push_blob(self, repository: str, data: bytes, *, digest: str | None = None,
                   media_type: str = mt.OCTET_STREAM) -> Descriptor:
-        """Upload a blob in one POST+PUT (skipped when the repository already has it); restarts from the POST on failure."""
+        """Upload a blob in one POST+PUT (skipped when the repository has it); restarts from the POST on failure."""
         repo = self._repo(repository)
         actual = compute_digest(data, digest_algorithm(digest) if digest else "sha256")
         if digest is not None and actual != validate_digest(digest):
@@ -210,8 +214,16 @@ class RegistryClient:
         repo, digest = self._repo(repository), validate_digest(digest)
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        uploads.upload(self._t, repo, uploads.BlobSource.of_chunks(chunks), digest, size, chunk_size=chunk_size,
-                       deadline=self._deadline("push blob", size), exists=lambda: self.blob_size(repo, digest) is not None)
+        uploads.upload(
+            self._t,
+            repo,
+            uploads.BlobSource.of_chunks(chunks),
+            digest,
+            size,
+            chunk_size=chunk_size,
+            deadline=self._deadline("push blob", size),
+            exists=lambda: self.blob_size(repo, digest) is not None,
+        )
         return Descriptor(media_type=mt.OCTET_STREAM, digest=digest, size=size)
 
     def copy_blob(self, from_repository: str, repository: str, digest: str, size: int,
@@ -234,7 +246,7 @@ class RegistryClient:
         return descriptor
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
-        """Cross-repository mount; True when mounted (201), False when the registry opened an upload instead (cancelled)."""
+        """Cross-repository mount: True when mounted (201), False when the registry opened an upload (cancelled)."""
         repo, src, ref = self._repo(repository), self._repo(from_repository), validate_digest(digest)
         response = self._t.request(
             "POST", f"/v2/{repo}/blobs/uploads/", action=f"mount blob from {src} into", repository=repo, reference=ref,
@@ -309,7 +321,9 @@ class RegistryClient:
         entries = referrers.read_tag_index(self._t, lambda tag: self._manifest_or_none(repo, tag), repo, ref) or []
         return [m for m in entries if not artifact_type or m.get("artifactType") == artifact_type]
 
-    def put_referrers_tag(self, repository: str, subject_digest: str, descriptor: Mapping[str, Any] | Descriptor) -> str:
+    def put_referrers_tag(
+        self, repository: str, subject_digest: str, descriptor: Mapping[str, Any] | Descriptor
+    ) -> str:
         """Add a referrer to the `sha256-<hex>` tag index of `subject_digest`, safe against concurrent writers
         (read-merge-write until a re-read shows it stable); returns the index digest."""
         repo, subject = self._repo(repository), validate_digest(subject_digest)
@@ -319,7 +333,7 @@ class RegistryClient:
         )
 
     def push_referrer(self, repository: str, data: bytes, media_type: str) -> str:
-        """Push a manifest that has a `subject` by digest; without registry referrers support, also update the tag index."""
+        """Push a manifest with a `subject` by digest; without referrers support, also update the tag index."""
         manifest = RawManifest.from_data(data, media_type)
         subject = (manifest.json().get("subject") or {}).get("digest")
         if not subject:

@@ -23,7 +23,7 @@ HELPER_TIMEOUT_SECONDS = 30.0
 
 
 class DockerConfigError(StreamableError, ValueError):
-    """The Docker config file is unreadable or has an invalid entry; the message names the file and registry, never a secret."""
+    """The Docker config file is unreadable or has an invalid entry; names the file and registry, never a secret."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ def run_credential_helper(helper: str, registry: str) -> Credentials | None:
         pass
     if proc is None:  # outside the except block: TimeoutExpired holds the helper's partial output
         raise DockerConfigError(
-            f"credential helper docker-credential-{helper} did not answer for {registry} in {HELPER_TIMEOUT_SECONDS:.0f}s"
+            f"credential helper docker-credential-{helper} did not answer for {registry} "
+            f"in {HELPER_TIMEOUT_SECONDS:.0f}s"
         )
     if proc.returncode != 0:
         message = proc.stdout.strip() or proc.stderr.strip()

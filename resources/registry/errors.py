@@ -149,7 +149,10 @@ def status_error(
         what = "not authorized to" if status == 401 else "access denied to"
         cls, message = RegistryAuthError, f"registry {label}: {what} {action} {target} ({detail}); {auth}"
     elif status == 404:
-        cls, message = RegistryNotFoundError, f"registry {label}: {target} not found while trying to {action} ({detail})"
+        cls, message = (
+            RegistryNotFoundError,
+            f"registry {label}: {target} not found while trying to {action} ({detail})",
+        )
     elif status in (408, 429) or status >= 500:
         plural = "s" if attempts > 1 else ""
         cls = RegistryUnavailableError

@@ -40,7 +40,9 @@ def get_manifest(t: Transport, repo: str, ref: str, accept: Sequence[str], deadl
             deadline.check(on_deadline)
             body += chunk
             if len(body) > MAX_MANIFEST_BYTES:
-                raise t.error(f"manifest {describe_target(repo, ref)} is larger than {MAX_MANIFEST_BYTES} bytes", repo, ref)
+                raise t.error(
+                    f"manifest {describe_target(repo, ref)} is larger than {MAX_MANIFEST_BYTES} bytes", repo, ref
+                )
     except httpx.TransportError as exc:
         failure = t.transport_error(exc, "pull manifest", repo, ref, 1)
     finally:
@@ -55,8 +57,11 @@ def get_manifest(t: Transport, repo: str, ref: str, accept: Sequence[str], deadl
     if expected and digest != expected:
         source = "requested" if is_digest(ref) else "announced by Docker-Content-Digest"
         raise DigestMismatchError(
-            f"registry {t.label}: manifest {describe_target(repo, ref)} hashes to {digest}, not the {source} {expected}",
-            registry=t.registry, repository=repo, reference=ref,
+            f"registry {t.label}: manifest {describe_target(repo, ref)} hashes to {digest}, "
+            f"not the {source} {expected}",
+            registry=t.registry,
+            repository=repo,
+            reference=ref,
         )
     media_type = content_type(response)
     if media_type not in mt.MANIFEST_MEDIA_TYPES:
@@ -105,7 +110,11 @@ def check_manifest_input(repo: str, ref: str, data: bytes, media_type: str) -> s
 def referenced(data: bytes) -> tuple[list[str], list[str]]:
     """(blob digests, manifest digests) a manifest or index names: config + layers, or its manifests."""
     doc = json.loads(data)
-    blobs = [d["digest"] for d in [doc.get("config") or {}, *(doc.get("layers") or [])] if isinstance(d, dict) and d.get("digest")]
+    blobs = [
+        d["digest"]
+        for d in [doc.get("config") or {}, *(doc.get("layers") or [])]
+        if isinstance(d, dict) and d.get("digest")
+    ]
     children = [d["digest"] for d in doc.get("manifests") or [] if isinstance(d, dict) and d.get("digest")]
     return blobs, children
 
@@ -146,10 +155,18 @@ def put_manifest(
     response = retry.run(attempt, policy=t.policy, deadline=deadline, what=f"registry {t.label}: {action}",
                          on_deadline=t.deadline_error(action, repo, ref))
     announced = response.headers.get("docker-content-digest")
-    if announced and ":" in announced and digest_algorithm(announced) == digest_algorithm(digest) and announced != digest:
+    if (
+        announced
+        and ":" in announced
+        and digest_algorithm(announced) == digest_algorithm(digest)
+        and announced != digest
+    ):
         raise DigestMismatchError(
-            f"registry {t.label}: stored manifest {describe_target(repo, ref)} as {announced}, but its bytes hash to {digest}",
-            registry=t.registry, repository=repo, reference=ref,
+            f"registry {t.label}: stored manifest {describe_target(repo, ref)} as {announced}, "
+            f"but its bytes hash to {digest}",
+            registry=t.registry,
+            repository=repo,
+            reference=ref,
         )
     return digest, response
 

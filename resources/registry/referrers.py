@@ -67,7 +67,11 @@ def referrers_api(t: Transport, repo: str, digest: str, artifact_type: str | Non
             doc = response.json()
         except ValueError:
             return None
-        if not isinstance(doc, dict) or doc.get("mediaType") != mt.OCI_INDEX or not isinstance(doc.get("manifests"), list):
+        if (
+            not isinstance(doc, dict)
+            or doc.get("mediaType") != mt.OCI_INDEX
+            or not isinstance(doc.get("manifests"), list)
+        ):
             return None
         filtered = filtered or "artifactType" in response.headers.get("oci-filters-applied", "")
         found.extend(m for m in doc["manifests"] if isinstance(m, dict))
@@ -80,7 +84,9 @@ def referrers_api(t: Transport, repo: str, digest: str, artifact_type: str | Non
     return found
 
 
-def read_tag_index(t: Transport, get: Callable[[str], RawManifest | None], repo: str, subject: str) -> list[dict[str, Any]] | None:
+def read_tag_index(
+    t: Transport, get: Callable[[str], RawManifest | None], repo: str, subject: str
+) -> list[dict[str, Any]] | None:
     """The entries of the `sha256-<hex>` tag index (`get(tag)` fetches it, None when absent)."""
     tag = referrers_tag(subject)
     manifest = get(tag)

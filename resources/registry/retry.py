@@ -31,7 +31,8 @@ REFUSED_RETRIES = 2  # a refused connection: nothing listens; two quick retries 
 REFUSED_DELAY_SECONDS = 0.1
 SETTLE_RETRIES = 4  # manifest PUTs answered 400 for blobs the registry has just stored (eventual consistency)
 SETTLE_BACKOFF_SECONDS = 0.5
-MIN_TRANSFER_RATE = 1 << 20  # bytes/s a blob read or upload may not fall below on average: adds size/rate to its deadline
+# bytes/s a blob read or upload may not fall below on average: adds size/rate to its deadline
+MIN_TRANSFER_RATE = 1 << 20
 
 
 def is_retryable_status(status: int) -> bool:
@@ -174,7 +175,8 @@ class Budget:
         delay = delay_of(count, failure.retry_after)
         if self.deadline is not None and delay >= self.deadline.remaining():
             raise self.on_deadline(
-                f"failed ({failure.error}) with no time left for another attempt within its {self.deadline.seconds:g} s deadline"
+                f"failed ({failure.error}) with no time left for another attempt "
+                f"within its {self.deadline.seconds:g} s deadline"
             ) from None
         self.used[failure.kind] = count + 1
         self.attempts += 1

@@ -55,7 +55,9 @@ def parse_registry(registry: str, plain_http: bool | None) -> tuple[str, str]:
     if scheme is None:
         scheme = "http" if (plain_http or (plain_http is None and loopback)) else "https"
     if scheme == "http" and not loopback and not plain_http:
-        raise ValueError(f"registry {value}: plain HTTP is only used for loopback hosts; pass plain_http=True to allow it")
+        raise ValueError(
+            f"registry {value}: plain HTTP is only used for loopback hosts; pass plain_http=True to allow it"
+        )
     return value, scheme
 
 
@@ -152,7 +154,9 @@ class Transport:
             registry=self.registry, repository=repository, reference=reference,
         )
 
-    def deadline_error(self, action: str, repository: str | None, reference: str | None) -> Callable[[str], RegistryDeadlineError]:
+    def deadline_error(
+        self, action: str, repository: str | None, reference: str | None
+    ) -> Callable[[str], RegistryDeadlineError]:
         """A factory for the deadline exception of one operation."""
         def make(detail: str) -> RegistryDeadlineError:
             return RegistryDeadlineError(
@@ -173,11 +177,15 @@ class Transport:
         base = httpx.URL(self.base_url)
         return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
-    def check_url(self, url: httpx.URL, action: str, repository: str | None = None, reference: str | None = None) -> None:
+    def check_url(
+        self, url: httpx.URL, action: str, repository: str | None = None, reference: str | None = None
+    ) -> None:
         """Refuse a URL (redirect or upload Location) on plain HTTP off loopback unless plain_http=True was given."""
         target = describe_target(repository, reference)
         if url.scheme == "http" and not self.plain_http_anywhere and not is_loopback_host(url.host):
-            raise self.error(f"refusing to {action} via plain-HTTP location on {url.host} ({target})", repository, reference)
+            raise self.error(
+                f"refusing to {action} via plain-HTTP location on {url.host} ({target})", repository, reference
+            )
         if url.scheme not in ("http", "https"):
             raise self.error(f"unsupported location scheme {url.scheme!r} to {action} {target}", repository, reference)
 
@@ -231,8 +239,11 @@ class Transport:
                 location = response.headers["location"]
                 response.close()
                 if hops > MAX_REDIRECTS:
-                    raise self.error(f"too many redirects while trying to {action} {describe_target(repository, reference)}",
-                                     repository, reference)
+                    raise self.error(
+                        f"too many redirects while trying to {action} {describe_target(repository, reference)}",
+                        repository,
+                        reference,
+                    )
                 target = target.join(location)
                 self.check_url(target, action, repository, reference)
                 if response.status_code == 303 and method != "HEAD":

@@ -77,8 +77,11 @@ def upload_location(t: Transport, response: httpx.Response, repo: str, digest: s
     """The checked Location of an upload answer."""
     location = response.headers.get("location")
     if not location:
-        raise t.error(f"upload of {digest or 'a blob'} to {repo} answered HTTP {response.status_code} without a Location",
-                      repo, digest)
+        raise t.error(
+            f"upload of {digest or 'a blob'} to {repo} answered HTTP {response.status_code} without a Location",
+            repo,
+            digest,
+        )
     url = response.request.url.join(location)
     t.check_url(url, "upload blob", repo, digest)
     return url
@@ -110,7 +113,9 @@ def cancel(t: Transport, repo: str, location: httpx.URL) -> None:
         log.warning("registry %s: could not cancel upload to %s: %s", t.label, repo, exc)
 
 
-def session_state(t: Transport, repo: str, location: httpx.URL, deadline: retry.Deadline) -> tuple[int, httpx.URL] | None:
+def session_state(
+    t: Transport, repo: str, location: httpx.URL, deadline: retry.Deadline
+) -> tuple[int, httpx.URL] | None:
     """(bytes held, current Location) of a session from `GET <location>`, or None when it is gone or unreadable."""
     try:
         response = t.request("GET", location, action="check blob upload", repository=repo, scopes=scopes(repo),

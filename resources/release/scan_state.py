@@ -156,11 +156,21 @@ class TickStats:
             setattr(self, name, getattr(self, name) + n)
 
 
-def incremental_scan(client: RegistryClient, catalog: ImageCatalog, settings: BackfillSettings, store: ScanStateStore, *,
-                     ztoc_catalog: ZtocCatalog | None = None, deadline: float | None = None,
-                     resume_after: str | None = None, max_parallel: int = 16, rescan_after_s: float | None = None,
-                     clock: Callable[[], float] = time.monotonic, now: Callable[[], float] = time.time,
-                     stats: TickStats | None = None) -> ScanResult:
+def incremental_scan(
+    client: RegistryClient,
+    catalog: ImageCatalog,
+    settings: BackfillSettings,
+    store: ScanStateStore,
+    *,
+    ztoc_catalog: ZtocCatalog | None = None,
+    deadline: float | None = None,
+    resume_after: str | None = None,
+    max_parallel: int = 16,
+    rescan_after_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], float] = time.time,
+    stats: TickStats | None = None,
+) -> ScanResult:
     """Like `scan_registry` (same result, same resume/deadline rules), reading manifests of new or changed tags only."""
     stats = stats if stats is not None else TickStats()
     result = ScanResult()
@@ -269,8 +279,14 @@ def _update_repository(client: RegistryClient, settings: BackfillSettings, repo:
         soci_output = is_soci_output(tag, item.artifact_media_type)
         try:
             if soci_output or not settings.filters.matches(repo, tag):
-                if soci_output and ztoc_catalog is not None and (tag.endswith(settings.soci_tag_suffix) or is_referrers_tag(tag)):
-                    stats.count("soci_indexes_folded", _fold(client, ztoc_catalog, repo, tag, client.get_manifest(repo, tag)))
+                if (
+                    soci_output
+                    and ztoc_catalog is not None
+                    and (tag.endswith(settings.soci_tag_suffix) or is_referrers_tag(tag))
+                ):
+                    stats.count(
+                        "soci_indexes_folded", _fold(client, ztoc_catalog, repo, tag, client.get_manifest(repo, tag))
+                    )
                 return tag, TagRecord(listed_digest, listed_digest, OTHER)
             top = client.get_manifest(repo, tag)
             stats.count("manifests_checked")
@@ -279,7 +295,8 @@ def _update_repository(client: RegistryClient, settings: BackfillSettings, repo:
                 return tag, TagRecord(top.digest, listed_digest, OTHER, "not a container image")
             if platforms.soci_enabled and ztoc_catalog is not None:
                 stats.count("soci_indexes_folded", _fold(client, ztoc_catalog, repo, tag, top))
-            if ztoc_catalog is not None and client.supports_referrers(repo):  # v1 indexes as referrers: no tag shows them
+            # v1 indexes as referrers: no tag shows them
+            if ztoc_catalog is not None and client.supports_referrers(repo):
                 stats.count("soci_indexes_folded", _fold_referrers(client, ztoc_catalog, repo, platforms.manifests))
             done = existing_soci_index(client, repo, tag, top, settings, known_tags=tags, platforms=platforms)
         except RegistryNotFoundError:

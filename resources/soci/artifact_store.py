@@ -87,7 +87,7 @@ class JsonArtifactStore:
         return head.digest if head is not None else None
 
     def save(self, doc: Doc, read_from: str | None, merge: Merge) -> Loaded:
-        """Write `doc` (merged into whatever is stored now, when that changed since `read_from`); returns what was written."""
+        """Write `doc` (merged into what is stored now, if that changed since `read_from`); returns what was written."""
         base = read_from
         for _ in range(SAVE_ATTEMPTS):
             current = self._current_digest()

@@ -106,7 +106,7 @@ class SociConverter:
         span_size: int = SOCI_SPAN_SIZE,
         min_layer_size: int = SOCI_MIN_LAYER_SIZE,
         build_tool_identifier: str = SOCI_BUILD_TOOL_IDENTIFIER,
-        format: str = "v2",
+        format: str = "v2",  # noqa: A002 - public keyword, passed by name by the CLI, pipelines and backfill
         platforms: Sequence[str] | None = None,
         all_platforms: bool = False,
         progress: LayerProgress | None = None,
@@ -134,7 +134,9 @@ class SociConverter:
         self.platforms = [plat.parse(p) for p in platforms or []]
         self.all_platforms = all_platforms
         self.progress = par.serialized(progress)
-        self.max_parallel_layers = par.check_max_parallel_layers(max_parallel_layers or par.default_max_parallel_layers())
+        self.max_parallel_layers = par.check_max_parallel_layers(
+            max_parallel_layers or par.default_max_parallel_layers()
+        )
         self._layer_builds: par.LayerBuilds[BuiltZtoc] | None = None
         self._log = log_fn or log.info
         self._builder = ZtocBuilder(span_size=span_size, build_tool_identifier=build_tool_identifier)
@@ -142,7 +144,9 @@ class SociConverter:
         self._built = 0
         self._reused = 0
         self.node_compat = node_compat if isinstance(node_compat, NodeCompat) else NodeCompat.parse(node_compat)
-        prefetch = PrefetchOptions(prefetch_profile, Granularity(prefetch_granularity), tuple(prefetch_files), self.node_compat)
+        prefetch = PrefetchOptions(
+            prefetch_profile, Granularity(prefetch_granularity), tuple(prefetch_files), self.node_compat
+        )
         self.gates = ConvertGates(client, prefetch, self._log)
         self._prefetch: dict[str, list[Descriptor]] = {}
 
@@ -168,7 +172,8 @@ class SociConverter:
         profile = self.gates.options.profile
         if profile is not None and profile.manifest_digest not in {img.raw.digest for img in selected}:
             raise SociConvertError(
-                f"image {src}: the prefetch profile was recorded on manifest {profile.manifest_digest} ({profile.platform}), "
+                f"image {src}: the prefetch profile was recorded on manifest {profile.manifest_digest} "
+                f"({profile.platform}), "
                 "which is not among the manifests being converted"
             )
         plans = {img.raw.digest: self._plan(src, img) for img in selected}
@@ -202,7 +207,9 @@ class SociConverter:
         if not ztoc_lists:
             skipped = [s for r in results for s in r.skipped_layers]
             details = "; ".join(f"{s.layer_digest}: {s.reason}" for s in skipped)
-            raise EmptySociIndexError(f"image {src}: no layer got a usable zTOC; nothing was tagged. Layers: {details}", skipped)
+            raise EmptySociIndexError(
+                f"image {src}: no layer got a usable zTOC; nothing was tagged. Layers: {details}", skipped
+            )
         self.client.push_blob(dst.repository, mt.EMPTY_CONFIG, digest=mt.EMPTY_CONFIG_DIGEST)
 
         if self.version is SociVersion.V2:
@@ -240,8 +247,8 @@ class SociConverter:
         if image.index is None:
             (only,) = image.images
             if self.platforms and not any(plat.matches(w, only.platform) for w in self.platforms):
-                wanted = ", ".join(str(w) for w in self.platforms)
-                raise PlatformNotFoundError(f"image {src} is {only.platform} only; requested {wanted}")
+                requested = ", ".join(str(w) for w in self.platforms)
+                raise PlatformNotFoundError(f"image {src} is {only.platform} only; requested {requested}")
             return [only]
         wanted = self.platforms or [plat.host_default()]
         chosen: list[PlatformImage] = []
@@ -336,7 +343,9 @@ class SociConverter:
             )
         return result, descriptors
 
-    def _ztoc_for_layer(self, src: ImageRef, dst_repo: str, img: PlatformImage, layer: Descriptor) -> tuple[ZtocInfo, bool]:
+    def _ztoc_for_layer(
+        self, src: ImageRef, dst_repo: str, img: PlatformImage, layer: Descriptor
+    ) -> tuple[ZtocInfo, bool]:
         found = self.reuse.lookup(dst_repo, layer.digest, layer.size, self.span_size)
         if found is not None:
             reason = self.gates.member_gate_for_reused(dst_repo, src.repository, layer, found.digest)
@@ -345,7 +354,11 @@ class SociConverter:
             self._reused += 1
             self._log(f"layer {layer.digest}: reusing zTOC {found.digest}")
             return found, True
-        built = self._layer_builds.result(layer.digest, (src, img, layer)) if self._layer_builds else self._build(src, img, layer)
+        built = (
+            self._layer_builds.result(layer.digest, (src, img, layer))
+            if self._layer_builds
+            else self._build(src, img, layer)
+        )
         self.client.push_blob(dst_repo, built.data, digest=built.digest)
         info = ZtocInfo(
             digest=built.digest,
@@ -364,13 +377,26 @@ class SociConverter:
     def _build(self, src: ImageRef, img: PlatformImage, layer: Descriptor) -> BuiltZtoc:
         where = f"image {src} ({img.platform}): layer {layer.digest} ({layer.media_type}, {layer.size} bytes)"
         try:
-            with self.client.stream_blob(src.repository, layer.digest, size=layer.size) as raw, par.prefetched(raw) as chunks:
+            with (
+                self.client.stream_blob(src.repository, layer.digest, size=layer.size) as raw,
+                par.prefetched(raw) as chunks,
+            ):
                 built = self._builder.build(
-                    self._with_progress(chunks, layer), layer.media_type, layer=layer.digest, verified_digest=layer.digest
+                    self._with_progress(chunks, layer),
+                    layer.media_type,
+                    layer=layer.digest,
+                    verified_digest=layer.digest,
                 )
                 for _ in chunks:  # drain, so the client verifies the blob digest (the builder does not hash it again)
                     pass
-        except (ZtocBuildError, GzipFormatError, TarFormatError, ZtocFormatError, ZlibError, DigestMismatchError) as exc:
+        except (
+            ZtocBuildError,
+            GzipFormatError,
+            TarFormatError,
+            ZtocFormatError,
+            ZlibError,
+            DigestMismatchError,
+        ) as exc:
             raise LayerIndexError(f"{where}: cannot build its zTOC: {exc}") from exc
         if built.compressed_size != layer.size:
             raise LayerIndexError(f"{where}: the blob is {built.compressed_size} bytes, the manifest says {layer.size}")

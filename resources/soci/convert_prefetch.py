@@ -99,7 +99,10 @@ class ConvertGates:
 
     def member_gate_for_reused(self, repo: str, src_repo: str, layer: Descriptor, ztoc_digest: str) -> str | None:
         """The skip reason for a reused zTOC (scans the layer's gzip members once if the gate applies)."""
-        if self.options.node_compat.member_spanning_ztocs or mt.layer_compression(layer.media_type) is not mt.LayerCompression.GZIP:
+        if (
+            self.options.node_compat.member_spanning_ztocs
+            or mt.layer_compression(layer.media_type) is not mt.LayerCompression.GZIP
+        ):
             return None
         ztoc = self.ztoc(repo, layer.digest, ztoc_digest)
         members = self._members.get(layer.digest)

@@ -111,7 +111,7 @@ class SociIndex:
         return [d for d in self.manifest.layers or [] if d.media_type == mt.SOCI_ZTOC]
 
     def ztoc_for_layer(self, layer_digest: str) -> Descriptor | None:
-        """The zTOC descriptor a node uses for `layer_digest`: the last one naming it (fs/fs.go populateImageLayerToSociMapping)."""
+        """The zTOC a node picks for a layer: the last one naming it (fs/fs.go populateImageLayerToSociMapping)."""
         found = None
         for d in self.ztocs:
             if (d.annotations or {}).get(mt.ANNOTATION_LAYER_DIGEST) == layer_digest:

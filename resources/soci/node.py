@@ -95,7 +95,9 @@ def _decode(parse: Callable[[bytes], object], raw: RegistryManifest, name: str):
         raise NotAnImage(f"{name} is not a valid image manifest: {exc}") from None
 
 
-def image_config(client: RegistryClient, repository: str, digest: str, view: ImageView | None = None) -> dict[str, object]:
+def image_config(
+    client: RegistryClient, repository: str, digest: str, view: ImageView | None = None
+) -> dict[str, object]:
     """The image config JSON object (cached on `view`)."""
     if view is not None and digest in view.configs:
         return view.configs[digest]
@@ -125,7 +127,11 @@ def config_platform(config: dict[str, object]) -> Platform:
 
 
 def read_image(
-    client: RegistryClient, ref: ImageRef, *, top: RegistryManifest | None = None, config_platform_of_manifest: bool = True
+    client: RegistryClient,
+    ref: ImageRef,
+    *,
+    top: RegistryManifest | None = None,
+    config_platform_of_manifest: bool = True,
 ) -> ImageView:
     """Resolve `ref` (or use `top`, already fetched) and decode its runnable image manifests in index order.
 
@@ -159,8 +165,15 @@ def read_image(
     view = ImageView(ref, top, index, [])
     for entry in index.manifests or []:
         if entry.media_type in mt.IMAGE_INDEX_TYPES:
-            raise NotAnImage(f"image index {ref} ({top.digest}) nests another index ({entry.digest}); nested indexes are not supported")
-        if entry.artifact_type in mt.SOCI_ARTIFACT_TYPES or entry.media_type not in mt.IMAGE_MANIFEST_TYPES or plat.is_unknown(entry.platform):
+            raise NotAnImage(
+                f"image index {ref} ({top.digest}) nests another index ({entry.digest}); "
+                "nested indexes are not supported"
+            )
+        if (
+            entry.artifact_type in mt.SOCI_ARTIFACT_TYPES
+            or entry.media_type not in mt.IMAGE_MANIFEST_TYPES
+            or plat.is_unknown(entry.platform)
+        ):
             view.others.append(entry)
             continue
         raw = client.get_manifest(repo, entry.digest)
@@ -206,14 +219,18 @@ class Discovery:
         return f"no {mt.ANNOTATION_INDEX_DIGEST} annotation and no v1 referrers"
 
 
-def find_soci_index(client: RegistryClient, repository: str, image: PlatformImage, node: NodeConfig | None = None) -> Discovery:
+def find_soci_index(
+    client: RegistryClient, repository: str, image: PlatformImage, node: NodeConfig | None = None
+) -> Discovery:
     """The node's search (fs/fs.go findSociIndexDesc): v2 annotation first, then the first v1 referrer."""
     node = node or DEFAULT_NODE
     annotated = (image.manifest.annotations or {}).get(mt.ANNOTATION_INDEX_DIGEST) if node.soci_v2 else None
     if annotated:
         return Discovery(FoundIndex(annotated, SociVersion.V2, "v2 annotation"), [])
     referrers = [
-        r["digest"] for r in client.referrers(repository, image.raw.digest, mt.SOCI_INDEX_V1) if isinstance(r.get("digest"), str)
+        r["digest"]
+        for r in client.referrers(repository, image.raw.digest, mt.SOCI_INDEX_V1)
+        if isinstance(r.get("digest"), str)
     ]
     if node.soci_v1 and referrers:
         how = f"v1 referrer 1 of {len(referrers)} (the first: SelectFirstPolicy)"
@@ -238,7 +255,7 @@ def v2_binding_problem(view: ImageView, image: PlatformImage, soci_digest: str) 
 
 
 def node_reencode(soci: SociIndex) -> bytes:
-    """soci.MarshalIndex (soci/soci_index.go): schemaVersion 2, OCI manifest type, config, blobs, subject, annotations."""
+    """soci.MarshalIndex (soci/soci_index.go): schemaVersion 2, manifest type, config, blobs, subject, annotations."""
     m = soci.manifest
     return gojson.marshal(
         Manifest(schema_version=2, media_type=mt.OCI_MANIFEST, config=m.config, layers=m.layers,
@@ -247,7 +264,7 @@ def node_reencode(soci: SociIndex) -> bytes:
 
 
 def reencode_problem(data: bytes, soci: SociIndex) -> str | None:
-    """Where the node's re-encode changes the index bytes (then its digest check fails and the image is pulled in full)."""
+    """Where the node's re-encode changes the index bytes (its digest check then fails: the image is pulled whole)."""
     again = node_reencode(soci)
     if again == data:
         return None
@@ -332,7 +349,13 @@ def index_blobs(soci: SociIndex) -> list[tuple[Descriptor, str]]:
     """The blobs a node fetches for a SOCI index before the first mount: config and every listed blob."""
     out = [(soci.manifest.config, f"config of SOCI index {soci.digest}")]
     for d in soci.manifest.layers or []:
-        kind = "zTOC" if d.media_type == mt.SOCI_ZTOC else "prefetch artifact" if d.media_type == mt.SOCI_PREFETCH else "blob"
+        kind = (
+            "zTOC"
+            if d.media_type == mt.SOCI_ZTOC
+            else "prefetch artifact"
+            if d.media_type == mt.SOCI_PREFETCH
+            else "blob"
+        )
         layer = (d.annotations or {}).get(mt.ANNOTATION_LAYER_DIGEST)
         out.append((d, f"{kind} of SOCI index {soci.digest}" + (f" for layer {layer}" if layer else "")))
     return out

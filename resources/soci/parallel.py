@@ -120,7 +120,9 @@ class _Prefetcher:
 
 
 @contextmanager
-def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_DEPTH, name: str = "layer-fetch") -> Iterator[Iterator[bytes]]:
+def prefetched(
+    chunks: Iterator[bytes], depth: int = PREFETCH_DEPTH, name: str = "layer-fetch"
+) -> Iterator[Iterator[bytes]]:
     """`chunks`, read ahead by a thread (at most `depth` chunks in memory); errors are raised to the consumer."""
     reader = _Prefetcher(chunks, depth, name)
     try:

@@ -64,7 +64,7 @@ class PrefetchSpan:
 class PrefetchArtifact:
     """soci's PrefetchArtifact."""
 
-    version: str = go_field("version", default=PREFETCH_ARTIFACT_VERSION)  # noqa: RUF009 - go_field is dataclasses.field
+    version: str = go_field("version", default=PREFETCH_ARTIFACT_VERSION)
     prefetch_spans: list[PrefetchSpan] | None = go_field("prefetch_spans", default=None)
 
 
@@ -235,7 +235,9 @@ def plan_for_paths(layers: Sequence[LayerZtoc], paths: Iterable[str]) -> Prefetc
     return plan
 
 
-def plan_for_profile(layers: Sequence[LayerZtoc], files: Iterable[ProfiledFile], granularity: Granularity) -> PrefetchPlan:
+def plan_for_profile(
+    layers: Sequence[LayerZtoc], files: Iterable[ProfiledFile], granularity: Granularity
+) -> PrefetchPlan:
     """Artifacts for a startup profile: each file in the layer the profile names."""
     by_digest = {layer.layer_digest: layer for layer in layers}
     spans: dict[str, list[tuple[int, int]]] = {}

@@ -180,7 +180,7 @@ class LayerStream:
         self._next_span = 0
         self.checked = 0
         self._captures: list[_Capture] = []
-        for i, point in enumerate(layout.points):
+        for i in range(len(layout.points)):
             (cs, ce), (us, ue) = layout.compressed[i], layout.uncompressed[i]
             self._captures.append(_Capture(i, cs, min(ce - cs, CAPTURE_COMPRESSED), us, min(ue - us, COMPARE_BYTES)))
         self._open: dict[bool, list[_Capture]] = {True: [], False: []}
@@ -280,12 +280,17 @@ class LayerStream:
         while data:
             if d.eof:
                 if not b"\x1f\x8b".startswith(data[:2]):
-                    raise ProofFailure(f"layer {self.layer}: bytes after a gzip member (compressed offset {self.cpos}) are not another member")
+                    raise ProofFailure(
+                        f"layer {self.layer}: bytes after a gzip member (compressed offset {self.cpos}) "
+                        "are not another member"
+                    )
                 d = self._inflater = zlib.decompressobj(31)
             try:
                 out = d.decompress(data, _INFLATE_PIECE)
             except zlib.error as exc:
-                raise ProofFailure(f"layer {self.layer}: gzip stream is corrupt near compressed offset {self.cpos}: {exc}") from None
+                raise ProofFailure(
+                    f"layer {self.layer}: gzip stream is corrupt near compressed offset {self.cpos}: {exc}"
+                ) from None
             self._emit(out)
             data = d.unused_data if d.eof else d.unconsumed_tail
 
@@ -373,7 +378,9 @@ class LayerStream:
         while self._hash_jobs:
             self._hash_jobs.popleft().result()
         if self._inflater is not None and not self._inflater.eof and self.cpos:
-            raise ProofFailure(f"layer {self.layer}: gzip stream ends inside a member (at compressed offset {self.cpos})")
+            raise ProofFailure(
+                f"layer {self.layer}: gzip stream ends inside a member (at compressed offset {self.cpos})"
+            )
         for i in list(self._hashers):
             self._check_span(i, self._hashers.pop(i))
         pending = {id(c): c for c in self._open[True] + self._open[False]}
@@ -399,7 +406,9 @@ def _prove(stream: LayerStream, ztoc: Ztoc, layout: SpanLayout, layer: str, want
     proof = LayerProof(spans=layout.count)
     wanted_names = {clean_name(n) for n in wanted}
     entries = ztoc.entries
-    to_hash = wanted_names | {clean_name(e.linkname) for e in entries if e.type == "hardlink" and clean_name(e.name) in wanted_names}
+    to_hash = wanted_names | {
+        clean_name(e.linkname) for e in entries if e.type == "hardlink" and clean_name(e.name) in wanted_names
+    }
     hashes: dict[str, str] = {}
     end_of_tar = 0
     try:
@@ -461,5 +470,6 @@ def _compare_entry(layer: str, k: int, entry: FileMetadata | None, member: tarfi
     for key, z_value in want.items():
         if got[key] != z_value:
             raise ProofFailure(
-                f"layer {layer}: entry {k} {entry.name!r}: field {key}: zTOC value {z_value!r}, layer value {got[key]!r}"
+                f"layer {layer}: entry {k} {entry.name!r}: field {key}: "
+                f"zTOC value {z_value!r}, layer value {got[key]!r}"
             )

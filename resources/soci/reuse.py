@@ -105,7 +105,9 @@ class ZtocReuseIndex:
             if self._client.blob_size(repository, known.digest) == known.size:
                 return known
             del self._confirmed[key]
-        if self.catalog is not None and (found := self.catalog.lookup(self, repository, layer_digest, layer_size, span_size)):
+        if self.catalog is not None and (
+            found := self.catalog.lookup(self, repository, layer_digest, layer_size, span_size)
+        ):
             return found
         for candidate in self._scan(repository).get((layer_digest, span_size), []):
             if (repository, candidate.digest) in self._rejected:
@@ -247,7 +249,9 @@ class ZtocReuseIndex:
         # The annotations say which layer this zTOC is for; check it on the bytes (first and last span digests),
         # so a zTOC made for another layer of the same size is never reused.
         reader = LazyLayerReader(
-            ztoc, lambda start, end: self._client.get_blob_range(repository, layer_digest, start, end), layer=layer_digest
+            ztoc,
+            lambda start, end: self._client.get_blob_range(repository, layer_digest, start, end),
+            layer=layer_digest,
         )
         try:
             for span_id in sorted({0, ztoc.compression.max_span_id}):
@@ -255,7 +259,9 @@ class ZtocReuseIndex:
         except (LazyReadError, RegistryError) as exc:
             self._log(f"zTOC reuse: {where} does not match layer {layer_digest}: {exc}")
             return None
-        return describe_ztoc(ztoc, digest=candidate.digest, size=candidate.size, layer_digest=layer_digest, span_size=span_size)
+        return describe_ztoc(
+            ztoc, digest=candidate.digest, size=candidate.size, layer_digest=layer_digest, span_size=span_size
+        )
 
 
 def _no_fetch(start: int, end: int) -> bytes:

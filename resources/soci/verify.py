@@ -19,6 +19,7 @@ platform, layer, zTOC, entry or file.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import posixpath
@@ -149,7 +150,11 @@ class _Verifier:
                     raise VerifyFailure(f"image {self.ref} ({image.platform}) is not pullable: {missing}")
                 if len(targets) > 1:
                     self.report.platforms.append(
-                        PlatformReport(str(image.platform), image.raw.digest, notes=[f"no SOCI index: {discovery.why_none(self.node)}"])
+                        PlatformReport(
+                            str(image.platform),
+                            image.raw.digest,
+                            notes=[f"no SOCI index: {discovery.why_none(self.node)}"],
+                        )
                     )
                     continue
                 raise VerifyFailure(
@@ -178,7 +183,9 @@ class _Verifier:
         for d in soci.ztocs:
             named = (d.annotations or {}).get(mt.ANNOTATION_LAYER_DIGEST)
             if named not in layer_digests:
-                raise VerifyFailure(f"SOCI index {found.digest} has zTOC {d.digest} for layer {named}, not in manifest {raw.digest}")
+                raise VerifyFailure(
+                    f"SOCI index {found.digest} has zTOC {d.digest} for layer {named}, not in manifest {raw.digest}"
+                )
         missing = nd.missing_blob(self.client, self.repo, nd.image_blobs(image) + nd.index_blobs(soci))
         if missing:
             raise VerifyFailure(f"image {self.ref} ({platform}) is not pullable: {missing}")
@@ -207,11 +214,16 @@ class _Verifier:
         if soci.version is SociVersion.V1:
             subject = soci.manifest.subject
             if subject is None or subject.digest != image.raw.digest:
-                raise VerifyFailure(f"{where}: v1 subject is {subject.digest if subject else None}, not manifest {image.raw.digest}")
+                raise VerifyFailure(
+                    f"{where}: v1 subject is {subject.digest if subject else None}, not manifest {image.raw.digest}"
+                )
         elif soci.manifest.subject is not None:
             raise VerifyFailure(f"{where}: a v2 index must not have a subject")
         config = soci.manifest.config
-        if config.digest != mt.EMPTY_CONFIG_DIGEST or self.client.blob_size(self.repo, config.digest) != len(mt.EMPTY_CONFIG):
+        if (
+            config.digest != mt.EMPTY_CONFIG_DIGEST
+            or self.client.blob_size(self.repo, config.digest) != len(mt.EMPTY_CONFIG)
+        ):
             raise VerifyFailure(f"{where}: config blob {config.digest} is missing or not the 2-byte {{}}")
         return soci
 
@@ -326,7 +338,9 @@ class _Verifier:
                     continue
                 raise VerifyFailure(f"required file /{name} is not in image {self.ref} ({platform})")
             if hit[1].type not in ("reg", "hardlink"):
-                raise VerifyFailure(f"required file /{name} in layer {hit[0].layer.digest} is a {hit[1].type}, not a file")
+                raise VerifyFailure(
+                    f"required file /{name} in layer {hit[0].layer.digest} is a {hit[1].type}, not a file"
+                )
             chosen.setdefault((hit[0].layer.digest, hit[1].name), "required")
         for name in self._entrypoint(manifest):
             hit = self._resolve(name, indexed)
@@ -349,7 +363,8 @@ class _Verifier:
                 continue
             il = found
             if not self.quick:
-                streamed = self._prove(il, {_clean(n) for n in wanted})  # before any lazy read: the precise failure first
+                # before any lazy read: the precise failure first
+                streamed = self._prove(il, {_clean(n) for n in wanted})
             if not wanted:
                 continue
             # read in archive order, like a node's span cache sees them: spans shared by files are fetched once
@@ -435,7 +450,7 @@ class _Verifier:
                             extracted = tar.extractfile(member)
                             assert extracted is not None
                             hasher = hashlib.sha256()
-                            for piece in iter(lambda: extracted.read(1 << 20), b""):
+                            for piece in iter(functools.partial(extracted.read, 1 << 20), b""):
                                 hasher.update(piece)
                             all_hashes[name] = hasher.hexdigest()
                         elif member.islnk() and _clean(member.linkname) in all_hashes:
@@ -474,10 +489,16 @@ class _Verifier:
         for layer in reversed(layers):
             if layer.digest in indexed_digests:
                 continue
-            if mt.layer_compression(layer.media_type) not in (mt.LayerCompression.GZIP, mt.LayerCompression.UNCOMPRESSED):
+            if mt.layer_compression(layer.media_type) not in (
+                mt.LayerCompression.GZIP,
+                mt.LayerCompression.UNCOMPRESSED,
+            ):
                 continue
             try:
-                with self.client.open_blob(self.repo, layer.digest) as blob, _open_layer_tar(blob, layer.media_type) as tar:
+                with (
+                    self.client.open_blob(self.repo, layer.digest) as blob,
+                    _open_layer_tar(blob, layer.media_type) as tar,
+                ):
                     if any(_clean(m.name) == path for m in tar):
                         return True
             except (tarfile.TarError, OSError, EOFError) as exc:
@@ -523,7 +544,9 @@ class LocatedIndex:
     """zTOC descriptors a node uses, one per layer (the last per layer annotation), in index order."""
 
 
-def locate_soci_indexes(client: RegistryClient, ref: ImageRef, node: nd.NodeConfig = nd.DEFAULT_NODE) -> list[LocatedIndex]:
+def locate_soci_indexes(
+    client: RegistryClient, ref: ImageRef, node: nd.NodeConfig = nd.DEFAULT_NODE
+) -> list[LocatedIndex]:
     """The SOCI index a node picks for each platform of `ref` (node.find_soci_index), without checking it."""
     view = nd.read_image(client, ref)
     found: list[LocatedIndex] = []

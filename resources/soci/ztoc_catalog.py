@@ -21,16 +21,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci.manifest import Descriptor
 from resources.registry import RegistryClient, RegistryError
 from resources.soci.artifact_store import Doc, JsonArtifactStore
-
-if TYPE_CHECKING:
-    from resources.soci.reuse import ZtocInfo, ZtocReuseIndex
+from resources.soci.reuse import ZtocInfo, ZtocReuseIndex, _Candidate
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +224,6 @@ class ZtocCatalog:
     def lookup(self, reuse: ZtocReuseIndex, repository: str, layer_digest: str, layer_size: int,
                span_size: int) -> ZtocInfo | None:
         """A catalog zTOC for the layer, brought into `repository` and checked by `reuse`'s own checks; or None."""
-        from resources.soci.reuse import _Candidate
-
         client = reuse._client
         ranked = sorted(self.candidates(layer_digest, span_size), key=lambda e: e.repository != repository)
         for entry in ranked[:MAX_TRIES]:

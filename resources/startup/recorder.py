@@ -162,9 +162,9 @@ class StartupRecorder:
             manifest_digest=image.manifest_digest,
             platform=image.platform,
             command=argv,
-            stopped_by=run.stopped_by,
+            stopped_by=run.stopped_by,  # type: ignore[arg-type]  # the sandbox only returns the four stop reasons
             duration_ms=round(duration_ms, 3),
-            files=tuple(files),  # type: ignore[arg-type]
+            files=tuple(files),
         )
         return Recording(
             profile=profile, still_cached_before_run=still_cached, output_tail=run.output_tail, readahead_kb=readahead

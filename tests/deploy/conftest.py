@@ -24,8 +24,13 @@ BUILDER = DEPLOY / "builder"
 DAGSTER = DEPLOY / "dagster"
 EKS = DEPLOY / "eks"
 STARTUP_RECORDER = K8S / "optional" / "startup-recorder"
-KUSTOMIZATIONS = {"base": BASE, "eks-example": OVERLAY, "tls-secret-reader": TLS_READER, "soci-snapshotter": SOCI_OPT_IN,
-                  "startup-recorder": STARTUP_RECORDER}
+KUSTOMIZATIONS = {
+    "base": BASE,
+    "eks-example": OVERLAY,
+    "tls-secret-reader": TLS_READER,
+    "soci-snapshotter": SOCI_OPT_IN,
+    "startup-recorder": STARTUP_RECORDER,
+}
 
 
 def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:

@@ -71,7 +71,9 @@ def test_grpc_listens_on_the_service_port_with_mtls_from_the_daemon_secret(base,
     assert f"tcp://0.0.0.0:{defaults.BUILDER_PORT}" in grpc["address"]
     pod = _pod(base)
     certs = {v["name"]: v for v in pod["volumes"]}
-    secret_volumes = [name for name, v in certs.items() if v.get("secret", {}).get("secretName") == defaults.BUILDER_DAEMON_TLS_SECRET]
+    secret_volumes = [
+        name for name, v in certs.items() if v.get("secret", {}).get("secretName") == defaults.BUILDER_DAEMON_TLS_SECRET
+    ]
     assert len(secret_volumes) == 1, f"the pod must mount secret {defaults.BUILDER_DAEMON_TLS_SECRET} once"
     mount = _mounts(_containers(base)["buildkitd"])[secret_volumes[0]]
     assert mount.get("readOnly") is True
@@ -104,7 +106,9 @@ def _run_probe(tmp_path: Path, exit_code: int) -> tuple[subprocess.CompletedProc
     stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "BUILDKIT_READY_CONTEXT": str(BUILDER / "etc" / "buildkit" / "ready-probe")}
-    done = subprocess.run(["sh", str(BUILDER / "buildkit-ready.sh")], env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["sh", str(BUILDER / "buildkit-ready.sh")], env=env, capture_output=True, text=True, timeout=30
+    )
     return done, json.loads(record.read_text())
 
 
@@ -124,7 +128,7 @@ def test_the_readiness_probe_context_builds_on_real_buildkit(docker_engine, tmp_
     """The probe's Dockerfile really builds (FROM scratch + COPY) on the local stack's BuildKit."""
     context = BUILDER / "etc" / "buildkit" / "ready-probe"
     docker_engine.run("build", "--network=none", "--output", f"type=tar,dest={tmp_path / 'out.tar'}", str(context))
-    import tarfile  # noqa: PLC0415
+    import tarfile
 
     with tarfile.open(tmp_path / "out.tar") as tar:
         assert tar.getnames() == ["ready.txt"]
@@ -211,11 +215,15 @@ def test_builder_pods_have_no_api_access(base, rendered):
     for objects in rendered.values():
         for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
             names = {s["name"] for s in binding["subjects"]}
-            assert pod["serviceAccountName"] not in names, f"{binding['metadata']['name']} grants the builders API access"
+            assert pod["serviceAccountName"] not in names, (
+                f"{binding['metadata']['name']} grants the builders API access"
+            )
 
 
 def test_only_dagster_pods_reach_the_builders_and_only_on_the_grpc_port(base):
-    policies = [o for o in base if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == defaults.BUILDER_NAMESPACE]
+    policies = [
+        o for o in base if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == defaults.BUILDER_NAMESPACE
+    ]
     assert len(policies) == 1
     spec = policies[0]["spec"]
     assert spec["podSelector"] == {"matchLabels": {"app": defaults.BUILDER_APP_LABEL}}
@@ -239,7 +247,9 @@ def test_overlay_pins_a_registry_image_and_keeps_the_pod_shape(base, overlay):
     images = {c["image"] for c in _containers(overlay).values()}
     assert len(images) == 1
     image = images.pop()
-    assert re.fullmatch(r"[a-z0-9.-]+\.[a-z]+(:\d+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+(@sha256:[0-9a-f]{64})?", image), image
+    assert re.fullmatch(r"[a-z0-9.-]+\.[a-z]+(:\d+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+(@sha256:[0-9a-f]{64})?", image), (
+        image
+    )
     assert not image.split("@")[0].endswith(":latest")
     assert set(_containers(overlay)) == set(_containers(base))
 

@@ -33,7 +33,8 @@ EXPECTED_OPTIONAL_ROLES: dict[tuple[str, str], set[Perm]] = {
     },
 }
 
-# Only with the startup recorder on the cluster (deploy/k8s/optional/startup-recorder, resources/startup/k8s_recorder.py).
+# Only with the startup recorder on the cluster (deploy/k8s/optional/startup-recorder,
+# resources/startup/k8s_recorder.py).
 EXPECTED_STARTUP_ROLES: dict[tuple[str, str], set[Perm]] = {
     (defaults.BUILDER_NAMESPACE, "streamable-startup-recorder-runner"): {
         ("", "pods", (), "create"),

@@ -21,7 +21,9 @@ def test_identity_has_no_api_access(objects, overlay) -> None:
     assert sa["automountServiceAccountToken"] is False
     bound = [s["name"] for o in overlay if o["kind"] == "RoleBinding" for s in o["subjects"]]
     assert k8s_recorder.SERVICE_ACCOUNT not in bound, "the recorder itself needs no Kubernetes API access"
-    assert [o for o in overlay if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == k8s_recorder.SERVICE_ACCOUNT]
+    assert [
+        o for o in overlay if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == k8s_recorder.SERVICE_ACCOUNT
+    ]
 
 
 def test_network_policy_selects_the_recorder_pods_and_allows_only_dns_and_https(objects) -> None:
@@ -35,8 +37,12 @@ def test_network_policy_selects_the_recorder_pods_and_allows_only_dns_and_https(
 
 @pytest.mark.parametrize("version", ("1.33", "1.37"))
 def test_the_recorder_pod_validates_and_is_isolated_as_documented(version) -> None:
-    rec = k8s_recorder.KubernetesStartupRecorder(core_api=None, image="111122223333.dkr.ecr.us-east-1.amazonaws.com/streamable/recorder:1")
-    args = k8s_recorder.profile_args("r.example/app@sha256:" + "a" * 64, Readiness(log="ready"), 90, ["/app/serve", "--x"])
+    rec = k8s_recorder.KubernetesStartupRecorder(
+        core_api=None, image="111122223333.dkr.ecr.us-east-1.amazonaws.com/streamable/recorder:1"
+    )
+    args = k8s_recorder.profile_args(
+        "r.example/app@sha256:" + "a" * 64, Readiness(log="ready"), 90, ["/app/serve", "--x"]
+    )
     pod = rec.pod_manifest("startup-abc", args, 90)
     kubernetes_validate.validate(pod, version, strict=True)
     spec = pod["spec"]

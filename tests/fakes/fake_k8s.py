@@ -143,7 +143,9 @@ class FakeKubernetes:
         with self._lock:
             self.namespaces.add(ns)
 
-    def add_statefulset(self, ns: str, name: str, *, replicas: int, service: str | None, labels: dict[str, str]) -> None:
+    def add_statefulset(
+        self, ns: str, name: str, *, replicas: int, service: str | None, labels: dict[str, str]
+    ) -> None:
         self.add_namespace(ns)
         spec: dict[str, Any] = {
             "replicas": replicas,
@@ -165,7 +167,9 @@ class FakeKubernetes:
             self.statefulsets[(ns, name)]["spec"]["replicas"] = replicas
             self.statefulsets[(ns, name)]["status"]["replicas"] = replicas
 
-    def add_pod(self, ns: str, name: str, *, labels: dict[str, str], ready: bool = True, phase: str = "Running") -> None:
+    def add_pod(
+        self, ns: str, name: str, *, labels: dict[str, str], ready: bool = True, phase: str = "Running"
+    ) -> None:
         """A pod as the kubelet would report it (no lifecycle script)."""
         self.add_namespace(ns)
         pod = {
@@ -257,7 +261,12 @@ class FakeKubernetes:
 
     def _route(self, method: str, seg: list[str], query: dict, body: Any) -> tuple[int, Any, str]:
         j = "application/json"
-        if seg[:4] == ["apis", "apps", "v1", "namespaces"] and len(seg) == 7 and seg[5] == "statefulsets" and method == "GET":
+        if (
+            seg[:4] == ["apis", "apps", "v1", "namespaces"]
+            and len(seg) == 7
+            and seg[5] == "statefulsets"
+            and method == "GET"
+        ):
             sts = self.statefulsets.get((seg[4], seg[6]))
             if sts is None:
                 return 404, _status(404, "NotFound", f'statefulsets.apps "{seg[6]}" not found'), j
@@ -378,7 +387,9 @@ def pulling() -> Callable[[FakeKubernetes, dict], None]:
     return step
 
 
-def pulled(duration: str, waiting: str | None = None, size: int | None = None) -> Callable[[FakeKubernetes, dict], None]:
+def pulled(
+    duration: str, waiting: str | None = None, size: int | None = None
+) -> Callable[[FakeKubernetes, dict], None]:
     """The kubelet's Pulled event, e.g. pulled("313ms", "313ms", 1234)."""
     def step(fake: FakeKubernetes, pod: dict) -> None:
         image = pod["spec"]["containers"][0]["image"]
@@ -402,8 +413,17 @@ def running() -> Callable[[FakeKubernetes, dict], None]:
 def terminated(exit_code: int, logs: str = "") -> Callable[[FakeKubernetes, dict], None]:
     def step(fake: FakeKubernetes, pod: dict) -> None:
         pod["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
-        _container_status(pod, {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                                               "startedAt": _now_iso(), "finishedAt": _now_iso()}})
+        _container_status(
+            pod,
+            {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": "Completed" if exit_code == 0 else "Error",
+                    "startedAt": _now_iso(),
+                    "finishedAt": _now_iso(),
+                }
+            },
+        )
         fake.logs[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = logs
     return step
 

@@ -44,7 +44,9 @@ def test_a_failed_build_that_pushed_discards_its_candidate(registry: RunningRegi
     with RegistryClient(registry.addr) as client:
         digest, _ = push_image(client, "team/svc", "build-0123456789ab-deadbeef", [gzip_layer(random_files("x", 2048))])
     ref = f"{registry.addr}/team/svc:build-0123456789ab-deadbeef"
-    err = BuildError("svc", "buildctl on bk0 exited with 1", step="exporting cache to registry", pushed=((ref, digest),))
+    err = BuildError(
+        "svc", "buildctl on bk0 exited with 1", step="exporting cache to registry", pushed=((ref, digest),)
+    )
     logs: list[str] = []
     with pytest.raises(dg.Failure) as exc:
         raise_build_failure(err, lambda host: RegistryClient(host), logs.append)

@@ -39,7 +39,7 @@ def assert_clear_error(proc: subprocess.CompletedProcess[str], *needles: str) ->
 
 @pytest.mark.parametrize("media_type", [mt.OCI_LAYER_GZIP, mt.OCI_LAYER_TAR])
 def test_huge_span_size_is_refused_before_reading_the_layer(tmp_path: Path, media_type: str) -> None:
-    from tests.resources.soci.conftest import tar_bytes  # noqa: PLC0415
+    from tests.resources.soci.conftest import tar_bytes
 
     tar = tar_bytes({"a.txt": b"hello" * 1000})
     layer = tmp_path / "layer"

@@ -74,8 +74,8 @@ def wait_for_texts(page, texts: list[str], timeout_s: float = 15) -> None:
 
 def launch_from_launchpad(page, job_url: str, *, partition: str, run_config_yaml: str, shot: Path) -> str:
     """Launch a partitioned asset job as the README says: the job's page, the menu next to "Materialize all...",
-    "Open launchpad", pick the partition, replace the editor's contents with the run config, "Materialize". Returns the run id
-    from the run page it lands on; `shot` is a screenshot of the filled-in launchpad."""
+    "Open launchpad", pick the partition, replace the editor's contents with the run config, "Materialize".
+    Returns the run id from the run page it lands on; `shot` is a screenshot of the filled-in launchpad."""
     open_page(page, job_url, ready_text="Materialize all…")
     page.locator("button:right-of(:text('Materialize all…'))").first.click()
     page.get_by_text("Open launchpad", exact=True).click()

@@ -46,7 +46,7 @@ def _loaded(port: int) -> bool:
 def running_dg_dev(env: dict[str, str], log_path: Path, *, timeout_s: float = 180) -> Iterator[int]:
     """Run `dg dev` from the repository root with `env` over os.environ; yields its port, stops it on exit."""
     port = free_port()
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below, after the process ended
+    log = open(log_path, "wb")  # closed below, after the process ended
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "dg"), "dev", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -2,9 +2,9 @@
 
 Starts what it needs: a registry (fixture), a git repository with one target, `dg dev` on a free port with its own
 DAGSTER_HOME (tests/ui/dg_dev.py). The first run is submitted through GraphQL, the second from the launchpad by
-clicks and typing, the way the README describes. Expected values come from the registry, not from Dagster. Assertions read the page text (plus the dialogs behind `[Show ...]`
-links), so they hold whether a value is rendered as markdown, JSON or a typed table. Screenshots go to
-`.streamable/ui-screenshots/` (kept by CI).
+clicks and typing, the way the README describes. Expected values come from the registry, not from Dagster.
+Assertions read the page text (plus the dialogs behind `[Show ...]` links), so they hold whether a value is
+rendered as markdown, JSON or a typed table. Screenshots go to `.streamable/ui-screenshots/` (kept by CI).
 """
 
 from __future__ import annotations

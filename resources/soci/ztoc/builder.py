@@ -100,7 +100,7 @@ def _chunks(stream: BinaryIO | Iterable[bytes], chunk_size: int) -> Iterator[byt
                 return
             yield chunk if isinstance(chunk, bytes) else bytes(chunk)
     else:
-        for chunk in stream:  # type: ignore[union-attr]
+        for chunk in stream:
             if chunk:
                 yield chunk if isinstance(chunk, bytes) else bytes(chunk)
 

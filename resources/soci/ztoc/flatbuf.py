@@ -17,9 +17,9 @@ Schema (upstream `ztoc/fbs/ztoc.fbs`, field slots in this order):
 
 FlatBuffers bytes depend on the order of builder calls, so `serialize_ztoc` makes the same
 calls as Go's `ztocToFlatbuffer` (docs/soci-format.md section 5), through `flatbuf_writer` (the official
-builder's layout rules, without its per-call cost), which then yields Go's bytes. Reading uses `FlatTable`, a small bounds-checked accessor, because the Python
-runtime has no verifier and reads out of range (or from the end, for negative offsets) on
-malformed input.
+builder's layout rules, without its per-call cost), which then yields Go's bytes. Reading uses
+`FlatTable`, a small bounds-checked accessor, because the Python runtime has no verifier and
+reads out of range (or from the end, for negative offsets) on malformed input.
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ def _layout(mask: int, parity: int) -> _Layout:
         f"    pack_into(buf, at, {args})\n"
     )
     namespace: dict[str, Any] = {"pack_into": struct.Struct(fmt).pack_into}
-    exec(compile(source, f"<FileMetadata layout {mask:07b}/{parity}>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, f"<FileMetadata layout {mask:07b}/{parity}>", "exec"), namespace)
     return obj_size, vtkey, vtable, namespace["fill"]
 
 
@@ -239,7 +239,9 @@ def _string_at(strings: bytes | bytearray | memoryview, at: int) -> bytes:
     return bytes(strings[at + 4 : at + 4 + length])
 
 
-def _write_general(w: BackWriter, record: tuple[int, ...], strings: memoryview, start: int, xattrs: list[tuple[bytes, bytes]]) -> int:
+def _write_general(
+    w: BackWriter, record: tuple[int, ...], strings: memoryview, start: int, xattrs: list[tuple[bytes, bytes]]
+) -> int:
     """One FileMetadata table the way Go's `prepareMetadataOffset` makes it (any entry)."""
     offset, size, mode, uid, gid, devmajor, devminor, p_gn, p_un, p_ln, p_ty, p_nm = record[:12]
     name = w.string(_string_at(strings, start + p_nm))

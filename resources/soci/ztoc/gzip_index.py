@@ -18,7 +18,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from resources.errors import StreamableError
@@ -353,7 +353,7 @@ class GzipIndexer:
 
     # ----------------------------------------------------------------- inflate
 
-    def _inflate(self, data: bytes, pos: int) -> Iterator[memoryview]:
+    def _inflate(self, data: bytes, pos: int) -> Generator[memoryview, None, int]:
         """Inflate from ``data[pos:]`` until it is used up or the member's deflate stream ends.
 
         Boundaries matter only once the output has grown by more than a span since the last point

@@ -12,7 +12,7 @@ import ctypes
 import hashlib
 import posixpath
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from resources.errors import StreamableError
@@ -92,7 +92,7 @@ class CheckpointDecoder:
             else:
                 pos = self._between_members(data, pos)
 
-    def _inflate(self, data: bytes, pos: int) -> Iterator[bytes]:
+    def _inflate(self, data: bytes, pos: int) -> Generator[bytes, None, int]:
         """Inflate ``data[pos:]`` until it is used up (and flushed) or the member's stream ends."""
         inflater = self._inflater
         stream = inflater.stream

@@ -105,7 +105,7 @@ def proves_single_member(ztoc: Ztoc, fetch: Callable[[int, int], bytes]) -> bool
 
 
 def _inflate_span(point: Checkpoint, data: bytes, *, stop_after_output: bool) -> tuple[int, int | None]:
-    """Raw-inflate a span's compressed bytes from its checkpoint: (output bytes, input left at the stream's end or None)."""
+    """Raw-inflate a span's compressed bytes from its checkpoint: (output, input left at the stream's end or None)."""
     out = ctypes.create_string_buffer(1 << 18)
     with RawInflater() as inflater:
         pos = 0

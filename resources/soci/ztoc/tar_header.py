@@ -275,7 +275,9 @@ def format_go_time_bytes(seconds: int, nanoseconds: int = 0) -> bytes:
 # and gid, 11 for size and mtime, and 6 (+ 2 terminators) or 7 (+ 1) for the checksum.
 _FAST_IDS = re.compile(rb"([0-7]{7})[ \x00]([0-7]{7})[ \x00]([0-7]{7})[ \x00]")  # at 100
 _FAST_MTIME = re.compile(rb"([0-7]{11})[ \x00]")  # at 136
-_FAST_SIZE_CHECKSUM = re.compile(rb"([0-7]{11})[ \x00][\s\S]{12}(?:([0-7]{6})[ \x00][ \x00]|([0-7]{7})[ \x00])")  # at 124
+_FAST_SIZE_CHECKSUM = re.compile(  # at 124
+    rb"([0-7]{11})[ \x00][\s\S]{12}(?:([0-7]{6})[ \x00][ \x00]|([0-7]{7})[ \x00])"
+)
 _ZERO_DEVICES = (b"0000000\x000000000\x00", bytes(16), b"0000000 0000000 ")
 _MAGIC_USTAR_00 = b"ustar\x0000"
 _MAGIC_GNU_FULL = _MAGIC_GNU + _VERSION_GNU
@@ -350,4 +352,4 @@ class FastHeaders:
                 name = _cut(block, 345, 500) + b"/" + name
         elif block[345] or block[357]:  # GNU atime/ctime: Go may read a ustar prefix there
             return None
-        return name, int(size, 8), meta  # type: ignore[return-value]
+        return name, int(size, 8), meta

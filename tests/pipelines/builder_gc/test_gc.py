@@ -139,8 +139,8 @@ def test_gc_job_prunes_the_local_builder_and_records_freed_bytes(tmp_path: Path,
 
 def test_gc_job_table_on_replayed_buildctl_transcripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three builders replaying real buildctl v0.23.2 du/prune transcripts: one pruned, one empty, one stopped."""
-    from pipelines.resource_defs.eks import BuilderPoolResource  # noqa: PLC0415
-    from tests.fakes.buildctl_cases import TRANSCRIPTS, output, tls_files  # noqa: PLC0415
+    from pipelines.resource_defs.eks import BuilderPoolResource
+    from tests.fakes.buildctl_cases import TRANSCRIPTS, output, tls_files
 
     a, b, c = "tcp://127.0.0.1:5092", "tcp://127.0.0.1:5093", "tcp://127.0.0.1:5094"
     state = tmp_path / "state"
@@ -166,10 +166,29 @@ def test_gc_job_table_on_replayed_buildctl_transcripts(tmp_path: Path, monkeypat
     freed = sum(json.loads(ln)["size"] for ln in output("prune-json").splitlines() if ln.strip())
     rows = [r.data for r in md["builders"].value.records]
     assert rows[:2] == [
-        {"builder": "127.0.0.1:5092", "status": "pruned", "bytes_before": before, "bytes_freed": freed, "bytes_after": 0,
-         "error": "", "before": sized(before), "freed": sized(freed), "after": sized(0)},
-        {"builder": "127.0.0.1:5093", "status": "pruned", "bytes_before": 0, "bytes_freed": 0, "bytes_after": 0,
-         "error": "", "before": sized(0), "freed": sized(0), "after": sized(0)}]
+        {
+            "builder": "127.0.0.1:5092",
+            "status": "pruned",
+            "bytes_before": before,
+            "bytes_freed": freed,
+            "bytes_after": 0,
+            "error": "",
+            "before": sized(before),
+            "freed": sized(freed),
+            "after": sized(0),
+        },
+        {
+            "builder": "127.0.0.1:5093",
+            "status": "pruned",
+            "bytes_before": 0,
+            "bytes_freed": 0,
+            "bytes_after": 0,
+            "error": "",
+            "before": sized(0),
+            "freed": sized(0),
+            "after": sized(0),
+        },
+    ]
     assert rows[2]["before"] is None and rows[2]["freed"] is None
     assert rows[2]["builder"] == "127.0.0.1:5094" and rows[2]["status"] == "failed"
     assert "connection refused" in rows[2]["error"] and rows[2]["bytes_before"] is None

@@ -202,7 +202,8 @@ def chain_resources(cluster: Cluster, service: Service, registry: RunningRegistr
             registry_password=dg.EnvVar(BUILDER_PASSWORD_ENV), buildctl_bin=str(FAKES / "buildctl_push"),
         ),
         "canary": CanaryResource(kubeconfig=str(cluster.kubeconfig), poll_interval_s=0.02),
-        "startup_recorder": KubernetesStartupRecorderResource(kubeconfig=str(cluster.kubeconfig)),  # startup disabled here
+        # startup is disabled for this target: the recorder resource is configured, never used
+        "startup_recorder": KubernetesStartupRecorderResource(kubeconfig=str(cluster.kubeconfig)),
     }
 
 
@@ -319,7 +320,9 @@ def test_buildctl_stand_in_pushes_only_with_docker_config_credentials(
     request = BuildRequest(target="probe", image_ref=f"{auth_registry.addr}/team/probe:build-1", context_dir=ctx)
     addr = f"tcp://{BUILDER_STATEFULSET}-0.buildkitd.{BUILDER_NAMESPACE}.svc:1234"
     lines: list[str] = []
-    refused = r"no basic auth credentials|unauthorized"  # the docker CLI's words (real buildctl: test_buildctl_contract)
+    refused = (
+        r"no basic auth credentials|unauthorized"  # the docker CLI's words (real buildctl: test_buildctl_contract)
+    )
     with pytest.raises(BuildError, match=refused):
         BuildctlBuilder(addr=addr, buildctl_bin=str(FAKES / "buildctl_push")).build(request, lines.append)
     assert any(line.startswith("#") and "DONE" in line for line in lines)  # the build itself ran

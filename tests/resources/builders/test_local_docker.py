@@ -33,9 +33,11 @@ def builder_for(engine: DockerEngine) -> LocalDockerBuilder:
 def read_file_from_image(engine: DockerEngine, ref: str, path: str) -> bytes:
     cid = engine.run("create", ref, "/bin/true").stdout.strip()
     try:
-        import subprocess  # noqa: PLC0415
+        import subprocess
 
-        out = subprocess.run([engine.docker_bin, "cp", f"{cid}:{path}", "-"], env=engine.env(), capture_output=True, check=True).stdout
+        out = subprocess.run(
+            [engine.docker_bin, "cp", f"{cid}:{path}", "-"], env=engine.env(), capture_output=True, check=True
+        ).stdout
     finally:
         engine.run("rm", "-f", cid, check=False)
     with tarfile.open(fileobj=io.BytesIO(out)) as tar:
@@ -45,9 +47,14 @@ def read_file_from_image(engine: DockerEngine, ref: str, path: str) -> bytes:
         return f.read()
 
 
-def test_build_push_reports_digest_and_cache(docker_engine: DockerEngine, registry: RunningRegistry, tmp_path: Path) -> None:
-    ctx = make_context(tmp_path / "ctx", "FROM streamable/busybox:local\nCOPY data.txt /data.txt\nRUN cat /data.txt > /copy.txt\n",
-                       {"data.txt": b"payload\n"})
+def test_build_push_reports_digest_and_cache(
+    docker_engine: DockerEngine, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    ctx = make_context(
+        tmp_path / "ctx",
+        "FROM streamable/busybox:local\nCOPY data.txt /data.txt\nRUN cat /data.txt > /copy.txt\n",
+        {"data.txt": b"payload\n"},
+    )
     ref = f"{registry.addr}/team/app:build-1"
     lines: list[str] = []
     res = builder_for(docker_engine).build(BuildRequest(target="app", image_ref=ref, context_dir=ctx), lines.append)
@@ -62,8 +69,14 @@ def test_build_push_reports_digest_and_cache(docker_engine: DockerEngine, regist
     assert again.cache_hits is not None and again.cache_hits >= 2 and again.steps_total == 3
 
 
-def test_failing_step_output_surfaces_and_nothing_is_pushed(docker_engine: DockerEngine, registry: RunningRegistry, tmp_path: Path) -> None:
-    ctx = make_context(tmp_path / "ctx", "FROM streamable/busybox:local\nRUN echo compiling-the-thing && echo 'boom: missing header foo.h' >&2 && exit 3\n")
+def test_failing_step_output_surfaces_and_nothing_is_pushed(
+    docker_engine: DockerEngine, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    ctx = make_context(
+        tmp_path / "ctx",
+        "FROM streamable/busybox:local\n"
+        "RUN echo compiling-the-thing && echo 'boom: missing header foo.h' >&2 && exit 3\n",
+    )
     ref = f"{registry.addr}/team/app:build-bad"
     with pytest.raises(BuildError) as exc:
         builder_for(docker_engine).build(BuildRequest(target="app", image_ref=ref, context_dir=ctx), lambda _: None)
@@ -76,8 +89,12 @@ def test_failing_step_output_surfaces_and_nothing_is_pushed(docker_engine: Docke
     assert httpx.get(f"{registry.url}/v2/team/app/tags/list").status_code == 404
 
 
-def test_build_args_with_shell_metacharacters_arrive_verbatim(docker_engine: DockerEngine, registry: RunningRegistry, tmp_path: Path) -> None:
-    ctx = make_context(tmp_path / "ctx", 'FROM streamable/busybox:local\nARG NASTY\nRUN printf "%s" "$NASTY" > /arg.txt\n')
+def test_build_args_with_shell_metacharacters_arrive_verbatim(
+    docker_engine: DockerEngine, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    ctx = make_context(
+        tmp_path / "ctx", 'FROM streamable/busybox:local\nARG NASTY\nRUN printf "%s" "$NASTY" > /arg.txt\n'
+    )
     ref = f"{registry.addr}/team/args:build-1"
     b = builder_for(docker_engine)
     req = BuildRequest(target="args", image_ref=ref, context_dir=ctx, build_args={"NASTY": NASTY})
@@ -91,7 +108,9 @@ def test_build_args_with_shell_metacharacters_arrive_verbatim(docker_engine: Doc
 def test_unsupported_requests_fail_clearly(docker_engine: DockerEngine, tmp_path: Path) -> None:
     b = builder_for(docker_engine)
     with pytest.raises(BuildError, match="multi-platform builds"):
-        b.build_argv(BuildRequest(target="m", image_ref="r/x:1", context_dir=tmp_path, platforms=("linux/amd64", "linux/arm64")))
+        b.build_argv(
+            BuildRequest(target="m", image_ref="r/x:1", context_dir=tmp_path, platforms=("linux/amd64", "linux/arm64"))
+        )
 
 
 def _image_metadata(engine: DockerEngine, ref: str) -> str:
@@ -109,9 +128,9 @@ def test_build_secret_is_mounted_never_in_argv_logs_or_image(docker_engine: Dock
     (the nonce is random, not derived from the secret). BuildKit keeps secret contents out of the cache key: a
     second build with a rotated value reuses the first one's RUN layer; only no_cache (--no-cache) rebuilds it.
     """
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
-    from resources.builders.secrets import BuildSecretError, write_build_secrets  # noqa: PLC0415
+    from resources.builders.secrets import BuildSecretError, write_build_secrets
 
     values = ["tok-" + os.urandom(8).hex(), "tok-" + os.urandom(8).hex()]
     ctx = make_context(tmp_path / "ctx", "FROM streamable/busybox:local\nCOPY nonce.txt /nonce.txt\n"
@@ -136,10 +155,14 @@ def test_build_secret_is_mounted_never_in_argv_logs_or_image(docker_engine: Dock
         seen.append(read_file_from_image(docker_engine, ref, "/secret.sha").decode().strip())
         meta = _image_metadata(docker_engine, ref)
         for v in values:
-            assert v not in meta and hashlib.sha256(v.encode()).hexdigest() not in meta, "secret-derived text in image config"
+            assert v not in meta and hashlib.sha256(v.encode()).hexdigest() not in meta, (
+                "secret-derived text in image config"
+            )
     hashes = [hashlib.sha256(v.encode()).hexdigest() for v in values]
     assert seen[0] == hashes[0], "the build saw the secret's value"
-    assert seen[1] == hashes[0], "a rotated secret reused the cached RUN layer (BuildKit: secrets are not in the cache key)"
+    assert seen[1] == hashes[0], (
+        "a rotated secret reused the cached RUN layer (BuildKit: secrets are not in the cache key)"
+    )
     assert seen[2] == hashes[1], "no_cache rebuilt the RUN step with the rotated secret"
     assert not any(v in ln for ln in all_lines for v in values)
     monkeypatch.delenv("NPM_TOKEN_TEST")

@@ -46,7 +46,7 @@ def creds() -> list[RegistryCredential]:
 
 def _du_sizes(case: str) -> int:
     """Sum of `size` over the records of a recorded `du --format json` (null = empty cache)."""
-    from tests.fakes.buildctl_cases import TRANSCRIPTS  # noqa: PLC0415
+    from tests.fakes.buildctl_cases import TRANSCRIPTS
 
     records = json.loads((TRANSCRIPTS / f"{case}.stdout").read_text()) or []
     return sum(r["size"] for r in records if r["size"] > 0)
@@ -54,7 +54,7 @@ def _du_sizes(case: str) -> int:
 
 def _du_table_total(case: str) -> float:
     """buildctl's own `Total:` line of the table rendering, in MB (an independent view of the same cache)."""
-    from tests.fakes.buildctl_cases import TRANSCRIPTS  # noqa: PLC0415
+    from tests.fakes.buildctl_cases import TRANSCRIPTS
 
     line = next(ln for ln in (TRANSCRIPTS / f"{case}.stdout").read_text().splitlines() if ln.startswith("Total:"))
     value = line.split()[-1]
@@ -63,7 +63,9 @@ def _du_table_total(case: str) -> float:
 
 # -- argv ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", ["build-regcache-cold", "build-auth-push", "build-fail-run-cold", "build-arm64-amd64-base"])
+@pytest.mark.parametrize(
+    "case", ["build-regcache-cold", "build-auth-push", "build-fail-run-cold", "build-arm64-amd64-base"]
+)
 def test_build_argv_is_the_recorded_argv(case, secret_file, tls):
     with tls.materialize() as files:
         ours = BuildctlBuilder("tcp://127.0.0.1:5092").build_argv(
@@ -119,8 +121,17 @@ def test_git_context_argv_and_file_urls_refused_up_front(fake_buildctl):
     git = "https://github.com/org/repo.git#0123456789abcdef:services/api"
     args = BuildctlBuilder(ADDR).build_argv(BuildRequest(target="api", image_ref="127.0.0.1:5091/a:1", git_context=git),
                                             metadata_file=Path("/tmp/m.json"))
-    assert args[args.index("build"):args.index("build") + 9] == [
-        "build", "--frontend", "dockerfile.v0", "--progress", "plain", "--opt", f"context={git}", "--opt", "filename=Dockerfile"]
+    assert args[args.index("build") : args.index("build") + 9] == [
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--progress",
+        "plain",
+        "--opt",
+        f"context={git}",
+        "--opt",
+        "filename=Dockerfile",
+    ]
     for url in ("file:///srv/git/repo.git#main", "/srv/git/repo.git#main"):
         with pytest.raises(BuildError, match="is a local path: buildkitd .* refuses local git sources"):
             BuildctlBuilder(ADDR).build(BuildRequest(target="api", image_ref="127.0.0.1:5091/a:1", git_context=url),
@@ -132,7 +143,9 @@ def test_git_context_argv_and_file_urls_refused_up_front(fake_buildctl):
 
 def test_cold_build_digest_steps_and_cache_hits(fake_buildctl, secret_file, tls):
     logs: list[str] = []
-    result = BuildctlBuilder(ADDR, tls=tls).build(request_for("build-regcache-cold", secret_file=secret_file), logs.append)
+    result = BuildctlBuilder(ADDR, tls=tls).build(
+        request_for("build-regcache-cold", secret_file=secret_file), logs.append
+    )
     (call,) = fake_buildctl.calls()
     assert call["case"] == "build-regcache-cold"
     assert result.digest == metadata("build-regcache-cold")["containerimage.digest"]
@@ -142,7 +155,9 @@ def test_cold_build_digest_steps_and_cache_hits(fake_buildctl, secret_file, tls)
 
 
 def test_warm_build_counts_cache_hits(fake_buildctl, secret_file, tls):
-    result = BuildctlBuilder(ADDR, tls=tls).build(request_for("build-regcache-warm", secret_file=secret_file), lambda _l: None)
+    result = BuildctlBuilder(ADDR, tls=tls).build(
+        request_for("build-regcache-warm", secret_file=secret_file), lambda _l: None
+    )
     assert result.steps_total == 6 and result.cache_hits == 5  # every instruction but the repeated FROM: CACHED
 
 
@@ -261,7 +276,9 @@ def test_pool_fails_over_a_broken_pipe_before_any_build_starts(fake_buildctl, se
 
 
 def test_a_call_that_matches_no_transcript_fails_loudly(fake_buildctl, secret_file, tls):
-    request = request_for("build-fail-run-cold", secret_file=secret_file, image_ref="127.0.0.1:5091/fixtures/failing:other-tag")
+    request = request_for(
+        "build-fail-run-cold", secret_file=secret_file, image_ref="127.0.0.1:5091/fixtures/failing:other-tag"
+    )
     with pytest.raises(BuildError) as exc:
         BuildctlBuilder(ADDR, tls=tls).build(request, lambda _l: None)
     assert "no transcript matches argv" in str(exc.value) and "nearest 'build-fail-run-cold'" in str(exc.value)
@@ -271,7 +288,9 @@ def test_a_call_that_matches_no_transcript_fails_loudly(fake_buildctl, secret_fi
 
 def test_secrets_never_reach_argv_env_or_logs(fake_buildctl, secret_file, tls):
     logs: list[str] = []
-    BuildctlBuilder(ADDR, tls=tls, credentials=creds).build(request_for("build-auth-push", secret_file=secret_file), logs.append)
+    BuildctlBuilder(ADDR, tls=tls, credentials=creds).build(
+        request_for("build-auth-push", secret_file=secret_file), logs.append
+    )
     call = fake_buildctl.calls()[0]
     assert call["secrets"]["npm_token"]["exists"] is True
     for value in (SECRET_VALUE, PASSWORD):
@@ -282,7 +301,9 @@ def test_secrets_never_reach_argv_env_or_logs(fake_buildctl, secret_file, tls):
 
 
 def test_docker_config_exists_during_the_call_and_is_gone_after(fake_buildctl, secret_file, tls):
-    BuildctlBuilder(ADDR, tls=tls, credentials=creds).build(request_for("build-auth-push", secret_file=secret_file), lambda _l: None)
+    BuildctlBuilder(ADDR, tls=tls, credentials=creds).build(
+        request_for("build-auth-push", secret_file=secret_file), lambda _l: None
+    )
     call = fake_buildctl.calls()[0]
     cfg = call["docker_config_json"]
     assert call["docker_config"] and cfg["exists"]
@@ -303,11 +324,15 @@ def test_docker_config_removed_after_a_failed_build(fake_buildctl, secret_file, 
 
 def test_credentials_are_fetched_for_every_build(fake_buildctl, secret_file, tls):
     tokens = iter(["token-one-aaaa", "token-two-bbbb"])
-    builder = BuildctlBuilder(ADDR, tls=tls, credentials=lambda: [RegistryCredential(AUTH_REGISTRY, "pusher", next(tokens))])
+    builder = BuildctlBuilder(
+        ADDR, tls=tls, credentials=lambda: [RegistryCredential(AUTH_REGISTRY, "pusher", next(tokens))]
+    )
     fake_buildctl.configure(script={ADDR: ["build-auth-push", "build-auth-push"]})
     for _ in range(2):
         builder.build(request_for("build-auth-push", secret_file=secret_file), lambda _l: None)
-    auths = [json.loads(c["docker_config_json"]["content"])["auths"][AUTH_REGISTRY]["auth"] for c in fake_buildctl.calls()]
+    auths = [
+        json.loads(c["docker_config_json"]["content"])["auths"][AUTH_REGISTRY]["auth"] for c in fake_buildctl.calls()
+    ]
     assert [base64.b64decode(a).decode() for a in auths] == ["pusher:token-one-aaaa", "pusher:token-two-bbbb"]
 
 
@@ -356,8 +381,8 @@ def test_bad_requests_are_rejected_before_buildctl_runs(fake_buildctl, changes, 
 
 
 def test_credential_and_tls_failures_are_build_errors_and_buildctl_never_runs(fake_buildctl, tmp_path):
-    from resources.aws.ecr import EcrError  # noqa: PLC0415
-    from resources.builders.tls import TlsFromFiles  # noqa: PLC0415
+    from resources.aws.ecr import EcrError
+    from resources.builders.tls import TlsFromFiles
 
     def failing() -> list[RegistryCredential]:
         raise EcrError("ECR GetAuthorizationToken failed: AccessDeniedException: not authorized")
@@ -366,7 +391,9 @@ def test_credential_and_tls_failures_are_build_errors_and_buildctl_never_runs(fa
     with pytest.raises(BuildError, match="push credentials could not be obtained: ECR GetAuthorizationToken failed"):
         BuildctlBuilder(ADDR, credentials=failing).build(request, lambda _l: None)
     missing = tmp_path / "nope.pem"
-    with pytest.raises(BuildError, match=r"TLS material for builder b0: buildkit TLS CA certificate .*nope.pem does not exist"):
+    with pytest.raises(
+        BuildError, match=r"TLS material for builder b0: buildkit TLS CA certificate .*nope.pem does not exist"
+    ):
         BuildctlBuilder(ADDR, name="b0", tls=TlsFromFiles(missing, missing, missing)).build(request, lambda _l: None)
     assert fake_buildctl.calls() == []
 
@@ -405,25 +432,50 @@ def test_prune_that_frees_nothing_and_prune_of_an_empty_cache(fake_buildctl, tls
                                            "du-json-empty", "prune-json-all-empty", "du-json-empty"]})
     builder = BuildctlBuilder(ADDR, tls=tls)
     (nothing,) = builder.prune(keep_storage_bytes=10**15, log=lambda _l: None)
-    assert (nothing.freed_bytes, nothing.bytes_before, nothing.bytes_after) == (0, _du_sizes("du-json"), _du_sizes("du-json"))
+    assert (nothing.freed_bytes, nothing.bytes_before, nothing.bytes_after) == (
+        0,
+        _du_sizes("du-json"),
+        _du_sizes("du-json"),
+    )
     builder.prune_all = True
     (empty,) = builder.prune(keep_storage_bytes=0, log=lambda _l: None)
     assert (empty.bytes_before, empty.freed_bytes, empty.bytes_after) == (0, 0, 0)
 
 
 def test_prune_limits_are_the_recorded_flags(fake_buildctl, tls):
-    fake_buildctl.configure(script={ADDR: ["du-json", "prune-json-keep-duration-storage", "du-json",
-                                           "du-json", "prune-json-free-storage-high", "du-json-after-free-storage-high"]})
+    fake_buildctl.configure(
+        script={
+            ADDR: [
+                "du-json",
+                "prune-json-keep-duration-storage",
+                "du-json",
+                "du-json",
+                "prune-json-free-storage-high",
+                "du-json-after-free-storage-high",
+            ]
+        }
+    )
     builder = BuildctlBuilder(ADDR, tls=tls)
     (kept,) = builder.prune(keep_duration_s=3600, keep_storage_bytes=20 * MB, log=lambda _l: None)
     assert kept.freed_bytes == 0  # the recorded prune freed nothing under these limits
     (free,) = builder.prune(free_storage_bytes=10**15, log=lambda _l: None)
-    assert free.freed_bytes == sum(json.loads(ln)["size"] for ln in output("prune-json-free-storage-high").splitlines() if ln.strip())
-    assert [c["case"] for c in fake_buildctl.calls()][1::3] == ["prune-json-keep-duration-storage", "prune-json-free-storage-high"]
+    assert free.freed_bytes == sum(
+        json.loads(ln)["size"] for ln in output("prune-json-free-storage-high").splitlines() if ln.strip()
+    )
+    assert [c["case"] for c in fake_buildctl.calls()][1::3] == [
+        "prune-json-keep-duration-storage",
+        "prune-json-free-storage-high",
+    ]
 
 
 def test_megabyte_conversion_is_exact():
-    assert [_megabytes(b) for b in (0, 1, 1_500_000, 10**12, 123_456_789)] == ["0", "0.000001", "1.5", "1000000", "123.456789"]
+    assert [_megabytes(b) for b in (0, 1, 1_500_000, 10**12, 123_456_789)] == [
+        "0",
+        "0.000001",
+        "1.5",
+        "1000000",
+        "123.456789",
+    ]
 
 
 def test_pool_prune_continues_past_a_stopped_builder(fake_buildctl, tls):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.builders.base import BuildError, BuildRequest  # noqa: F401
+from resources.builders.base import BuildError, BuildRequest
 from resources.builders.pool import BuilderPool, StatefulSetEndpoints, StaticEndpoints, rendezvous_order
 from resources.defaults import BUILDER_APP_LABEL, BUILDER_NAMESPACE, BUILDER_STATEFULSET
 from tests.conftest import free_port
@@ -154,7 +154,9 @@ def test_no_usable_builder_names_every_reason(fake_k8s, apps_api, core_api, fake
     _statefulset(fake_k8s, 2)
     fake_k8s.set_pod_ready(NS, "buildkitd-0", False)
     fake_buildctl.configure(script={f"tcp://buildkitd-1.buildkitd.{NS}.svc:1234": ["build-builder-stopped"]})
-    with pytest.raises(BuildError, match=r"no builder in statefulset streamable-builders/buildkitd could take the build") as exc:
+    with pytest.raises(
+        BuildError, match=r"no builder in statefulset streamable-builders/buildkitd could take the build"
+    ) as exc:
         _pool(StatefulSetEndpoints(apps_api, core_api), tmp_path, probe_timeout_s=None).build(
             _request(tmp_path, "k", "build-builder-stopped"), lambda _l: None)
     assert "buildkitd-0: not ready" in str(exc.value) and "buildkitd-1: buildctl could not connect" in str(exc.value)

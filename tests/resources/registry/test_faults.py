@@ -120,7 +120,9 @@ def test_upload_follows_the_offset_in_the_registrys_202_range(proxy: FaultProxy)
     assert proxy.count("PATCH", r"/blobs/uploads/") == 3  # half of chunk 1, its other half, chunk 2
 
 
-def test_copy_resumes_after_lost_patch_answer_and_names_a_missing_source(proxy: FaultProxy, registry: RunningRegistry) -> None:
+def test_copy_resumes_after_lost_patch_answer_and_names_a_missing_source(
+    proxy: FaultProxy, registry: RunningRegistry
+) -> None:
     data = os.urandom(300_000)
     with make_client(registry.addr) as direct:
         digest = direct.push_blob("team/src", data).digest
@@ -262,7 +264,14 @@ def test_manifest_put_retried_while_registry_settles(proxy: FaultProxy) -> None:
         amd = c.get_manifest(REPO, "amd")
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [amd.descriptor().to_dict()]}
         data = json.dumps(index).encode()
-        proxy.add(Fault(path=r"/manifests/multi", method="PUT", status=400, body=SETTLING.replace(b"MANIFEST_BLOB_UNKNOWN", b"DIGEST_INVALID")))
+        proxy.add(
+            Fault(
+                path=r"/manifests/multi",
+                method="PUT",
+                status=400,
+                body=SETTLING.replace(b"MANIFEST_BLOB_UNKNOWN", b"DIGEST_INVALID"),
+            )
+        )
         proxy.add(Fault(path=r"/manifests/multi", method="PUT", status=400, body=SETTLING))
         assert c.put_manifest(REPO, "multi", data, mt.OCI_INDEX) == compute_digest(data)
         assert proxy.count("PUT", r"/manifests/multi") == 3
@@ -320,14 +329,16 @@ def test_docker_hub_is_named_as_such() -> None:
     closed = free_port()  # every request goes to a closed loopback proxy port: nothing leaves the machine
     ref = ImageRef.parse("library/alpine:3")
     assert ref.registry == "docker.io"
-    with RegistryClient(ref.registry, retries=0, transport=httpx.HTTPTransport(proxy=f"http://127.0.0.1:{closed}")) as c:
+    with RegistryClient(
+        ref.registry, retries=0, transport=httpx.HTTPTransport(proxy=f"http://127.0.0.1:{closed}")
+    ) as c:
         with pytest.raises(RegistryUnavailableError) as exc:
             c.get_manifest(ref.repository, "3")
     assert "registry docker.io (Docker Hub)" in str(exc.value)
 
 
 def test_convert_stops_reading_an_endless_layer_body(registry: RunningRegistry) -> None:
-    from tests.resources.soci.conftest import ImageFactory, gzip_layer, random_bytes  # noqa: PLC0415
+    from tests.resources.soci.conftest import ImageFactory, gzip_layer, random_bytes
 
     images = ImageFactory(registry)
     layer = gzip_layer({"app/data.bin": random_bytes(300_000, 9)})

@@ -78,7 +78,13 @@ def push_image(c: RegistryClient, repo: str, *, layer: bytes, oci: bool = True, 
                       media_type=OCI_CONFIG if oci else DOCKER_CONFIG)
     lay = c.push_blob(repo, layer, media_type=OCI_LAYER if oci else DOCKER_LAYER)
     media_type = OCI_MANIFEST if oci else DOCKER_MANIFEST
-    doc = {"schemaVersion": 2, "mediaType": media_type, "config": cfg.to_dict(), "layers": [lay.to_dict()], **(extra or {})}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": cfg.to_dict(),
+        "layers": [lay.to_dict()],
+        **(extra or {}),
+    }
     manifest = Manifest.from_data(json.dumps(doc).encode(), media_type)
     assert c.put_manifest(repo, tag or manifest.digest, manifest.data, media_type) == manifest.digest
     return manifest
@@ -242,7 +248,11 @@ def test_broken_download_resumes_with_range(proxy: FaultProxy, client: RegistryC
     with make_client(proxy.addr) as c, c.stream_blob(REPO, digest, chunk_size=16 * 1024) as chunks:
         assert b"".join(chunks) == data
     ranged = [s for s in proxy.seen if s.method == "GET" and "range" in s.headers]
-    assert len(ranged) == 1 and ranged[0].headers["range"].startswith("bytes=") and ranged[0].headers["range"] != "bytes=0-"
+    assert (
+        len(ranged) == 1
+        and ranged[0].headers["range"].startswith("bytes=")
+        and ranged[0].headers["range"] != "bytes=0-"
+    )
 
 
 def test_blob_redirect_drops_authorization_cross_origin(auth_registry: RunningRegistry) -> None:
@@ -257,7 +267,9 @@ def test_blob_redirect_drops_authorization_cross_origin(auth_registry: RunningRe
         assert p.store is not None
         assert len(p.store.seen) == 2
         assert all("authorization" not in s.headers for s in p.store.seen)
-        assert all(s.headers.get("authorization", "").startswith("Basic ") for s in p.seen if "/blobs/sha256:" in s.path)
+        assert all(
+            s.headers.get("authorization", "").startswith("Basic ") for s in p.seen if "/blobs/sha256:" in s.path
+        )
 
 
 def test_redirect_to_plain_http_off_loopback_is_refused(proxy: FaultProxy, client: RegistryClient) -> None:
@@ -518,7 +530,9 @@ def test_credentials_provider_is_asked_again_after_a_rejection(auth_registry: Ru
         assert len(calls) == 2
 
     calls.clear()
-    with make_client(auth_registry.addr, credentials_provider=lambda: (calls.append(1), ("streamable", "never-valid"))[1]) as c:
+    with make_client(
+        auth_registry.addr, credentials_provider=lambda: (calls.append(1), ("streamable", "never-valid"))[1]
+    ) as c:
         with pytest.raises(RegistryAuthError, match="credentials provider"):
             c.ping()
     assert len(calls) == 2  # asked once more, then a clear error instead of a loop
@@ -559,10 +573,14 @@ def test_bearer_token_flow_with_real_token_auth(token_registry: tuple[RunningReg
     with make_client(reg.addr, username="alice", password="wrong-password-123") as bad:
         with pytest.raises(RegistryAuthError) as exc:
             bad.ping()
-        assert "token server" in str(exc.value) and "401" in str(exc.value) and "wrong-password-123" not in str(exc.value)
+        assert (
+            "token server" in str(exc.value) and "401" in str(exc.value) and "wrong-password-123" not in str(exc.value)
+        )
 
 
-def test_bearer_token_expiry_and_identity_token(token_registry: tuple[RunningRegistry, TokenServer], tmp_path: Path) -> None:
+def test_bearer_token_expiry_and_identity_token(
+    token_registry: tuple[RunningRegistry, TokenServer], tmp_path: Path
+) -> None:
     reg, tokens = token_registry
     tokens.expires_in = 2  # cached for 1 s (half the lifetime is kept as margin)
     config = tmp_path / "config.json"

@@ -24,7 +24,11 @@ def test_descriptor_json_round_trip_keeps_go_field_order_and_optional_fields() -
     data = d.to_dict()
     assert list(data) == ["mediaType", "digest", "size", "annotations", "platform", "artifactType"]
     assert oci.Descriptor.from_dict(data) == d
-    assert oci.Descriptor(mt.OCI_MANIFEST, DIGEST, 7).to_dict() == {"mediaType": mt.OCI_MANIFEST, "digest": DIGEST, "size": 7}
+    assert oci.Descriptor(mt.OCI_MANIFEST, DIGEST, 7).to_dict() == {
+        "mediaType": mt.OCI_MANIFEST,
+        "digest": DIGEST,
+        "size": 7,
+    }
 
 
 @pytest.mark.parametrize("bad", [{"mediaType": "x", "digest": "sha256:nope", "size": 1},

@@ -39,7 +39,9 @@ def _keys(scan: Any) -> set[tuple[str, bool]]:
 
 def _convert(client: RegistryClient, settings: BackfillSettings, repo: str, tag: str) -> None:
     addr = settings.registry
-    settings.converter(client).convert(ImageRef.parse(f"{addr}/{repo}:{tag}"), ImageRef.parse(f"{addr}/{repo}:{tag}-soci"))
+    settings.converter(client).convert(
+        ImageRef.parse(f"{addr}/{repo}:{tag}"), ImageRef.parse(f"{addr}/{repo}:{tag}-soci")
+    )
 
 
 def test_incremental_scan_matches_the_full_scan_and_then_reads_only_new_tags(registry: RunningRegistry) -> None:
@@ -86,7 +88,9 @@ def test_scan_state_is_dropped_when_the_settings_change(registry: RunningRegistr
     assert ("x/app", "1") in client.reads and len(scan.pending) == 1
 
 
-def test_catalog_reuses_ztocs_across_repositories_and_processes_and_drops_bad_entries(registry: RunningRegistry) -> None:
+def test_catalog_reuses_ztocs_across_repositories_and_processes_and_drops_bad_entries(
+    registry: RunningRegistry,
+) -> None:
     client = RegistryClient(registry.addr)
     settings = BackfillSettings(registry=registry.addr, **SETTINGS)
     base = gzip_layer(random_files("base", 256 * KIB))
@@ -100,9 +104,14 @@ def test_catalog_reuses_ztocs_across_repositories_and_processes_and_drops_bad_en
     # A new process: fresh catalog object and converter; r/b was never scanned: base's zTOC comes from the catalog.
     fresh = ZtocCatalog.in_registry(client)
     assert len(fresh.candidates(base.digest, settings.span_size)) == 1
-    rec_b = index_image(client, settings.converter(client), image_key("r/b", "1", b_digest), settings, ztoc_catalog=fresh)
+    rec_b = index_image(
+        client, settings.converter(client), image_key("r/b", "1", b_digest), settings, ztoc_catalog=fresh
+    )
     assert rec_b.status is ImageStatus.INDEXED and (rec_b.layers_built, rec_b.layers_reused) == (1, 1)
-    assert {e.repository for e in ZtocCatalog.in_registry(client).candidates(base.digest, settings.span_size)} == {"r/a", "r/b"}
+    assert {e.repository for e in ZtocCatalog.in_registry(client).candidates(base.digest, settings.span_size)} == {
+        "r/a",
+        "r/b",
+    }
 
     # A lying entry: the zTOC of another layer of the same repository, filed under `c_own`. It fails today's checks
     # (layer size, span digests against the layer's bytes), is dropped, and the layer is built.
@@ -131,7 +140,9 @@ def test_concurrent_catalog_writers_both_land(registry: RunningRegistry) -> None
     again = ZtocCatalog.in_registry(client)
     assert len(again) == 2 and again.covers("r/2") and not again.covers("r/1")
     manifest = client.get_manifest("streamable/catalog", "ztoc-catalog")
-    assert manifest.media_type == mt.OCI_MANIFEST and b"application/vnd.streamable.ztoc-catalog.v1+json" in manifest.data
+    assert (
+        manifest.media_type == mt.OCI_MANIFEST and b"application/vnd.streamable.ztoc-catalog.v1+json" in manifest.data
+    )
 
 
 def test_scan_folds_soci_indexes_into_the_catalog_and_marks_repositories_covered(registry: RunningRegistry) -> None:

@@ -286,6 +286,8 @@ def buildkit_image(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPat
     result = docker_engine.run("build", "--network=none", "-t", tag, str(ctx), check=False)
     if result.returncode != 0:
         pytest.fail(f"docker build failed: {result.stderr[-2000:]}")
-    files = {f"app/{k}" if not k.startswith("etc/") else f"etc/app/{k.split('/', 1)[1]}": v for k, v in BUILD_FILES.items()}
+    files = {
+        f"app/{k}" if not k.startswith("etc/") else f"etc/app/{k.split('/', 1)[1]}": v for k, v in BUILD_FILES.items()
+    }
     yield BuiltImage(docker_engine, tag, files)
     docker_engine.run("rmi", "-f", tag, check=False)

@@ -161,7 +161,7 @@ class _Terminal(io.StringIO):
 
 
 def test_verify_prints_a_summary_on_a_terminal_and_json_with_flag(images: ImageFactory) -> None:
-    from resources.cli import main  # noqa: PLC0415
+    from resources.cli import main
 
     src = images.push_image("cli/sum", "1", [gzip_layer({"app/model.bin": random_bytes(300_000, 3)})]).ref
     dst = src.with_tag("1-soci")

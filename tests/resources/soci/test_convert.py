@@ -231,12 +231,18 @@ def test_zstd_layer_is_skipped_with_a_reason(images: ImageFactory, client) -> No
 
 def _two_platform_image(images: ImageFactory, repo: str, *, docker: bool = False):
     amd = images.push_image(
-        repo, None, [gzip_layer({"bin/app": random_bytes(120_000, 50)}, mt.DOCKER_LAYER_GZIP if docker else mt.OCI_LAYER_GZIP)],
-        docker=docker, platform=("linux", "amd64", ""),
+        repo,
+        None,
+        [gzip_layer({"bin/app": random_bytes(120_000, 50)}, mt.DOCKER_LAYER_GZIP if docker else mt.OCI_LAYER_GZIP)],
+        docker=docker,
+        platform=("linux", "amd64", ""),
     )
     arm = images.push_image(
-        repo, None, [gzip_layer({"bin/app": random_bytes(130_000, 51)}, mt.DOCKER_LAYER_GZIP if docker else mt.OCI_LAYER_GZIP)],
-        docker=docker, platform=("linux", "arm64", "v8"),
+        repo,
+        None,
+        [gzip_layer({"bin/app": random_bytes(130_000, 51)}, mt.DOCKER_LAYER_GZIP if docker else mt.OCI_LAYER_GZIP)],
+        docker=docker,
+        platform=("linux", "arm64", "v8"),
     )
     return amd, arm
 
@@ -244,9 +250,14 @@ def _two_platform_image(images: ImageFactory, repo: str, *, docker: bool = False
 def test_multi_platform_all_platforms_indexes_every_platform(images: ImageFactory, client) -> None:
     amd, arm = _two_platform_image(images, "multi/app")
     # A BuildKit-style attestation entry (unknown/unknown) that refers to the amd64 manifest.
-    attestation = images.push_image("multi/app", None, [gzip_layer({"sbom.json": b"{}"})], platform=("unknown", "unknown", ""))
+    attestation = images.push_image(
+        "multi/app", None, [gzip_layer({"sbom.json": b"{}"})], platform=("unknown", "unknown", "")
+    )
     att_entry = attestation.descriptor()
-    att_entry["annotations"] = {"vnd.docker.reference.digest": amd.digest, "vnd.docker.reference.type": "attestation-manifest"}
+    att_entry["annotations"] = {
+        "vnd.docker.reference.digest": amd.digest,
+        "vnd.docker.reference.type": "attestation-manifest",
+    }
     src = images.push_index("multi/app", "1", [amd, arm], extra_entries=[att_entry]).ref
     dst = src.with_tag("1-soci")
     result = SociConverter(client, min_layer_size=SMALL, all_platforms=True).convert(src, dst)
@@ -256,7 +267,11 @@ def test_multi_platform_all_platforms_indexes_every_platform(images: ImageFactor
     _, index = _index(client, dst)
     # Original order kept, SOCI entries appended; the attestation follows the rewritten amd64 manifest.
     amd_new = result.platforms[0].manifest_digest
-    assert [e.digest for e in index.manifests or []][:3] == [amd_new, result.platforms[1].manifest_digest, attestation.digest]
+    assert [e.digest for e in index.manifests or []][:3] == [
+        amd_new,
+        result.platforms[1].manifest_digest,
+        attestation.digest,
+    ]
     att = next(e for e in index.manifests or [] if e.digest == attestation.digest)
     assert (att.annotations or {})["vnd.docker.reference.digest"] == amd_new
     for platform in ("linux/amd64", "linux/arm64"):
@@ -271,7 +286,9 @@ def test_multi_platform_default_is_host_platform_and_others_are_rewritten(images
     assert [p.platform for p in result.platforms] == ["linux/amd64"]
     _, index = _index(client, src.with_tag("soci"))
     assert index.media_type == mt.OCI_INDEX
-    arm_entry = next(e for e in index.manifests or [] if e.platform and e.platform.architecture == "arm64" and not e.artifact_type)
+    arm_entry = next(
+        e for e in index.manifests or [] if e.platform and e.platform.architecture == "arm64" and not e.artifact_type
+    )
     _, arm_manifest = _manifest(client, "multi/docker", arm_entry.digest)
     assert arm_manifest.media_type == mt.OCI_MANIFEST
     assert mt.ANNOTATION_INDEX_DIGEST not in (arm_manifest.annotations or {})
@@ -314,7 +331,11 @@ def test_v1_pushes_subject_index_and_referrers_tag_fallback(images: ImageFactory
     assert s_bytes == gojson.marshal(s)
     assert s.config.media_type == mt.SOCI_INDEX_V1
     assert s.subject is not None
-    assert (s.subject.media_type, s.subject.digest, s.subject.size) == (mt.OCI_MANIFEST, pushed.digest, len(pushed.data))
+    assert (s.subject.media_type, s.subject.digest, s.subject.size) == (
+        mt.OCI_MANIFEST,
+        pushed.digest,
+        len(pushed.data),
+    )
     tag_index = json.loads(client.get_manifest("v1/app", referrers_tag(pushed.digest)).data)
     (entry,) = tag_index["manifests"]
     assert entry["digest"] == p.soci_index_digest and entry["artifactType"] == mt.SOCI_INDEX_V1
@@ -340,7 +361,9 @@ def test_shared_base_layer_is_reused_across_images(images: ImageFactory, client)
     r2 = converter.convert(app2, app2.with_tag("2-soci"))
     assert (r1.layers_built, r1.layers_reused) == (2, 0)
     assert (r2.layers_built, r2.layers_reused) == (1, 1)
-    assert r2.platforms[0].ztocs[0].reused and r2.platforms[0].ztocs[0].ztoc_digest == r1.platforms[0].ztocs[0].ztoc_digest
+    assert (
+        r2.platforms[0].ztocs[0].reused and r2.platforms[0].ztocs[0].ztoc_digest == r1.platforms[0].ztocs[0].ztoc_digest
+    )
     # Cold cache: the scan of the repository finds both earlier indexes.
     app3 = images.push_image("reuse/app", "3", [base, gzip_layer({"app": random_bytes(100_000, 82)})]).ref
     r3 = SociConverter(client, min_layer_size=SMALL).convert(app3, app3.with_tag("3-soci"))
@@ -437,7 +460,9 @@ def test_not_an_image_is_refused_by_name(images: ImageFactory, client) -> None:
     with pytest.raises(NotAnImageError, match="is a SOCI index"):
         SociConverter(client, min_layer_size=SMALL).convert(soci_ref, src.with_tag("x"))
 
-    artifact = images.push_image("notimg/art", "1", [layer], config_media_type="application/vnd.example.chart.config+json").ref
+    artifact = images.push_image(
+        "notimg/art", "1", [layer], config_media_type="application/vnd.example.chart.config+json"
+    ).ref
     with pytest.raises(NotAnImageError, match=r"notimg/art:1.*application/vnd.example.chart.config\+json"):
         SociConverter(client, min_layer_size=SMALL).convert(artifact, artifact.with_tag("x"))
 
@@ -470,7 +495,9 @@ def test_unreachable_registry_is_a_clear_error() -> None:
 
 def test_missing_image_is_not_found(client, registry) -> None:
     with pytest.raises(RegistryNotFoundError, match="nothing/here"):
-        SociConverter(client).convert(ImageRef.parse(f"{registry.addr}/nothing/here:1"), ImageRef.parse(f"{registry.addr}/nothing/here:2"))
+        SociConverter(client).convert(
+            ImageRef.parse(f"{registry.addr}/nothing/here:1"), ImageRef.parse(f"{registry.addr}/nothing/here:2")
+        )
 
 
 def test_remembered_ztoc_is_rechecked_before_reuse(images: ImageFactory, client, registry) -> None:
@@ -496,7 +523,9 @@ def test_remembered_ztoc_is_rechecked_before_reuse(images: ImageFactory, client,
 def test_layer_whose_ztoc_would_hold_the_prefetch_separator_is_skipped(images: ImageFactory, client) -> None:
     # soci-snapshotter splits a zTOC blob at "---SOCI-PREFETCH---"; a checkpoint window carrying those bytes
     # (from the layer's own content) would make the node's parse fail, so that layer gets no zTOC.
-    poisoned = gzip_layer({"bin/soci-snapshotter-grpc": random_bytes(40_000, 40) + b"---SOCI-PREFETCH---" + random_bytes(200_000, 41)})
+    poisoned = gzip_layer(
+        {"bin/soci-snapshotter-grpc": random_bytes(40_000, 40) + b"---SOCI-PREFETCH---" + random_bytes(200_000, 41)}
+    )
     clean = gzip_layer({"data/model.bin": random_bytes(240_000, 42)})
     src = images.push_image("sep/app", "1", [poisoned, clean]).ref
     result = SociConverter(client, span_size=65536, min_layer_size=0).convert(src, src.with_tag("soci"))

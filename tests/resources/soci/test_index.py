@@ -62,7 +62,9 @@ def test_ztoc_descriptor_annotations() -> None:
 
 def test_soci_index_keeps_layer_order_then_prefetch() -> None:
     prefetch = Descriptor(mt.SOCI_PREFETCH, D, 10, annotations={mt.ANNOTATION_LAYER_DIGEST: f"sha256:{1002:064x}"})
-    index = build_soci_index([_ztoc(3), _ztoc(1), _ztoc(2)], version=SociVersion.V2, build_tool_identifier="t", prefetch=[prefetch])
+    index = build_soci_index(
+        [_ztoc(3), _ztoc(1), _ztoc(2)], version=SociVersion.V2, build_tool_identifier="t", prefetch=[prefetch]
+    )
     assert [d.digest for d in index.layers or []] == [f"sha256:{i:064x}" for i in (3, 1, 2)] + [D]
     data = gojson.marshal(index)
     assert data.startswith(b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":')
@@ -76,12 +78,20 @@ def test_soci_index_rules() -> None:
     with pytest.raises(SociIndexError, match="needs a subject"):
         build_soci_index([_ztoc(1)], version=SociVersion.V1, build_tool_identifier="t")
     with pytest.raises(SociIndexError, match="no subject"):
-        build_soci_index([_ztoc(1)], version=SociVersion.V2, build_tool_identifier="t", subject=subject_descriptor(mt.OCI_MANIFEST, D, 1))
+        build_soci_index(
+            [_ztoc(1)],
+            version=SociVersion.V2,
+            build_tool_identifier="t",
+            subject=subject_descriptor(mt.OCI_MANIFEST, D, 1),
+        )
 
 
 def test_parse_soci_index_round_trip_and_errors() -> None:
     index = build_soci_index(
-        [_ztoc(1), _ztoc(2)], version=SociVersion.V1, build_tool_identifier="t", subject=subject_descriptor(mt.DOCKER_MANIFEST, D, 9)
+        [_ztoc(1), _ztoc(2)],
+        version=SociVersion.V1,
+        build_tool_identifier="t",
+        subject=subject_descriptor(mt.DOCKER_MANIFEST, D, 9),
     )
     data = gojson.marshal(index)
     parsed = parse_soci_index(data, name="x")
@@ -128,7 +138,9 @@ def test_rewrite_image_manifest_like_soci() -> None:
 
 
 def _image_entry(digest: str, arch: str, annotations: dict[str, str] | None = None) -> Descriptor:
-    return Descriptor(mt.DOCKER_MANIFEST, digest, 100, annotations=annotations, platform=Platform(architecture=arch, os="linux"))
+    return Descriptor(
+        mt.DOCKER_MANIFEST, digest, 100, annotations=annotations, platform=Platform(architecture=arch, os="linux")
+    )
 
 
 def test_soci_enabled_index_for_multi_platform() -> None:
@@ -140,8 +152,13 @@ def test_soci_enabled_index_for_multi_platform() -> None:
                 manifests=[
                     _image_entry("sha256:amd", "amd64", {"org.example": "kept? no"}),
                     _image_entry("sha256:arm", "arm64"),
-                    Descriptor(mt.OCI_MANIFEST, "sha256:att", 50, annotations={"vnd.docker.reference.digest": "sha256:amd"},
-                               platform=Platform(architecture="unknown", os="unknown")),
+                    Descriptor(
+                        mt.OCI_MANIFEST,
+                        "sha256:att",
+                        50,
+                        annotations={"vnd.docker.reference.digest": "sha256:amd"},
+                        platform=Platform(architecture="unknown", os="unknown"),
+                    ),
                 ],
                 annotations={"org.opencontainers.image.created": "x"},
             )
@@ -166,9 +183,13 @@ def test_soci_enabled_index_for_multi_platform() -> None:
     assert (second.digest, second.annotations) == (arm_enc.digest, None)
     assert (att.annotations or {})["vnd.docker.reference.digest"] == amd_enc.digest
     assert gojson.marshal(soci) == (
-        b'{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"' + soci_enc.digest.encode() + b'","size":'
+        b'{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"'
+        + soci_enc.digest.encode()
+        + b'","size":'
         + str(soci_enc.size).encode()
-        + b',"annotations":{"com.amazon.soci.image-manifest-digest":"' + amd_enc.digest.encode() + b'"},'
+        + b',"annotations":{"com.amazon.soci.image-manifest-digest":"'
+        + amd_enc.digest.encode()
+        + b'"},'
         b'"platform":{"architecture":"amd64","os":"linux"},"artifactType":"application/vnd.amazon.soci.index.v2+json"}'
     )
     # Converting again replaces the SOCI entry of the same platform instead of adding one.
@@ -236,7 +257,9 @@ def test_platform_matching() -> None:
     assert not plat.matches(plat.parse("linux/arm64"), Platform(architecture="amd64", os="linux"))
     assert not plat.matches(plat.parse("linux/arm/v6"), Platform(architecture="arm", os="linux"))
     assert plat.is_unknown(Platform(architecture="unknown", os="unknown")) and plat.is_unknown(None)
-    assert [str(p) for p in plat.dedupe([plat.parse("linux/x86_64"), plat.parse("linux/amd64"), plat.parse("linux/arm64")])] == [
+    assert [
+        str(p) for p in plat.dedupe([plat.parse("linux/x86_64"), plat.parse("linux/amd64"), plat.parse("linux/arm64")])
+    ] == [
         "linux/amd64",
         "linux/arm64",
     ]

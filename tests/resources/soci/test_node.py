@@ -15,7 +15,9 @@ from .conftest import ImageFactory, gzip_layer, random_bytes
 
 
 def _image(images: ImageFactory, repo: str):
-    return images.push_image(repo, "1", [gzip_layer({"a.bin": random_bytes(200_000, 1)}), gzip_layer({"b.bin": random_bytes(150_000, 2)})])
+    return images.push_image(
+        repo, "1", [gzip_layer({"a.bin": random_bytes(200_000, 1)}), gzip_layer({"b.bin": random_bytes(150_000, 2)})]
+    )
 
 
 def test_duplicate_ztoc_descriptors_last_wins(images: ImageFactory, client: RegistryClient) -> None:
@@ -41,7 +43,9 @@ def test_several_v1_referrers_first_wins_and_v1_is_off_by_default(images: ImageF
     pushed = _image(images, "node/v1")
     digests = []
     for span in (65536, 131072):
-        r = SociConverter(client, min_layer_size=1024, span_size=span, format="v1").convert(pushed.ref, pushed.ref.with_tag(f"v1-{span}"))
+        r = SociConverter(client, min_layer_size=1024, span_size=span, format="v1").convert(
+            pushed.ref, pushed.ref.with_tag(f"v1-{span}")
+        )
         digests.append(r.platforms[0].soci_index_digest)
     assert len(set(digests)) == 2
     view = nd.read_image(client, pushed.ref)

@@ -45,7 +45,9 @@ def _layers(seed: int) -> list[Layer]:
 
 def _convert(client: RegistryClient, src: ImageRef, dst_repo: str, parallel: int, **kw: object) -> ConvertResult:
     dst = ImageRef(src.registry, dst_repo, "1-soci")
-    return SociConverter(client, min_layer_size=SMALL, span_size=65536, max_parallel_layers=parallel, **kw).convert(src, dst)
+    return SociConverter(client, min_layer_size=SMALL, span_size=65536, max_parallel_layers=parallel, **kw).convert(
+        src, dst
+    )
 
 
 def _snapshot(client: RegistryClient, result: ConvertResult, repo: str) -> dict[str, bytes]:
@@ -73,7 +75,9 @@ def test_parallel_equals_sequential_on_a_multi_layer_image(images: ImageFactory,
     assert seq.layers_built == par.layers_built == 4 and seq.layers_reused == par.layers_reused == 0
     assert _comparable(seq) == _comparable(par)
     assert _snapshot(client, seq, "par/seq") == _snapshot(client, par, "par/par")
-    assert [r.layer_digest for r in par.platforms[0].ztocs] == [layer.digest for i, layer in enumerate(_layers(10)) if i != 3]
+    assert [r.layer_digest for r in par.platforms[0].ztocs] == [
+        layer.digest for i, layer in enumerate(_layers(10)) if i != 3
+    ]
 
 
 def test_parallel_equals_sequential_on_a_multi_platform_image_sharing_layers(images: ImageFactory,
@@ -116,7 +120,9 @@ def test_prebuilder_plans_each_layer_once_and_skips_reusable_ones(images: ImageF
         builds.close()
 
 
-def test_corrupt_layer_in_parallel_names_the_layer_and_tags_nothing(images: ImageFactory, client: RegistryClient) -> None:
+def test_corrupt_layer_in_parallel_names_the_layer_and_tags_nothing(
+    images: ImageFactory, client: RegistryClient
+) -> None:
     good = gzip_layer({"ok.bin": random_bytes(300_000, 90)})
     blob = bytearray(gzip_layer({"bad.bin": random_bytes(300_000, 91)}).blob)
     blob[len(blob) // 2] ^= 0xFF

@@ -85,13 +85,17 @@ def test_artifacts_and_descriptors_match_go(go_reference: Path) -> None:
     cases = []
     for i in range(300):
         n = rng.choice([1, 1, 2, 3, 10, 200])
-        spans = [[rng.randrange(0, 2**31 - 1 if i % 7 == 0 else 5000), 0, rng.choice([0, 0, 0, 1, 7, -3])] for _ in range(n)]
+        spans = [
+            [rng.randrange(0, 2**31 - 1 if i % 7 == 0 else 5000), 0, rng.choice([0, 0, 0, 1, 7, -3])] for _ in range(n)
+        ]
         for s in spans:
             s[1] = s[0] + rng.randrange(0, 50)
         layer = "sha256:" + rng.randbytes(32).hex()
         cases.append({"layer": layer, "spans": spans})
     stdin = "".join(json.dumps(c) + "\n" for c in cases)
-    out = subprocess.run([str(go_reference)], input=stdin, capture_output=True, text=True, check=True, timeout=120).stdout
+    out = subprocess.run(
+        [str(go_reference)], input=stdin, capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     results = [json.loads(line) for line in out.splitlines()]
     assert len(results) == len(cases)
     for case, want in zip(cases, results, strict=True):
@@ -104,7 +108,11 @@ def test_artifacts_and_descriptors_match_go(go_reference: Path) -> None:
 
 
 def test_normalize_merges_overlapping_and_adjacent_like_upstream() -> None:
-    assert normalize_spans([(5, 6), (0, 2), (3, 4), (10, 12), (11, 11), (20, 20), (20, 20)]) == [(0, 6), (10, 12), (20, 20)]
+    assert normalize_spans([(5, 6), (0, 2), (3, 4), (10, 12), (11, 11), (20, 20), (20, 20)]) == [
+        (0, 6),
+        (10, 12),
+        (20, 20),
+    ]
     assert normalize_spans([(4, 9), (1, 2)]) == [(1, 2), (4, 9)]  # a gap of one span stays a gap
 
 
@@ -189,7 +197,11 @@ def test_topmost_layer_with_a_ztoc_wins_and_unindexed_layers_are_reported() -> N
     descriptors = from_profile.descriptors
     assert descriptors[0].annotations == {mt.ANNOTATION_LAYER_DIGEST: middle.digest}
     assert descriptors[0].digest == sha256(from_profile.artifacts[0].data)
-    index_layers = [Descriptor(media_type=mt.SOCI_ZTOC, digest="sha256:" + "0" * 64, size=1), *descriptors, *descriptors]
+    index_layers = [
+        Descriptor(media_type=mt.SOCI_ZTOC, digest="sha256:" + "0" * 64, size=1),
+        *descriptors,
+        *descriptors,
+    ]
     assert prefetch_entry_for_layer(index_layers, middle.digest) is index_layers[1]
 
 

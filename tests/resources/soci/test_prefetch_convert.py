@@ -1,4 +1,4 @@
-"""Convert with prefetch on a real registry, and the node_compat gate (prefetch v0.13+, member-spanning zTOCs v0.14+)."""
+"""Convert with prefetch on a real registry; the node_compat gate (prefetch v0.13+, member-spanning zTOCs v0.14+)."""
 
 from __future__ import annotations
 
@@ -116,10 +116,18 @@ def test_convert_writes_prefetch_after_the_ztocs_and_verify_passes(images: Image
         (mt.SOCI_PREFETCH, base.digest), (mt.SOCI_PREFETCH, override.digest),
     ]
     assert [set(d.annotations) for d in layers[2:]] == [{mt.ANNOTATION_LAYER_DIGEST}] * 2
-    ztocs = {d.annotations[mt.ANNOTATION_LAYER_DIGEST]: parse_ztoc(client.get_blob(dst.repository, d.digest)) for d in layers[:2]}
+    ztocs = {
+        d.annotations[mt.ANNOTATION_LAYER_DIGEST]: parse_ztoc(client.get_blob(dst.repository, d.digest))
+        for d in layers[:2]
+    }
     expected = plan_for_profile(
-        [LayerZtoc(base.digest, ztocs[base.digest]), LayerZtoc(override.digest, ztocs[override.digest]), LayerZtoc(tiny.digest, None)],
-        profile.files, Granularity(granularity),
+        [
+            LayerZtoc(base.digest, ztocs[base.digest]),
+            LayerZtoc(override.digest, ztocs[override.digest]),
+            LayerZtoc(tiny.digest, None),
+        ],
+        profile.files,
+        Granularity(granularity),
     )
     for d, want in zip(layers[2:], expected.artifacts, strict=True):
         data = client.get_blob(dst.repository, d.digest)
@@ -146,7 +154,8 @@ def test_convert_writes_prefetch_after_the_ztocs_and_verify_passes(images: Image
         len(top.data) + len(manifest.data) + config + platform.soci_index_size + ztoc_bytes
         + sum(r.bytes_to_start for r in cost.lazy.layers)
     )
-    assert cost.prefetch_ranges.bytes_to_start < cost.prefetch_files.bytes_to_start  # (64 KiB spans: zTOCs dominate here)
+    # (64 KiB spans: zTOCs dominate here)
+    assert cost.prefetch_ranges.bytes_to_start < cost.prefetch_files.bytes_to_start
 
 
 def test_node_compat_v0_12_writes_no_prefetch_and_says_why(images: ImageFactory, client) -> None:
@@ -203,7 +212,9 @@ def test_crossing_spans_from_the_builder_and_the_scanner_agree() -> None:
     layer = _two_member_layer()
     wide = ZtocBuilder(span_size=SPAN).build(io.BytesIO(layer.blob), layer.media_type)
     assert len(wide.gzip_member_starts) == 1
-    assert list(wide.gzip_member_starts) == scan_gzip_members([layer.blob[i : i + 4096] for i in range(0, len(layer.blob), 4096)])
+    assert list(wide.gzip_member_starts) == scan_gzip_members(
+        [layer.blob[i : i + 4096] for i in range(0, len(layer.blob), 4096)]
+    )
     assert crossing_spans(wide.ztoc, wide.gzip_member_starts)  # a 64 KiB span runs over the member end
     # With tiny spans a checkpoint sits right after the second header: no span crosses.
     narrow = ZtocBuilder(span_size=1024).build(io.BytesIO(layer.blob), layer.media_type)
@@ -218,14 +229,18 @@ def test_member_spanning_ztocs_are_left_out_before_v0_14(images: ImageFactory, c
     multi = _two_member_layer()
     plain = gzip_layer({"srv/app.bin": random_bytes(200_000, 7)})
     img = images.push_image("mm/app", "1", [plain, multi])
-    result = SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat).convert(img.ref, img.ref.with_tag("s"))
+    result = SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat).convert(
+        img.ref, img.ref.with_tag("s")
+    )
     (p,) = result.platforms
     assert [z.layer_digest for z in p.ztocs] == [plain.digest]
     (skipped,) = p.skipped_layers
     assert skipped.layer_digest == multi.digest and f"node_compat {compat} < v0.14" in skipped.reason
     assert verify_image(client, img.ref.with_tag("s"), sample=4).passed
     # A reused zTOC is gated too: build it under v0.14, then convert again under the old setting.
-    built = SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat="v0.14").convert(img.ref, img.ref.with_tag("new"))
+    built = SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat="v0.14").convert(
+        img.ref, img.ref.with_tag("new")
+    )
     assert [z.layer_digest for z in built.platforms[0].ztocs] == [plain.digest, multi.digest]
     logs: list[str] = []
     again = SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat, log_fn=logs.append).convert(
@@ -237,7 +252,9 @@ def test_member_spanning_ztocs_are_left_out_before_v0_14(images: ImageFactory, c
     assert len(scanned) == 1 and multi.digest in scanned[0]
     only_multi = images.push_image("mm/only", "1", [multi])
     with pytest.raises(EmptySociIndexError, match="v0.14"):
-        SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat).convert(only_multi.ref, only_multi.ref.with_tag("s"))
+        SociConverter(client, span_size=SPAN, min_layer_size=0, node_compat=compat).convert(
+            only_multi.ref, only_multi.ref.with_tag("s")
+        )
 
 
 def test_check_prefetch_entries_passes_our_index_and_names_what_is_wrong(images: ImageFactory, client) -> None:
@@ -262,7 +279,12 @@ def test_check_prefetch_entries_passes_our_index_and_names_what_is_wrong(images:
 def test_v1_index_holds_prefetch_after_the_ztocs_too(images: ImageFactory, client) -> None:
     img = _image(images)
     result = SociConverter(
-        client, span_size=SPAN, min_layer_size=SMALL, format="v1", prefetch_files=["/app/vocab.txt"], node_compat="v0.13"
+        client,
+        span_size=SPAN,
+        min_layer_size=SMALL,
+        format="v1",
+        prefetch_files=["/app/vocab.txt"],
+        node_compat="v0.13",
     ).convert(img.ref, img.ref.with_tag("v1"))
     (platform,) = result.platforms
     layers = _soci_layers(client, "pf/app", platform.soci_index_digest)

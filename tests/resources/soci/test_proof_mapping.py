@@ -45,7 +45,12 @@ def _gnu_tar_tree(tmp_path: Path) -> bytes:
 
 
 def _archives(tmp_path: Path) -> dict[str, bytes]:
-    return {"pax": mixed_pax_tar(), "gnu": gnu_tar_with_long_names(), "ustar": _ustar(), "gnu-tar": _gnu_tar_tree(tmp_path)}
+    return {
+        "pax": mixed_pax_tar(),
+        "gnu": gnu_tar_with_long_names(),
+        "ustar": _ustar(),
+        "gnu-tar": _gnu_tar_tree(tmp_path),
+    }
 
 
 def _prove(blob: bytes, media_type: str, ztoc: Ztoc, wanted=()):
@@ -73,7 +78,7 @@ def test_hard_links_resolve_to_their_target_bytes() -> None:
     blob = gzip.compress(tar, mtime=0)
     ztoc = ZtocBuilder(span_size=1024).build(iter([blob]), mt.OCI_LAYER_GZIP).ztoc
     hashes = _prove(blob, mt.OCI_LAYER_GZIP, ztoc, wanted=["/app/link-to-hello"]).file_hashes
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
     assert hashes == {"app/link-to-hello": hashlib.sha256(b"hello world\n").hexdigest()}
 

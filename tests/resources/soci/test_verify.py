@@ -146,7 +146,9 @@ def test_lazy_bytes_that_differ_from_the_layer_fail(converted, client) -> None:
     ref, result = converted
     ztoc = _ztoc(client, ref, result)
     entries = [
-        dataclasses.replace(e, uncompressed_offset=e.uncompressed_offset + 512) if e.name == "opt/app/config.yaml" else e
+        dataclasses.replace(e, uncompressed_offset=e.uncompressed_offset + 512)
+        if e.name == "opt/app/config.yaml"
+        else e
         for e in ztoc.entries
     ]
     tampered = dataclasses.replace(ztoc, entries=entries)

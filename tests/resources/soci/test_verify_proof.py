@@ -92,16 +92,26 @@ def test_zero_entry_ztoc_fails(converted, client) -> None:
 
 def test_removed_entry_fails(converted, client) -> None:
     ref, _ = converted
-    gone = republish(client, ref, "removed", ztoc=lambda z: dataclasses.replace(z, entries=[e for e in z.entries if e.name != MID]))
+    gone = republish(
+        client, ref, "removed", ztoc=lambda z: dataclasses.replace(z, entries=[e for e in z.entries if e.name != MID])
+    )
     report = verify_image(client, gone)
-    assert not report.passed and "srv/data/file-31.txt" in (report.failure or "") and "field name" in (report.failure or "")
+    assert (
+        not report.passed
+        and "srv/data/file-31.txt" in (report.failure or "")
+        and "field name" in (report.failure or "")
+    )
 
 
 def test_extra_entry_fails(converted, client) -> None:
     ref, _ = converted
     extra = FileMetadata("srv/ghost", "dir", 0, 0, "", 0o755, 0, 0, "", "", "2023-11-14T22:13:20Z", 0, 0, [])
-    report = verify_image(client, republish(client, ref, "extra", ztoc=lambda z: dataclasses.replace(z, entries=[*z.entries, extra])))
-    assert not report.passed and "'srv/ghost'" in (report.failure or "") and "layer value <none>" in (report.failure or "")
+    report = verify_image(
+        client, republish(client, ref, "extra", ztoc=lambda z: dataclasses.replace(z, entries=[*z.entries, extra]))
+    )
+    assert (
+        not report.passed and "'srv/ghost'" in (report.failure or "") and "layer value <none>" in (report.failure or "")
+    )
 
 
 def test_untampered_republish_passes_and_proves_every_entry(converted, client) -> None:
@@ -116,7 +126,12 @@ def test_untampered_republish_passes_and_proves_every_entry(converted, client) -
 
 def test_wrong_uncompressed_archive_size_fails(converted, client) -> None:
     ref, _ = converted
-    bad = republish(client, ref, "usize", ztoc=lambda z: dataclasses.replace(z, uncompressed_archive_size=z.uncompressed_archive_size + 512))
+    bad = republish(
+        client,
+        ref,
+        "usize",
+        ztoc=lambda z: dataclasses.replace(z, uncompressed_archive_size=z.uncompressed_archive_size + 512),
+    )
     report = verify_image(client, bad)
     assert not report.passed and "field uncompressed_archive_size" in (report.failure or "")
 
@@ -140,7 +155,7 @@ def test_layer_listed_twice_the_last_ztoc_is_the_one_a_node_uses(converted, clie
     ref, _ = converted
 
     def twice(blobs, push):
-        from resources.soci.ztoc.flatbuf import parse_ztoc  # noqa: PLC0415
+        from resources.soci.ztoc.flatbuf import parse_ztoc
 
         good = blobs[0]
         bad = push(_change_file(parse_ztoc(client.get_blob(ref.repository, good.digest)), MID, mode=0o777))

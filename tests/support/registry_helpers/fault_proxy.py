@@ -30,10 +30,11 @@ class Fault:
     with `Link` headers per the OCI spec, from the upstream's full list: distribution 2.8 ignores `n` for tags),
     "drip" (forward, then send the body one byte every `delay` seconds), "reset_mid_body" (forward, send half the
     body, then reset the connection), "endless" (forward, then the body over and over without end, no
-    Content-Length: a gzip layer stays valid gzip), "wrong_length" (forward, announce Content-Length + `extra`, send the body, close),
-    "forward_then_reset" (forward, then reset the connection unanswered: a lost response), "delay" (forward,
-    then hold the answer `delay` seconds: a slow reader acting on what was true when it asked), "partial_patch"
-    (forward only the first half of a PATCH body: the registry's 202 Range says how much it holds), "echo_auth" (answer `status` with an error message quoting the Authorization header).
+    Content-Length: a gzip layer stays valid gzip), "wrong_length" (forward, announce Content-Length + `extra`,
+    send the body, close), "forward_then_reset" (forward, then reset the connection unanswered: a lost response),
+    "delay" (forward, then hold the answer `delay` seconds: a slow reader acting on what was true when it asked),
+    "partial_patch" (forward only the first half of a PATCH body: the registry's 202 Range says how much it
+    holds), "echo_auth" (answer `status` with an error message quoting the Authorization header).
     `status` answers carry `body` when given and `header_list` (repeatable headers) besides `headers`.
     """
 
@@ -50,7 +51,9 @@ class Fault:
     extra: int = 0
 
     def matches(self, method: str, path: str) -> bool:
-        return self.times > 0 and (self.method is None or self.method == method) and re.search(self.path, path) is not None
+        return (
+            self.times > 0 and (self.method is None or self.method == method) and re.search(self.path, path) is not None
+        )
 
 
 @dataclass
@@ -158,7 +161,9 @@ class FaultProxy:
                 conn.close()
                 return resp.status, out, data
 
-            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes, *, truncate: bool = False) -> None:
+            def _reply(
+                self, status: int, headers: list[tuple[str, str]], data: bytes, *, truncate: bool = False
+            ) -> None:
                 self.send_response(status)
                 has_length = False
                 for k, v in headers:
@@ -192,7 +197,11 @@ class FaultProxy:
                 if fault is None:
                     self._reply(*self._forward(body))
                 elif fault.kind == "status":
-                    body = fault.body if fault.body is not None else b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
+                    body = (
+                        fault.body
+                        if fault.body is not None
+                        else b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
+                    )
                     self._reply(fault.status, [*fault.headers.items(), *fault.header_list], body)
                 elif fault.kind == "echo_auth":
                     echoed = self.headers.get("Authorization", "")

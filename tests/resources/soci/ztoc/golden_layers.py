@@ -124,7 +124,9 @@ def _sample(seed: int) -> bytes:
 
 def _large_files(seed: int) -> bytes:
     rnd = random.Random(seed)
-    return make_tar([TarMember(f"m/w{i}.bin", mixed_bytes(seed + i, rnd.randint(700_000, 2_000_000))) for i in range(4)])
+    return make_tar(
+        [TarMember(f"m/w{i}.bin", mixed_bytes(seed + i, rnd.randint(700_000, 2_000_000))) for i in range(4)]
+    )
 
 
 def _without_end_blocks(tar: bytes) -> bytes:

@@ -90,7 +90,9 @@ def test_random_tocs_encode_like_the_official_builder(seed: int) -> None:
 def _sorted_xattrs(entries: list[FileMetadata]) -> list[FileMetadata]:
     """The entries with PAX records in zTOC order (bytewise by key)."""
     return [
-        FileMetadata(**{**e.__dict__, "xattrs": sorted(e.xattrs, key=lambda x: x.key.encode("utf-8", "surrogateescape"))})
+        FileMetadata(
+            **{**e.__dict__, "xattrs": sorted(e.xattrs, key=lambda x: x.key.encode("utf-8", "surrogateescape"))}
+        )
         for e in entries
     ]
 
