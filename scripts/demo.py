@@ -154,13 +154,16 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
     from resources.oci.refs import ImageRef  # noqa: PLC0415
     from resources.registry import RegistryClient  # noqa: PLC0415
     from resources.soci.verify import verify_image  # noqa: PLC0415
+    from resources.startup.store import find_image_profile  # noqa: PLC0415
 
     release = result.output_for_node("release")
     digest = release.image_index_digest
     ref = ImageRef(registry=release.registry, repository=release.repository, tag=release.release_tags[0])
     with RegistryClient(ref.registry) as client:
+        stored = find_image_profile(client, ref.repository, release.soci.image.digest)  # the candidate's profile
         report = verify_image(
-            client, ref, sample=8, required_files=["app/bin/serve", "models/config.json", "models/weights.bin"]
+            client, ref, sample=8, required_files=["app/bin/serve", "models/config.json", "models/weights.bin"],
+            startup_files=[f.path for f in stored.profile.files] if stored else (),
         )
         resolved = client.head_manifest(ref.repository, ref.tag)
     platforms = release.soci.platforms

@@ -91,8 +91,20 @@ def test_timeout_flag_ends_a_stalled_command(drip_proxy: FaultProxy) -> None:
     assert elapsed < 15, elapsed
 
 
+BOUNDED_TARGETS = """targets:
+  - name: app
+    source: {local: .}
+    repository: 127.0.0.1:5055/team/app
+    soci: {span_size: 4194304, min_layer_size: 10485760}
+    verify: {sample: 8}
+"""
+
+
 def test_targets_bounds_name_the_limit(tmp_path: Path) -> None:
-    good = (ROOT / "targets.yaml").read_text()
+    good = BOUNDED_TARGETS
+    load_targets_text_ok = tmp_path / "ok.yaml"
+    load_targets_text_ok.write_text(good)
+    load_targets(load_targets_text_ok)  # the unchanged file is valid: only the bad values below fail
     for old, new, limit in [("span_size: 4194304", "span_size: 9223372036854775808", "1073741824"),
                             ("span_size: 4194304", "span_size: 4096", "65536"),
                             ("sample: 8", "sample: 123456", "10000"),
