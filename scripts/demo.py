@@ -195,7 +195,8 @@ def report(result: dg.ExecuteInProcessResult, wall: float, steps: dict[str, floa
     print(
         f"  verify     {'passed' if report.passed else 'FAILED: ' + str(report.failure)}: "
         f"{report.files_checked} files lazily read, {report.lazy_bytes_fetched} bytes fetched "
-        f"of {report.lazy_layer_bytes} bytes in their layers"
+        f"of {report.lazy_layer_bytes} bytes in their layers (verification reads whole files, the largest among them;"
+        " a start needs only what the `to start` line says)"
     )
     for plat in report.platforms:
         for f in plat.files:
