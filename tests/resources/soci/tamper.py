@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from resources.oci import media_types as mt
-from resources.oci.manifest import Descriptor, encode, parse_index, parse_manifest, sha256_digest
+from resources.oci.manifest import Descriptor, ImageIndex, encode, parse_index, parse_manifest, sha256_digest
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.soci import gojson
@@ -52,6 +52,14 @@ def republish(
         blobs = layers(blobs, push)
     soci.layers = blobs
     soci_bytes = gojson.marshal(soci)
+    return publish_with_soci_index(client, ref, tag, index, soci_entry, manifest_digest, soci_bytes)
+
+
+def publish_with_soci_index(client: RegistryClient, ref: ImageRef, tag: str, index: ImageIndex, soci_entry: Descriptor,
+                            manifest_digest: str, soci_bytes: bytes) -> ImageRef:
+    """Push `soci_bytes` as the SOCI index of the image manifest `manifest_digest`, re-point the manifest's
+    annotation and the image index at it, and tag the result `tag` (only the SOCI index differs)."""
+    repo = ref.repository
     soci_digest = client.put_manifest(repo, sha256_digest(soci_bytes), soci_bytes, mt.OCI_MANIFEST)
     manifest = parse_manifest(client.get_manifest(repo, manifest_digest).data)
     manifest.annotations = {**(manifest.annotations or {}), mt.ANNOTATION_INDEX_DIGEST: soci_digest}

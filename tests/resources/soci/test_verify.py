@@ -9,13 +9,14 @@ import httpx
 import pytest
 
 from resources.oci import media_types as mt
-from resources.oci.manifest import encode, parse_index, parse_manifest, sha256_digest
+from resources.oci.manifest import parse_index, parse_manifest, sha256_digest
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
 from resources.soci import gojson
 from resources.soci.convert import ConvertResult, SociConverter
 from resources.soci.verify import verify_image
 from resources.soci.ztoc.flatbuf import parse_ztoc, serialize_ztoc
+from tests.resources.soci.tamper import publish_with_soci_index
 
 from .conftest import ImageFactory, gzip_layer, random_bytes, text_bytes
 
@@ -51,19 +52,7 @@ def _republish(
         (soci.layers or [])[0].size = len(ztoc_bytes)
     if soci_bytes is None:
         soci_bytes = gojson.marshal(soci)
-    soci_digest = client.put_manifest(repo, sha256_digest(soci_bytes), soci_bytes, mt.OCI_MANIFEST)
-    manifest = parse_manifest(client.get_manifest(repo, manifest_digest).data)
-    manifest.annotations = {**(manifest.annotations or {}), mt.ANNOTATION_INDEX_DIGEST: soci_digest}
-    new_manifest = encode(manifest)
-    client.put_manifest(repo, new_manifest.digest, new_manifest.data, mt.OCI_MANIFEST)
-    for entry in index.manifests or []:
-        if entry.digest == manifest_digest:
-            entry.digest, entry.size, entry.annotations = new_manifest.digest, new_manifest.size, manifest.annotations
-        elif entry is soci_entry:
-            entry.digest, entry.size = soci_digest, len(soci_bytes)
-            entry.annotations = {mt.ANNOTATION_MANIFEST_DIGEST: new_manifest.digest}
-    client.put_manifest(repo, tag, gojson.marshal(index), mt.OCI_INDEX)
-    return ref.with_tag(tag)
+    return publish_with_soci_index(client, ref, tag, index, soci_entry, manifest_digest, soci_bytes)
 
 
 def _ztoc(client: RegistryClient, ref: ImageRef, result: ConvertResult):
