@@ -5,7 +5,8 @@
                             [--platform P ... | --all-platforms] [--format v2|v1] [--plain-http]
                             [--prefetch-profile FILE [--prefetch-granularity files|ranges]]
                             [--prefetch-file PATH ...] [--node-compat V]
-    streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--quick] [--json] [--plain-http]
+    streamable soci verify REF [--sample N] [--file PATH ...] [--platform P] [--profile FILE] [--quick] [--json]
+                           [--plain-http]
     streamable soci inspect ZTOC_FILE|REF [--entries N] [--plain-http]
     streamable soci profile REF [--timeout S] [--ready-log RE | --ready-tcp-port N] [-o FILE] [-- CMD ...]
 
@@ -50,6 +51,7 @@ from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc
 from resources.startup.cli import add_profile_parser, split_command
+from resources.startup.cost_inputs import start_cost_for_image
 from resources.startup.profile import StartupProfile
 
 PASSWORD_ENV = "STREAMABLE_REGISTRY_PASSWORD"
@@ -209,13 +211,22 @@ def cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ref = _image_ref(args.ref, err)
+    profile = StartupProfile.from_json(Path(args.profile).read_bytes()) if args.profile else None
     with _client(args, ref.registry) as client:
         report = verify_image(
             client, ref, sample=args.sample, required_files=args.file or (), platform=args.platform, seed=args.seed,
             quick=args.quick, node=NodeConfig(soci_v1=args.soci_v1),
+            startup_files=[f.path for f in profile.files] if profile else (),
         )
+        cost = start_cost_for_image(client, ref, profile) if profile is not None and report.passed else None
     as_json = args.json or not (hasattr(out, "isatty") and out.isatty())
-    out.write(report.to_json() + "\n" if as_json else report.summary())
+    if as_json:
+        doc = json.loads(report.to_json())
+        if cost is not None:
+            doc["startup"] = {"to_start": cost.lazy.summary, "modes": cost.table()}
+        out.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        out.write((cost.summary + "\n" if cost is not None else "") + report.summary())
     if not report.passed:
         err.write(f"streamable: {ref} would not lazy-load: {report.failure}\n")
         return EXIT_VERIFY_FAILED
@@ -443,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verify only this platform (default: every platform that has a SOCI index)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the random file sample; the same seed reads the same files (default: %(default)s)")
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="startup profile JSON (`streamable soci profile`): read its files first and print what a cold start "
+        "fetches, 'to start: X MB of Y MB (Z%%)' (default: none)",
+    )
     p.add_argument(
         "--quick",
         action="store_true",

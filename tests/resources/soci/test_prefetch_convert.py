@@ -323,3 +323,27 @@ def test_single_member_proof_from_two_spans(span: int) -> None:
         fetched: list[tuple[int, int]] = []
         assert proves_single_member(ztoc, lambda s, e, b=blob, f=fetched: f.append((s, e)) or b[s:e]) is single, name
         assert len(fetched) <= 2
+
+
+def test_verify_cli_reads_the_profile_first_and_prints_the_cost_of_a_start(images: ImageFactory, client,
+                                                                           tmp_path: Path) -> None:
+    img = _image(images)
+    dst = img.ref.with_tag("verify-profile")
+    SociConverter(client, span_size=SPAN, min_layer_size=SMALL).convert(img.ref, dst)
+    profile = _profile(img)
+    path = tmp_path / "profile.json"
+    path.write_text(profile.to_json())
+    expected = start_cost_for_image(client, dst, profile)  # what the registry serves, computed independently
+    proc = run("soci", "verify", str(dst), "--profile", str(path), "--json", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["startup"]["to_start"] == expected.lazy.summary and doc["startup"]["to_start"].startswith("to start: ")
+    assert [m["mode"] for m in doc["startup"]["modes"]] == [m["mode"] for m in expected.table()]
+    files = [f for p in doc["platforms"] for f in p["files"]]
+    # the profiled files in indexed layers are read, each from the layer the profile names (run.sh's layer has
+    # no zTOC: a node pulls it whole)
+    layer_of = {f.path.lstrip("/"): f.layer_digest for f in profile.files}
+    startup = {f["name"]: f["layer_digest"] for f in files if f["why"] == "startup"}
+    assert startup == {name: layer_of[name] for name in ("app/config.json", "app/model.bin")}
+    plain = run("soci", "verify", str(dst), "--profile", str(path), tmp=tmp_path)  # piped: JSON; force the summary
+    assert plain.returncode == 0 and json.loads(plain.stdout)["startup"]["to_start"] == expected.lazy.summary
