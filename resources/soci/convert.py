@@ -20,12 +20,11 @@ from resources.defaults import SOCI_BUILD_TOOL_IDENTIFIER, SOCI_MIN_LAYER_SIZE, 
 from resources.errors import StreamableError
 from resources.oci import media_types as mt
 from resources.oci import platforms as plat
-from resources.oci.manifest import Descriptor, Manifest, encode, parse_manifest
-from resources.oci.manifest import RawManifest as RegistryManifest
+from resources.oci.manifest import Descriptor, encode
 from resources.oci.refs import ImageRef
 from resources.registry import DigestMismatchError, RegistryClient
-from resources.soci import gojson
 from resources.soci import parallel as par
+from resources.soci.convert_copy import copy_image
 from resources.soci.convert_prefetch import ConvertGates, PrefetchOptions
 from resources.soci.convert_results import ConvertResult, PlatformResult, SkippedLayer, ZtocRow
 from resources.soci.index import (
@@ -192,7 +191,11 @@ class SociConverter:
             )
 
         if src.repository != dst.repository:
-            self._copy_image(src.repository, dst.repository, image)
+            try:
+                copy_image(self.client, src.repository, dst.repository, image,
+                           with_manifests=self.version is SociVersion.V1)
+            except NotAnImage as exc:
+                raise NotAnImageError(str(exc)) from None
 
         results: list[PlatformResult] = []
         ztoc_lists: dict[str, list[Descriptor]] = {}
@@ -382,7 +385,7 @@ class SociConverter:
                 par.prefetched(raw) as chunks,
             ):
                 built = self._builder.build(
-                    self._with_progress(chunks, layer),
+                    with_progress(chunks, layer, self.progress),
                     layer.media_type,
                     layer=layer.digest,
                     verified_digest=layer.digest,
@@ -414,37 +417,6 @@ class SociConverter:
         if reason is not None:
             raise LayerSkippedError(reason)
         return built
-
-    def _with_progress(self, chunks: Iterable[bytes], layer: Descriptor) -> Iterator[bytes]:
-        done = 0
-        for chunk in chunks:
-            done += len(chunk)
-            if self.progress is not None:
-                self.progress(layer.digest, done, layer.size)
-            yield chunk
-
-    # ---- copying between repositories -------------------------------------------------------------
-
-    def _copy_image(self, src_repo: str, dst_repo: str, image: ImageView) -> None:
-        """Make every blob (and carried-over manifest) of the source image exist in the destination."""
-        for img in image.images:
-            self._copy_manifest_blobs(src_repo, dst_repo, img.manifest)
-            if self.version is SociVersion.V1:
-                self.client.put_manifest(dst_repo, img.raw.digest, img.raw.data, img.raw.media_type)
-        for entry in image.others:
-            raw = self.client.get_manifest(src_repo, entry.digest)
-            if raw.media_type in mt.IMAGE_MANIFEST_TYPES:
-                self._copy_manifest_blobs(src_repo, dst_repo, _decode_manifest(raw, f"{src_repo}@{entry.digest}"))
-            self.client.put_manifest(dst_repo, raw.digest, raw.data, raw.media_type)
-
-    def _copy_manifest_blobs(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
-        for d in [manifest.config, *(manifest.layers or [])]:
-            if mt.is_nondistributable(d.media_type) and d.urls:
-                continue
-            self._copy_blob(src_repo, dst_repo, d.digest, d.size)
-
-    def _copy_blob(self, src_repo: str, dst_repo: str, digest: str, size: int) -> None:
-        self.client.copy_blob(src_repo, dst_repo, digest, size)
 
     # ---- writing the result --------------------------------------------------------------------
 
@@ -520,8 +492,11 @@ class SociConverter:
         return top.digest, top.media_type, len(top.data)
 
 
-def _decode_manifest(raw: RegistryManifest, name: str) -> Manifest:
-    try:
-        return parse_manifest(raw.data)
-    except gojson.GoJSONError as exc:
-        raise NotAnImageError(f"manifest {name} is not a valid image manifest: {exc}") from None
+def with_progress(chunks: Iterable[bytes], layer: Descriptor, progress: LayerProgress | None) -> Iterator[bytes]:
+    """The chunks, reporting (layer digest, bytes so far, layer size) to `progress` as they pass."""
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        if progress is not None:
+            progress(layer.digest, done, layer.size)
+        yield chunk

@@ -320,7 +320,7 @@ class _Verifier:
     ) -> None:
         chosen: dict[tuple[str, str], str] = {}  # (layer digest, entry name) -> why
         for name in self.startup:  # profiled startup files first, in profile order
-            hit = self._resolve(name, indexed)
+            hit = resolve_entry(name, indexed)
             if hit is None or hit[1].type not in ("reg", "hardlink"):
                 pr.notes.append(f"startup file /{name} is not a file in a layer with a zTOC; not lazily read")
                 continue
@@ -331,7 +331,7 @@ class _Verifier:
             chosen.setdefault((il.layer.digest, e.name), "largest")
         not_lazy: list[tuple[str, str]] = []
         for name in self.required:
-            hit = self._resolve(name, indexed)
+            hit = resolve_entry(name, indexed)
             if hit is None:
                 if self._in_unindexed_layer(name, layers, indexed):
                     not_lazy.append((name, "required"))
@@ -343,7 +343,7 @@ class _Verifier:
                 )
             chosen.setdefault((hit[0].layer.digest, hit[1].name), "required")
         for name in self._entrypoint(manifest):
-            hit = self._resolve(name, indexed)
+            hit = resolve_entry(name, indexed)
             if hit is not None and hit[1].type in ("reg", "hardlink"):
                 chosen.setdefault((hit[0].layer.digest, hit[1].name), "entrypoint")
                 break
@@ -465,23 +465,6 @@ class _Verifier:
             raise VerifyFailure(f"layer {layer.digest} is corrupt: {exc}") from None
         return hashes
 
-    def _resolve(self, name: str, indexed: list[_IndexedLayer]) -> tuple[_IndexedLayer, FileMetadata] | None:
-        """The topmost indexed entry for a path, following symlinks (relative or absolute)."""
-        path = _clean(name)
-        for _ in range(MAX_SYMLINK_HOPS):
-            hit = None
-            for il in reversed(indexed):
-                try:
-                    hit = (il, il.reader.entry(path))
-                    break
-                except LazyReadError:
-                    continue
-            if hit is None or hit[1].type != "symlink":
-                return hit
-            target = hit[1].linkname
-            path = _clean(target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target))
-        return None
-
     def _in_unindexed_layer(self, name: str, layers: list[Descriptor], indexed: list[_IndexedLayer]) -> bool:
         """Whether a path exists in a gzip/tar layer that has no zTOC (small layers are pulled whole)."""
         indexed_digests = {il.layer.digest for il in indexed}
@@ -507,23 +490,7 @@ class _Verifier:
 
     def _entrypoint(self, manifest: Manifest) -> list[str]:
         """Candidate paths of the config's entrypoint (or cmd) executable."""
-        config = self._config(manifest).get("config")
-        if not isinstance(config, dict):
-            return []
-        argv = config.get("Entrypoint") or config.get("Cmd") or []
-        if not isinstance(argv, list) or not argv or not isinstance(argv[0], str):
-            return []
-        exe = argv[0]
-        if exe.startswith("/"):
-            return [exe]
-        if "/" in exe:
-            workdir = config.get("WorkingDir") if isinstance(config.get("WorkingDir"), str) else "/"
-            return [posixpath.join(str(workdir or "/"), exe)]
-        path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        for item in config.get("Env") or []:
-            if isinstance(item, str) and item.startswith("PATH="):
-                path_var = item[5:]
-        return [posixpath.join(d, exe) for d in path_var.split(":") if d.startswith("/")]
+        return entrypoint_paths(self._config(manifest).get("config"))
 
 
 def _clean(name: str) -> str:
@@ -567,3 +534,41 @@ def _open_layer_tar(blob: BinaryIO, media_type: str) -> tarfile.TarFile:
     if mt.layer_compression(media_type) is mt.LayerCompression.GZIP:
         return tarfile.open(fileobj=gzip.GzipFile(fileobj=blob, mode="rb"), mode="r|")
     return tarfile.open(fileobj=blob, mode="r|")
+
+
+def resolve_entry(name: str, indexed: list[_IndexedLayer]) -> tuple[_IndexedLayer, FileMetadata] | None:
+    """The topmost indexed entry for a path, following symlinks (relative or absolute)."""
+    path = _clean(name)
+    for _ in range(MAX_SYMLINK_HOPS):
+        hit = None
+        for il in reversed(indexed):
+            try:
+                hit = (il, il.reader.entry(path))
+                break
+            except LazyReadError:
+                continue
+        if hit is None or hit[1].type != "symlink":
+            return hit
+        target = hit[1].linkname
+        path = _clean(target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target))
+    return None
+
+
+def entrypoint_paths(config: object) -> list[str]:
+    """Candidate paths of an image config's entrypoint (or cmd) executable, resolved as a runtime would."""
+    if not isinstance(config, dict):
+        return []
+    argv = config.get("Entrypoint") or config.get("Cmd") or []
+    if not isinstance(argv, list) or not argv or not isinstance(argv[0], str):
+        return []
+    exe = argv[0]
+    if exe.startswith("/"):
+        return [exe]
+    if "/" in exe:
+        workdir = config.get("WorkingDir") if isinstance(config.get("WorkingDir"), str) else "/"
+        return [posixpath.join(str(workdir or "/"), exe)]
+    path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for item in config.get("Env") or []:
+        if isinstance(item, str) and item.startswith("PATH="):
+            path_var = item[5:]
+    return [posixpath.join(d, exe) for d in path_var.split(":") if d.startswith("/")]
