@@ -1,10 +1,13 @@
 """The Dagster UI in a real browser after two runs: the asset pages show the facts a person looks for.
 
-Starts what it needs: a registry (fixture), a git repository with one target, `dg dev` on a free port with its own
-DAGSTER_HOME (tests/ui/dg_dev.py). The first run is submitted through GraphQL, the second from the launchpad by
-clicks and typing, the way the README describes. Expected values come from the registry, not from Dagster.
+Starts what it needs: a registry (fixture), a git repository with one target that records its start
+(`startup.enabled`, tests/ui/startup_facts.py), `dg dev` on a free port with its own DAGSTER_HOME
+(tests/ui/dg_dev.py). The first run is submitted through GraphQL, the second from the launchpad by clicks and
+typing, the way the README describes. Expected values come from the registry, not from Dagster (the cost of a
+start: from the profile stored next to the image, cross-checked against the run's metadata read through GraphQL).
 Assertions read the page text (plus the dialogs behind `[Show ...]` links), so they hold whether a value is
-rendered as markdown, JSON or a typed table. Screenshots go to `.streamable/ui-screenshots/` (kept by CI).
+rendered as markdown, JSON or a typed table. Screenshots (and the text read from each page) go to
+`.streamable/ui-screenshots/` (kept by CI).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from tests.ui.browser import (
     wait_for_texts,
 )
 from tests.ui.dg_dev import ROOT, local_dagster_home, running_dg_dev
+from tests.ui.page_text import hex12, missing, shown_alone
+from tests.ui.startup_facts import STARTUP_FILES, enable_startup, startup_cost_pages
 
 SHOTS = ROOT / ".streamable" / "ui-screenshots"
 REPO = "team/svc"
@@ -48,10 +53,6 @@ AUTOMATION_DEFAULTS = {
     "builder_cache_gc_schedule": True,
     "soci_backfill_retry_schedule": True,
 }
-
-# The cost of a start (issue 16, startup profile): once the startup asset exists, add its page here as
-# ("/assets/<startup asset>", "<asset name>", [texts such as "to start:", the MB read, the share of the image]).
-STARTUP_COST_PAGES: list[tuple[str, str, list[str]]] = []
 
 
 README = ROOT / "README.md"
@@ -71,11 +72,6 @@ def readme_launchpad_config() -> dict:
 def readme_ui_paths() -> set[str]:
     """Every UI page the README links to, as a path."""
     return set(re.findall(re.escape(README_UI) + r"(/[^>\s)`]*)", README.read_text()))
-
-
-def hex12(digest: str) -> str:
-    """The first 12 hex digits of a digest: what a short digest in the UI still shows."""
-    return digest.split(":", 1)[1][:12]
 
 
 def submit(client: DagsterGraphQLClient, commit: str) -> str:
@@ -121,17 +117,6 @@ def registry_facts(project: Project, commit: str, run_id: str) -> dict:
     }
 
 
-def shown_alone(word: str) -> re.Pattern[str]:
-    """`word` as a value of its own (a table cell, a JSON string), not inside `refs/heads/main` or `svc:latest`."""
-    return re.compile(rf"(?<![\w/:.-]){re.escape(word)}(?![\w/:.-])")
-
-
-def missing(text: str, expected: dict[str, str | re.Pattern[str]]) -> list[str]:
-    """Names of the expected facts whose text (or pattern) is not on the page."""
-    return [f"{what} ({value if isinstance(value, str) else value.pattern})" for what, value in expected.items()
-            if (value not in text if isinstance(value, str) else value.search(text) is None)]
-
-
 @pytest.mark.timeout(240)  # ~1 min on an idle 2-core machine; the bound is for a loaded one
 def test_asset_pages_show_key_facts(project: Project, docker_engine: DockerEngine, tmp_path: Path) -> None:
     env = {
@@ -142,7 +127,9 @@ def test_asset_pages_show_key_facts(project: Project, docker_engine: DockerEngin
         "STREAMABLE_DOCKER_BIN": docker_engine.docker_bin,
         "STREAMABLE_ENV": "local",
     }
-    for old in SHOTS.glob("*.png"):
+    enable_startup(project)
+    project.commit(STARTUP_FILES, "start: the image's entrypoint reads the model's first page and says it started")
+    for old in [*SHOTS.glob("*.png"), *SHOTS.glob("*.txt")]:
         old.unlink()
     with running_dg_dev(env, tmp_path / "dg-dev.log") as port:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
@@ -175,14 +162,17 @@ def test_asset_pages_show_key_facts(project: Project, docker_engine: DockerEngin
                 open_page(page, base + path, ready_text=ready)
                 wait_for_texts(page, [v for v in expected.values() if isinstance(v, str)])
                 text = visible_text(page)
-                screenshot(page, SHOTS / f"{len(problems) + 1:02d}-{name}.png")
+                shot = screenshot(page, SHOTS / f"{len(problems) + 1:02d}-{name}.png")
+                shot.with_suffix(".txt").write_text(text)  # what the assertions read, next to what a person sees
                 problems[name] = missing(text, expected)
                 return text
 
-            check("catalog", "/assets", "Catalog", {"image": "image", "soci_index": "soci_index",
+            check("catalog", "/assets", "Catalog", {"image": "image", "startup_profile": "startup_profile",
+                                                   "soci_index": "soci_index",
                                                    "release": "release", "group": "supply_chain"})
             check("group", "/locations/streamable/asset-groups/supply_chain", "supply_chain",
-                  {"image": "image", "soci_index": "soci_index", "release": "release", "check verdict": "1 / 1 Passed"})
+                  {"image": "image", "startup_profile": "startup_profile", "soci_index": "soci_index",
+                   "release": "release", "check verdict": "1 / 1 Passed"})
             check("image", "/assets/image", "image", {
                 "commit": second_sha,
                 "image digest": hex12(second["image_digest"]),
@@ -203,8 +193,9 @@ def test_asset_pages_show_key_facts(project: Project, docker_engine: DockerEngin
                 "to (this run's image)": hex12(second["index_digest"]),
                 "from (the previous image of main/latest)": hex12(first["index_digest"]),
             })
-            for path, ready, expected in STARTUP_COST_PAGES:
-                check("startup", path, ready, {text: text for text in expected})
+            for name, path, ready, expected in startup_cost_pages(project, port, run_id, second["image_digest"],
+                                                                  second["index_digest"]):
+                check(name, path, ready, expected)
 
             open_page(page, base + "/automation", ready_text="default_automation_condition_sensor")
             screenshot(page, SHOTS / f"{len(problems) + 1:02d}-automation.png")
