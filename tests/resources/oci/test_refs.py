@@ -134,7 +134,8 @@ def test_digests_and_references() -> None:
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [("127.0.0.1", True), ("127.9.9.9", True), ("localhost", True), ("[::1]", True), ("::1", True),
-     ("10.0.0.1", False), ("registry.example.com", False), ("localhost.example.com", False)],
+     ("128.0.0.1", False), ("126.255.255.255", False), ("registry.example.com", False),
+     ("localhost.example.com", False)],
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback

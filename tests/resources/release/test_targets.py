@@ -15,7 +15,7 @@ targets:
     repository: 127.0.0.1:5055/team/app
     build_args: {A: "1"}
   - name: svc
-    source: {git: {repo: https://example.invalid/svc.git, ref: main, context: services/api}}
+    source: {git: {repo: http://127.0.0.1:9/svc.git, ref: main, context: services/api}}
     repository: 123456789012.dkr.ecr.us-east-1.amazonaws.com/team/svc
     platforms: [linux/amd64, linux/arm64/v8]
     soci: {format: v1, span_size: 1048576}
@@ -38,7 +38,7 @@ def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
     svc = cfg.get("svc")
     assert svc.registry == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
     assert svc.repository_path == "team/svc"
-    assert svc.routing_key == "https://example.invalid/svc.git:services/api"
+    assert svc.routing_key == "http://127.0.0.1:9/svc.git:services/api"
     assert svc.cache_ref == "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/svc:buildcache"
 
 
