@@ -39,7 +39,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resources.soci.ztoc.builder import ZtocBuilder
+from resources.soci.ztoc.zlib_ctypes import InflateLibrary, inflate_library, system_zlib
 
+zlib_ng: object | None
+try:
+    import zlib_ng.zlib_ng as zlib_ng
+except ImportError:  # the build then runs on the system zlib too
+    zlib_ng = None
+
+LIBRARY = inflate_library()
 CHUNK = 1 << 20
 MIB = 1 << 20
 MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -187,10 +195,10 @@ SHAPES = {
 }
 
 
-def time_plain_inflate(path: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds for a single-threaded zlib inflate of the blob, read in CHUNK pieces."""
+def time_plain_inflate(path: Path, module: object = zlib) -> tuple[float, float]:
+    """(wall, CPU) seconds for a single-threaded inflate of the blob (``module``: zlib or zlib_ng), in CHUNK pieces."""
     start, cpu = time.perf_counter(), time.process_time()
-    inflater = zlib.decompressobj(31)
+    inflater = module.decompressobj(31)  # type: ignore[attr-defined]
     total = 0
     with path.open("rb") as blob:
         while chunk := blob.read(CHUNK):
@@ -213,7 +221,7 @@ def time_read_sha256(path: Path) -> tuple[float, float]:
 
 
 def time_build(
-    path: Path, media_type: str = MEDIA_TYPE, verified_digest: str | None = None
+    path: Path, media_type: str = MEDIA_TYPE, verified_digest: str | None = None, library: InflateLibrary | None = None
 ) -> tuple[float, float, float, dict[str, int]]:
     """(wall, process CPU, main-thread CPU) seconds for ZtocBuilder.build, plus facts about the result.
 
@@ -222,7 +230,7 @@ def time_build(
     """
     start, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
     with path.open("rb") as blob:
-        built = ZtocBuilder().build(blob, media_type, verified_digest=verified_digest)
+        built = ZtocBuilder(library=library).build(blob, media_type, verified_digest=verified_digest)
     elapsed, cpu, main = time.perf_counter() - start, time.process_time() - cpu, time.thread_time() - main
     facts = {
         "entries": len(built.ztoc.entries),
@@ -278,6 +286,9 @@ class Result:
     memory: dict[str, int]
     own_wall: float  # the build hashing the whole blob itself (no verified_digest)
     own_cpu: float
+    ng_base_cpu: float | None = None  # zlib_ng.decompressobj(31): the same inflater the build uses
+    zlib_build_cpu: float | None = None  # the build on the system zlib (STREAMABLE_INFLATE_LIBRARY=zlib)
+    zlib_build_wall: float | None = None
 
     @property
     def cpu_ratio(self) -> float:
@@ -315,11 +326,19 @@ def run_shape(shape: Shape, directory: Path, size_mib: int, rounds: int) -> Resu
     baseline = time_plain_inflate if shape.baseline == "inflate" else time_read_sha256
     digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()  # what the registry client checks
     base_walls, base_cpus, walls, cpus, mains, own_walls, own_cpus = [], [], [], [], [], [], []
+    ng_cpus, zlib_walls, zlib_cpus = [], [], []
     facts: dict[str, int] = {}
+    gzip_shape = shape.baseline == "inflate"
     for _ in range(rounds):  # interleaved, best of N: the machine is shared
         wall, cpu = baseline(path)
         base_walls.append(wall)
         base_cpus.append(cpu)
+        if gzip_shape and zlib_ng is not None:
+            ng_cpus.append(time_plain_inflate(path, zlib_ng)[1])
+        if gzip_shape and LIBRARY.name != "zlib":
+            wall, cpu, _, _ = time_build(path, shape.media_type, verified_digest=digest, library=system_zlib())
+            zlib_walls.append(wall)
+            zlib_cpus.append(cpu)
         wall, cpu, main, facts = time_build(path, shape.media_type, verified_digest=digest)
         walls.append(wall)
         cpus.append(cpu)
@@ -336,7 +355,8 @@ def run_shape(shape: Shape, directory: Path, size_mib: int, rounds: int) -> Resu
     memory = json.loads(child.stdout.strip().splitlines()[-1])
     result = Result(
         shape, facts, min(base_walls), min(base_cpus), min(walls), min(cpus), min(mains), memory,
-        min(own_walls), min(own_cpus),
+        min(own_walls), min(own_cpus), min(ng_cpus, default=None), min(zlib_cpus, default=None),
+        min(zlib_walls, default=None),
     )  # fmt: skip
     print(
         f"[{shape.name}] layer: {facts['compressed'] / MIB:.1f} MiB blob, {facts['uncompressed'] / MIB:.1f} MiB tar, "
@@ -358,6 +378,16 @@ def run_shape(shape: Shape, directory: Path, size_mib: int, rounds: int) -> Resu
         f"(all: {_seconds(own_walls)}), "
         f"CPU {result.own_cpu:.3f}s (one more sha256 pass over the blob)"
     )
+    if result.ng_base_cpu is not None:
+        print(
+            f"[{shape.name}] plain inflate (zlib_ng.decompressobj(31)): CPU {result.ng_base_cpu:.3f}s; "
+            f"build / same inflater = {result.build_cpu / result.ng_base_cpu:.3f}"
+        )
+    if result.zlib_build_cpu is not None and result.zlib_build_wall is not None:
+        print(
+            f"[{shape.name}] ZtocBuilder.build on the system zlib:   wall {result.zlib_build_wall:.3f}s, "
+            f"CPU {result.zlib_build_cpu:.3f}s (ratio to zlib inflate {result.zlib_build_cpu / result.base_cpu:.3f})"
+        )
     return result
 
 
@@ -374,6 +404,8 @@ def main() -> int:
         measure_memory_child(args.memory_child, args.media_type)
         return 0
 
+    print(f"inflate library: {LIBRARY.describe()} (system zlib {system_zlib().version}; "
+          "STREAMABLE_INFLATE_LIBRARY=zlib forces the system one)")
     # On disk (not /dev/shm): the default temp dir unless TMPDIR says otherwise.
     with tempfile.TemporaryDirectory(prefix="soci-bench-", dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
         directory = args.keep or Path(tmp)

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     canary_namespace: str | None = None
     recorder_image: str | None = Field(default=None, description="image of the startup recorder pod (EKS)")
     startup_work_dir: str | None = Field(default=None, description="disk directory for startup-recorder rootfs")
+    inflate_library: str = Field(
+        default="auto", description="inflate behind zTOC builds and lazy reads: auto (zlib-ng when installed), "
+        "zlib-ng or zlib; read by resources/soci/ztoc/zlib_ctypes.py, checked here"
+    )
     io_bucket: str | None = None
     io_prefix: str = "streamable"
     s3_endpoint_url: str | None = None
@@ -109,6 +113,11 @@ class Settings(BaseSettings):
     @classmethod
     def _discovery_choice(cls, value: str) -> str:
         return _choice("STREAMABLE_BUILDER_DISCOVERY", value, ("statefulset", "static"))
+
+    @field_validator("inflate_library")
+    @classmethod
+    def _inflate_choice(cls, value: str) -> str:
+        return _choice("STREAMABLE_INFLATE_LIBRARY", value, ("auto", "zlib-ng", "zlib"))
 
     @field_validator("builder_tls")
     @classmethod

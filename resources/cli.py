@@ -50,6 +50,7 @@ from resources.soci.ztoc.builder import ZtocBuilder
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import Ztoc
+from resources.soci.ztoc.zlib_ctypes import ZlibError, inflate_library
 from resources.startup.cli import add_profile_parser, split_command
 from resources.startup.cost_inputs import start_cost_for_image
 from resources.startup.profile import StartupProfile
@@ -323,11 +324,16 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _version() -> str:
-    """The installed package's version (package metadata), or a note when running from an uninstalled tree."""
+    """The installed package's version (package metadata) and the inflate library zTOC builds use."""
     try:
-        return importlib.metadata.version("streamable")
+        version = importlib.metadata.version("streamable")
     except importlib.metadata.PackageNotFoundError:
-        return "(not installed: pip install -e .)"
+        version = "(not installed: pip install -e .)"
+    try:
+        inflate = inflate_library().describe()
+    except ZlibError as exc:
+        inflate = str(exc)
+    return f"{version} (inflate: {inflate})"
 
 
 def _examples(*lines: str) -> str:

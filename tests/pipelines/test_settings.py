@@ -36,6 +36,12 @@ def test_bad_values_name_the_variable(env: pytest.MonkeyPatch) -> None:
     env.setenv("STREAMABLE_BUILDER_MAX_PARALLEL", "two")
     with pytest.raises(SettingError, match=r"^STREAMABLE_BUILDER_MAX_PARALLEL: .*integer"):
         load_settings()
+    env.delenv("STREAMABLE_BUILDER_MAX_PARALLEL")
+    env.setenv("STREAMABLE_INFLATE_LIBRARY", "libdeflate")
+    with pytest.raises(SettingError, match=r"STREAMABLE_INFLATE_LIBRARY must be 'auto', 'zlib-ng' or 'zlib', got"):
+        load_settings()
+    env.setenv("STREAMABLE_INFLATE_LIBRARY", "zlib")
+    assert load_settings().inflate_library == "zlib"
 
 
 def test_required_settings_name_the_variable(env: pytest.MonkeyPatch) -> None:

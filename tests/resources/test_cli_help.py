@@ -55,7 +55,16 @@ def test_no_command_prints_the_help_and_exits_2(argv: tuple[str, ...]) -> None:
 def test_version_comes_from_the_package_metadata() -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0, proc
-    assert proc.stdout.strip() == f"streamable {importlib.metadata.version('streamable')}"
+    assert proc.stdout.strip() == f"streamable {importlib.metadata.version('streamable')} (inflate: zlib-ng " + (
+        zlib_ng_version()
+    ) + ")"
+
+
+def zlib_ng_version() -> str:
+    """The zlib-ng version the wheel reports (the CLI must name the library zTOC builds run on)."""
+    import zlib_ng.zlib_ng as module
+
+    return str(module.ZLIBNG_VERSION)
 
 
 @pytest.mark.parametrize("name", COMMANDS)

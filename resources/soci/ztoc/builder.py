@@ -28,6 +28,7 @@ from resources.soci.ztoc.model import (
 from resources.soci.ztoc.span_digests import OrderedWorker, SpanDigester
 from resources.soci.ztoc.tar_zinfo import encode_tar_zinfo, uncompressed_max_span_id
 from resources.soci.ztoc.toc import TarFormatError, TarTocBuilder, TocResult
+from resources.soci.ztoc.zlib_ctypes import InflateLibrary
 
 READ_CHUNK = 1 << 20
 
@@ -114,6 +115,7 @@ class ZtocBuilder:
         build_tool_identifier: str = SOCI_BUILD_TOOL_IDENTIFIER,
         chunk_size: int = READ_CHUNK,
         digest_in_thread: bool = True,
+        library: InflateLibrary | None = None,
     ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
@@ -121,6 +123,8 @@ class ZtocBuilder:
         self.build_tool_identifier = build_tool_identifier
         self.chunk_size = chunk_size
         self.digest_in_thread = digest_in_thread
+        self.library = library
+        """The inflate implementation (None: `inflate_library`'s choice, zlib-ng when installed)."""
 
     def build(
         self,
@@ -156,6 +160,7 @@ class ZtocBuilder:
             blob_digest=verified_digest is None,
             digest_in_thread=self.digest_in_thread,
             output_sink=toc.feed,  # the tar parse runs on the worker while inflate runs here
+            library=self.library,
         ) as indexer:
             for chunk in chunks:
                 for _ in indexer.feed(chunk):

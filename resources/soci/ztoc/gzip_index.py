@@ -37,8 +37,10 @@ from resources.soci.ztoc.zlib_ctypes import (
     Z_BLOCK,
     Z_NO_FLUSH,
     Z_STREAM_END,
+    InflateLibrary,
     RawInflater,
     ZlibError,
+    inflate_library,
 )
 
 __all__ = [
@@ -138,13 +140,15 @@ def gzip_header_length(buf: bytearray, offset: int, first_member: bool) -> int |
 class _MemberCheck:
     """CRC32 and size of the current member's output, checked against its trailer."""
 
-    def __init__(self) -> None:
+    def __init__(self, library: InflateLibrary) -> None:
+        self._crc32_at = library.crc32_at
         self.crc = 0
         self.size = 0
 
-    def update(self, output: memoryview) -> None:
-        self.crc = zlib.crc32(output, self.crc)
-        self.size += len(output)
+    def update(self, address: int, length: int) -> None:
+        """Add ``length`` output bytes at ``address`` (held unchanged until this ran)."""
+        self.crc = self._crc32_at(self.crc, address, length)
+        self.size += length
 
     def check_trailer(self, crc: int, isize: int, trailer_offset: int) -> None:
         """Compare with the member trailer, then start counting the next member."""
@@ -191,6 +195,7 @@ class GzipIndexer:
         blob_digest: bool = False,
         digest_in_thread: bool = False,
         output_sink: Callable[[memoryview], None] | None = None,
+        library: InflateLibrary | None = None,
     ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
@@ -198,10 +203,11 @@ class GzipIndexer:
             raise ValueError(f"output chunk must be at least {WINDOW_SIZE} bytes")
         self.span_size = span_size
         self._output_sink = output_sink
-        self._inflater = RawInflater()
+        self.library = library or inflate_library()
+        self._inflater = RawInflater(self.library)
         self._worker = OrderedWorker(threaded=digest_in_thread)
         self._digester = SpanDigester(whole_blob=blob_digest)
-        self._member_check = _MemberCheck()
+        self._member_check = _MemberCheck(self.library)
         # Output goes to a ring of buffers so the worker can CRC one while inflate fills the next.
         # Each buffer starts with the WINDOW_SIZE bytes before its first new byte (zeros at the very
         # start of the stream, which is exactly the zero-padded window of early points).
@@ -418,7 +424,7 @@ class GzipIndexer:
         if self._out_pos > self._crc_from:
             buffer = self._buf
             buffer.busy = self._worker.submit(
-                self._member_check.update, buffer.view[self._crc_from : self._out_pos]
+                self._member_check.update, buffer.address + self._crc_from, self._out_pos - self._crc_from
             )
             self._crc_from = self._out_pos
 
@@ -451,9 +457,11 @@ class GzipIndexer:
         self._cuts.append((in_offset, bits))
 
 
-def index_gzip(chunks: Iterator[bytes] | list[bytes], span_size: int) -> GzipIndex:
+def index_gzip(
+    chunks: Iterator[bytes] | list[bytes], span_size: int, library: InflateLibrary | None = None
+) -> GzipIndex:
     """Index a whole gzip blob given as chunks, discarding the uncompressed output."""
-    indexer = GzipIndexer(span_size)
+    indexer = GzipIndexer(span_size, library=library)
     for chunk in chunks:
         for _ in indexer.feed(chunk):
             pass

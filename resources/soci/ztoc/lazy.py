@@ -27,7 +27,7 @@ from resources.soci.ztoc.checkpoints import (
 from resources.soci.ztoc.gzip_index import TRAILER, GzipFormatError, gzip_header_length
 from resources.soci.ztoc.model import CompressionAlgorithm, FileMetadata, Ztoc, ZtocFormatError
 from resources.soci.ztoc.tar_zinfo import decode_tar_zinfo, uncompressed_max_span_id
-from resources.soci.ztoc.zlib_ctypes import Z_NO_FLUSH, Z_STREAM_END, RawInflater, ZlibError
+from resources.soci.ztoc.zlib_ctypes import Z_NO_FLUSH, Z_STREAM_END, InflateLibrary, RawInflater, ZlibError
 
 Fetch = Callable[[int, int], bytes]
 
@@ -49,12 +49,18 @@ class CheckpointDecoder:
     non-zero: that first byte supplies the primed bits).
     """
 
-    def __init__(self, window: bytes | memoryview, bits: int, output_chunk: int = _OUTPUT_CHUNK) -> None:
+    def __init__(
+        self,
+        window: bytes | memoryview,
+        bits: int,
+        output_chunk: int = _OUTPUT_CHUNK,
+        library: InflateLibrary | None = None,
+    ) -> None:
         if len(window) != WINDOW_SIZE:
             raise ValueError(f"window must be {WINDOW_SIZE} bytes, got {len(window)}")
         if not 0 <= bits <= 7:
             raise ValueError(f"bits must be 0-7, got {bits}")
-        self._inflater = RawInflater()
+        self._inflater = RawInflater(library)
         self._window = bytes(window)
         self._bits = bits
         self._primed = bits == 0
