@@ -190,7 +190,7 @@ def zlib_ng() -> InflateLibrary | None:
         p = ctypes.POINTER(ZngStream)
         version = _declare(lib.zlibng_version, ctypes.c_char_p)()
         init2 = _declare(lib.zng_inflateInit2, ctypes.c_int32, p, ctypes.c_int32)
-        return InflateLibrary(
+        library = InflateLibrary(
             name="zlib-ng",
             version=version.decode() if version else "?",
             stream_type=ZngStream,
@@ -204,6 +204,10 @@ def zlib_ng() -> InflateLibrary | None:
         )
     except (OSError, AttributeError):  # a build that hides its C symbols
         return None
+    # zlib-ng picks its SIMD functions on first use: do that once here, before build threads race to it.
+    RawInflater(library).close()
+    library.crc32(b"streamable")
+    return library
 
 
 def inflate_library(choice: str | None = None) -> InflateLibrary:
