@@ -2,7 +2,8 @@
 
 The layer is read once from the registry. On the way through, every span's compressed bytes are hashed
 and compared with the zTOC's span digests; the stream is inflated with Python's zlib (not our ztoc/
-code), and the tar stream is parsed with Python's `tarfile` (an independent parser, not
+code, and not zlib-ng, on which zTOCs are built; checkpoint resumes run on the system zlib too, as on a
+node), and the tar stream is parsed with Python's `tarfile` (an independent parser, not
 resources/soci/ztoc/toc.py; its random-access mode over the forward-only stream, which skips file data
 without copying it, as its stream mode cannot): each member is compared, in order, field by field with the zTOC's TOC.
 At every gzip checkpoint, a few KiB inflated from the checkpoint's window are compared with the stream
@@ -38,6 +39,7 @@ from resources.oci import media_types as mt
 from resources.soci.node_rules import SpanLayout
 from resources.soci.ztoc.lazy import CheckpointDecoder, LazyReadError
 from resources.soci.ztoc.model import FileMetadata, Ztoc, raw_bytes
+from resources.soci.ztoc.zlib_ctypes import system_zlib
 
 COMPARE_BYTES = 4096
 """Bytes compared at each checkpoint."""
@@ -357,7 +359,7 @@ class LayerStream:
             f"uncompressed offset {point.out_offset})"
         )
         try:
-            with CheckpointDecoder(point.window, point.bits) as decoder:
+            with CheckpointDecoder(point.window, point.bits, library=system_zlib()) as decoder:
                 for out in decoder.feed(bytes(cap.compressed)):
                     got += out
                     if len(got) >= cap.u_len:

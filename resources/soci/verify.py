@@ -52,6 +52,7 @@ from resources.soci.verify_report import (
 from resources.soci.ztoc.flatbuf import parse_ztoc
 from resources.soci.ztoc.lazy import LazyLayerReader, LazyReadError
 from resources.soci.ztoc.model import FileMetadata, Ztoc, ZtocFormatError
+from resources.soci.ztoc.zlib_ctypes import system_zlib
 
 __all__ = ["FileCheck", "LayerCheck", "LocatedIndex", "PlatformReport", "VerifyFailure", "VerifyReport",
            "locate_soci_indexes", "verify_image"]
@@ -251,7 +252,7 @@ class _Verifier:
         if rule is not None:
             raise VerifyFailure(f"{where}: {rule}")
         try:
-            reader = LazyLayerReader(ztoc, self._fetcher(layer.digest), layer=layer.digest)
+            reader = self._reader(ztoc, layer.digest)
         except (LazyReadError, ValueError) as exc:
             raise VerifyFailure(f"{where} is corrupt: {exc}") from None
         span_text = annotations.get(mt.ANNOTATION_SPAN_SIZE)
@@ -271,7 +272,11 @@ class _Verifier:
                 self.report.span_check_bytes += len(fetched)
                 check.spans_checked += 1
         # A fresh reader for the file reads, so their byte counts owe nothing to the span checks' cache.
-        return _IndexedLayer(layer, ztoc, LazyLayerReader(ztoc, self._fetcher(layer.digest), layer=layer.digest), check)
+        return _IndexedLayer(layer, ztoc, self._reader(ztoc, layer.digest), check)
+
+    def _reader(self, ztoc: Ztoc, layer_digest: str) -> LazyLayerReader:
+        """Lazy reads of one layer as a node makes them: spans resumed on the system zlib (soci links it via cgo)."""
+        return LazyLayerReader(ztoc, self._fetcher(layer_digest), layer=layer_digest, library=system_zlib())
 
     def _prove(self, il: _IndexedLayer, names: set[str]) -> dict[str, str]:
         """Stream the layer once and prove its zTOC completely; sha256 of the named files from that stream."""

@@ -139,10 +139,12 @@ class CheckpointDecoder:
         return len(data) - leftover
 
 
-def decompress_from_checkpoint(point: Checkpoint, compressed: Iterable[bytes], skip: int, size: int) -> bytes:
+def decompress_from_checkpoint(
+    point: Checkpoint, compressed: Iterable[bytes], skip: int, size: int, library: InflateLibrary | None = None
+) -> bytes:
     """Inflate from ``point``: drop ``skip`` output bytes, return the next ``size`` bytes."""
     result = bytearray()
-    with CheckpointDecoder(point.window, point.bits) as decoder:
+    with CheckpointDecoder(point.window, point.bits, library=library) as decoder:
         for chunk in compressed:
             for out in decoder.feed(chunk):
                 if skip >= len(out):
@@ -170,9 +172,18 @@ class SpanRange:
 class LazyLayerReader:
     """Random access to a layer's uncompressed tar stream through its zTOC and a range fetcher."""
 
-    def __init__(self, ztoc: Ztoc, fetch: Fetch, layer: str = "layer", cached_spans: int = 2) -> None:
+    def __init__(
+        self,
+        ztoc: Ztoc,
+        fetch: Fetch,
+        layer: str = "layer",
+        cached_spans: int = 2,
+        library: InflateLibrary | None = None,
+    ) -> None:
         self.ztoc = ztoc
         self.layer = layer
+        self.library = library
+        """The inflate implementation spans are resumed with (None: `inflate_library`'s choice)."""
         self._fetch = fetch
         self.bytes_fetched = 0
         self.spans_fetched = 0
@@ -226,7 +237,9 @@ class LazyLayerReader:
                 data = self.fetch_span(span_id)
                 try:
                     parts.append(
-                        decompress_from_checkpoint(point, [data], start - point.out_offset, stop - start)
+                        decompress_from_checkpoint(
+                            point, [data], start - point.out_offset, stop - start, self.library
+                        )
                     )
                 except LazyReadError as exc:
                     raise LazyReadError(f"{self.layer}: span {span_id}: {exc}") from exc

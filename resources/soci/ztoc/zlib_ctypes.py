@@ -18,8 +18,9 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import zlib
 from dataclasses import dataclass
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any
 
 from resources.errors import StreamableError
@@ -228,6 +229,19 @@ def inflate_library(choice: str | None = None) -> InflateLibrary:
             Z_VERSION_ERROR,
         )
     return system_zlib()
+
+
+def zlib_module(library: InflateLibrary | None = None) -> ModuleType:
+    """The Python ``zlib``-style module of the same implementation (``zlib_ng.zlib_ng`` or ``zlib``).
+
+    For whole-stream gzip inflate where no checkpoint is placed (the complete proof, member scans):
+    same API as ``zlib`` (``decompressobj``, ``error``), same output.
+    """
+    if (library or inflate_library()).name == "zlib-ng":
+        import zlib_ng.zlib_ng as module  # noqa: PLC0415 - present: zlib_ng() loaded it
+
+        return module
+    return zlib
 
 
 def zlib_version() -> str:

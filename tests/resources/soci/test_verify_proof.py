@@ -228,3 +228,23 @@ def test_startup_files_are_read_first_and_reported_as_node_fetches(converted, cl
     assert any("startup file /srv/not-there" in n for n in p.notes)
     assert 0 < p.cold_start_spans <= sum(f.spans_fetched for f in p.files)
     assert p.cold_start_bytes <= sum(f.bytes_fetched for f in p.files) and p.cold_start_bytes > 0
+
+
+def test_zlib_ng_builds_and_the_system_zlib_verifies(converted, client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zTOC was built on zlib-ng; verification resumes every span on the system zlib, as a node does."""
+    import resources.soci.ztoc.zlib_ctypes as zc
+
+    used: list[str] = []
+    original = zc.RawInflater.__init__
+
+    def spy(self: zc.RawInflater, library: zc.InflateLibrary | None = None) -> None:
+        original(self, library)
+        used.append(self.library.name)
+
+    monkeypatch.setattr(zc.RawInflater, "__init__", spy)
+    monkeypatch.setenv(zc.INFLATE_LIBRARY_ENV, "zlib-ng")
+    ref, _ = converted
+    report = verify_image(client, ref)
+    assert report.passed, report.failure
+    assert report.platforms[0].layers[0].checkpoints_checked > 1
+    assert used and set(used) == {"zlib"}, used
