@@ -10,21 +10,22 @@ boundary"). A span whose checkpoint sits right after a later member's header doe
 from __future__ import annotations
 
 import ctypes
-import zlib
 from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
 
 from resources.soci.ztoc.checkpoints import (
     Checkpoint,
     parse_checkpoints,
     span_compressed_range,
 )
-from resources.soci.ztoc.gzip_index import TRAILER
+from resources.soci.ztoc.gzip_index import TRAILER, GzipFormatError
 from resources.soci.ztoc.model import CompressionAlgorithm, Ztoc
 from resources.soci.ztoc.zlib_ctypes import (
     Z_NO_FLUSH,
     Z_STREAM_END,
     RawInflater,
     ZlibError,
+    zlib_module,
 )
 
 MemberStart = tuple[int, int]
@@ -47,11 +48,20 @@ def crossing_spans(ztoc: Ztoc, member_starts: Sequence[MemberStart]) -> list[int
 def scan_gzip_members(chunks: Iterable[bytes]) -> list[MemberStart]:
     """Member starts (after the first) of a gzip blob, by inflating it once and keeping nothing.
 
-    Used for a reused zTOC, whose builder's member list is not at hand. Raises zlib.error on
-    data that is not gzip.
+    Used for a reused zTOC, whose builder's member list is not at hand. Inflates on the zTOC
+    builder's library (zlib-ng when installed); raises GzipFormatError on data that is not gzip.
     """
+    module = zlib_module()
+    try:
+        return _member_starts(chunks, module)
+    except module.error as exc:
+        raise GzipFormatError(f"cannot scan the gzip members: {exc}", 0) from exc
+
+
+def _member_starts(chunks: Iterable[bytes], module: ModuleType) -> list[MemberStart]:
+    """The scan itself; ``module`` is zlib or zlib_ng.zlib_ng."""
     starts: list[MemberStart] = []
-    inflater = zlib.decompressobj(wbits=31)
+    inflater = module.decompressobj(wbits=31)
     consumed = 0  # compressed bytes of the members before the current one
     fed = 0  # compressed bytes given to the current member's inflater
     out = 0
@@ -61,7 +71,7 @@ def scan_gzip_members(chunks: Iterable[bytes]) -> list[MemberStart]:
         while data:
             if member_ended:
                 starts.append((consumed, out))
-                inflater = zlib.decompressobj(wbits=31)
+                inflater = module.decompressobj(wbits=31)
                 member_ended = False
             out += len(inflater.decompress(data))
             if not inflater.eof:

@@ -177,3 +177,18 @@ def test_auto_falls_back_to_zlib_without_zlib_ng(monkeypatch: pytest.MonkeyPatch
     assert module.inflate_library() is system_zlib()
     with pytest.raises(ZlibError, match="zlib-ng wheel is not installed"):
         module.inflate_library("zlib-ng")
+
+
+def test_member_scan_agrees_between_libraries_and_names_bad_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resources.soci.ztoc.members import scan_gzip_members
+
+    blob = streams()["three-members"]
+    chunks = [blob[i : i + 4096] for i in range(0, len(blob), 4096)]
+    found = {}
+    for choice in ("zlib-ng", "zlib"):
+        monkeypatch.setenv(INFLATE_LIBRARY_ENV, choice)
+        found[choice] = scan_gzip_members(chunks)
+        with pytest.raises(GzipFormatError, match="cannot scan the gzip members"):
+            scan_gzip_members([b"this is not gzip at all"])
+    assert found["zlib-ng"] == found["zlib"] == list(index_with(system_zlib(), blob, 64 * KIB, 4096).member_starts)
+    assert len(found["zlib"]) == 2
