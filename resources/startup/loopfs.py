@@ -18,6 +18,7 @@ from pathlib import Path
 
 from resources.startup.errors import SandboxUnavailableError
 from resources.startup.rootfs import require_disk_filesystem
+from resources.startup.scratch import BACKING_FILE, MOUNTPOINT
 
 MIN_SIZE = 4 << 30
 MAX_SIZE = 1 << 40
@@ -51,7 +52,7 @@ def device_readahead_kb(path: Path) -> int | None:
 def no_readahead_mount(workdir: Path, size_hint: int) -> Iterator[Path]:
     """Mount a fresh ext4 on a loop device with readahead 0 at `workdir/rootfs`; unmount and detach after."""
     require_disk_filesystem(workdir)
-    backing, mountpoint = workdir / "rootfs.ext4", workdir / "rootfs"
+    backing, mountpoint = workdir / BACKING_FILE, workdir / MOUNTPOINT
     mountpoint.mkdir()
     with open(backing, "wb") as f:
         f.truncate(min(MAX_SIZE, max(MIN_SIZE, size_hint)))  # sparse: only written blocks use disk

@@ -13,13 +13,13 @@ import contextlib
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from resources.oci.refs import ImageRef
 from resources.registry import RegistryClient
+from resources.startup import scratch
 from resources.startup.errors import (
     MissingCommandError,
     NotReadyError,
@@ -114,14 +114,16 @@ class StartupRecorder:
         argv = image.config.command(command)
         if not argv:
             raise MissingCommandError(f"image {ref} defines no Entrypoint or Cmd and no command was given")
-        workdir = Path(tempfile.mkdtemp(prefix="streamable-startup-", dir=self.work_root or default_work_root()))
+        scratch_root = self.work_root or default_work_root()
+        scratch.reclaim_stale(scratch_root, self.log)  # what a killed recorder left: mounts, loop devices, files
+        workdir = scratch.create(scratch_root)
         try:
             with contextlib.ExitStack() as stack:
                 if self.exact_ranges:
                     size_hint = 8 * sum(layer.size for layer in image.layers)
                     root = stack.enter_context(no_readahead_mount(workdir, size_hint))
                 else:
-                    root = workdir / "rootfs"
+                    root = workdir / scratch.MOUNTPOINT
                 rootfs = assemble_rootfs(self.client, image, root)
                 self.log(f"rootfs of {ref} ({image.manifest_digest}) assembled: {len(rootfs.provenance)} files")
                 return self._run(image, rootfs, argv, readiness, timeout_s, workdir)
