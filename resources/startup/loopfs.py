@@ -60,16 +60,19 @@ def no_readahead_mount(workdir: Path, size_hint: int) -> Iterator[Path]:
         ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=1,lazy_journal_init=1", str(backing)],
         "mkfs.ext4",
     )
-    device = _run(["losetup", "--find", "--show", str(backing)], "losetup")
+    # `-o loop` attaches the device with autoclear: the kernel detaches it when the mount goes, also when a
+    # killed recorder's mount namespace (a pod's) dies with it. Readahead is set before any file is opened.
+    _run(["mount", "-t", "ext4", "-o", "loop,noatime", str(backing), str(mountpoint)], "mount")
     try:
-        Path(f"/sys/block/{Path(device).name}/queue/read_ahead_kb").write_text("0")
-        _run(["mount", "-t", "ext4", "-o", "noatime", device, str(mountpoint)], "mount")
-        try:
-            (mountpoint / "lost+found").rmdir()
-            yield mountpoint
-        finally:
-            if subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False).returncode != 0:
-                subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
+        devices = _run(
+            ["losetup", "--list", "--noheadings", "--output", "NAME", "--associated", str(backing)], "losetup"
+        ).split()
+        if len(devices) != 1:
+            raise SandboxUnavailableError(f"mount -o loop: expected one loop device on {backing}, found {devices}")
+        Path(f"/sys/block/{Path(devices[0]).name}/queue/read_ahead_kb").write_text("0")
+        (mountpoint / "lost+found").rmdir()
+        yield mountpoint
     finally:
-        subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
         backing.unlink(missing_ok=True)

@@ -82,12 +82,12 @@ def reclaim_stale(root: Path, log: Callable[[str], None] = lambda _m: None) -> R
         if not workdir.is_dir() or owner_alive(workdir):
             continue
         mountpoint = workdir / MOUNTPOINT
+        devices = _loop_devices(workdir / BACKING_FILE)  # before the unmount, which autoclears them
         if os.path.ismount(mountpoint):
             if subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False).returncode != 0:
                 subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
             done.unmounted.append(str(mountpoint))
-        devices = _loop_devices(workdir / BACKING_FILE)
-        for device in devices:
+        for device in _loop_devices(workdir / BACKING_FILE):  # attached without autoclear (older recorders)
             subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
         done.detached += devices
         if os.path.ismount(mountpoint):  # still mounted: leave the directory rather than delete under a mount

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from resources.startup import scratch
@@ -22,8 +23,9 @@ def _loop_devices(backing: Path) -> list[str]:
     return out.stdout.split()
 
 
-def _killed_recorder(root: Path) -> Path:
-    """Run what a recorder does up to the mounted rootfs in a child, SIGKILL it there; returns its scratch dir."""
+def _killed_recorder(root: Path, prefix: tuple[str, ...] = ()) -> Path:
+    """Run what a recorder does up to the mounted rootfs in a child (under `prefix`), SIGKILL it there; returns its
+    scratch dir."""
     child = textwrap.dedent(
         f"""
         import sys, time
@@ -37,7 +39,7 @@ def _killed_recorder(root: Path) -> Path:
             time.sleep(600)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", child], cwd=REPO, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert proc.stdout is not None
@@ -71,6 +73,22 @@ def test_sigkilled_recorder_scratch_is_unmounted_detached_and_removed(tmp_path: 
         assert scratch.reclaim_stale(root) == scratch.Reclaimed()  # converged: nothing left to do
     finally:  # never leave a loop device behind, whatever failed above
         subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
+        for device in _loop_devices(backing) if backing.exists() else []:
+            subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+
+
+def test_a_recorder_killed_in_its_own_mount_namespace_leaves_no_loop_device(tmp_path: Path) -> None:
+    """As in a pod: the mount dies with the namespace, and the loop device (autoclear) with the mount."""
+    workdir = _killed_recorder(tmp_path / "work", ("unshare", "--mount", "--propagation", "private"))
+    backing = workdir / scratch.BACKING_FILE
+    try:
+        deadline = time.monotonic() + 10
+        while _loop_devices(backing) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _loop_devices(backing) == []
+        assert not os.path.ismount(workdir / scratch.MOUNTPOINT)
+        assert scratch.reclaim_stale(tmp_path / "work").directories == [str(workdir)]  # the files go at the next run
+    finally:
         for device in _loop_devices(backing) if backing.exists() else []:
             subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
 
