@@ -190,12 +190,14 @@ def zlib_ng() -> InflateLibrary | None:
         lib = ctypes.CDLL(path)
         p = ctypes.POINTER(ZngStream)
         version = _declare(lib.zlibng_version, ctypes.c_char_p)()
-        init2 = _declare(lib.zng_inflateInit2, ctypes.c_int32, p, ctypes.c_int32)
+        # The `_` variant checks the version and sizeof(zng_stream) against ours: a layout change fails here.
+        init2 = _declare(lib.zng_inflateInit2_, ctypes.c_int32, p, ctypes.c_int32, ctypes.c_char_p, ctypes.c_int32)
+        size = ctypes.sizeof(ZngStream)
         library = InflateLibrary(
             name="zlib-ng",
             version=version.decode() if version else "?",
             stream_type=ZngStream,
-            init_raw=lambda ref: init2(ref, RAW_DEFLATE_WINDOW_BITS),
+            init_raw=lambda ref: init2(ref, RAW_DEFLATE_WINDOW_BITS, version, size),
             inflate=_declare(lib.zng_inflate, ctypes.c_int32, p, ctypes.c_int32),
             end=_declare(lib.zng_inflateEnd, ctypes.c_int32, p),
             reset=_declare(lib.zng_inflateReset, ctypes.c_int32, p),
@@ -206,7 +208,10 @@ def zlib_ng() -> InflateLibrary | None:
     except (OSError, AttributeError):  # a build that hides its C symbols
         return None
     # zlib-ng picks its SIMD functions on first use: do that once here, before build threads race to it.
-    RawInflater(library).close()
+    try:
+        RawInflater(library).close()
+    except ZlibError:  # another zng_stream layout than ours (Z_VERSION_ERROR): use the system zlib
+        return None
     library.crc32(b"streamable")
     return library
 

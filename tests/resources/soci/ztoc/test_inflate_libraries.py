@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gzip
 import random
 import zlib
@@ -149,10 +150,23 @@ def test_crc32_matches_python_zlib() -> None:
         assert library.crc32(b"") == 0
 
 
-def test_stream_layouts() -> None:
+def test_stream_layouts_are_checked_by_the_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ZStream.next_out.offset == ZngStream.next_out.offset
     assert ZStream.data_type.offset == ZngStream.data_type.offset
     assert ZngStream.adler.size == 4 and ZStream.adler.size == 8
+
+    class Wider(ZngStream):
+        _fields_ = [("extra", ctypes.c_uint64)]
+
+    import resources.soci.ztoc.zlib_ctypes as module
+
+    libraries()  # the real, cached one is fine
+    monkeypatch.setattr(module, "ZngStream", Wider)
+    module.zlib_ng.cache_clear()
+    try:
+        assert module.zlib_ng() is None  # zlib-ng compared sizeof(zng_stream) with ours and said Z_VERSION_ERROR
+    finally:
+        module.zlib_ng.cache_clear()
 
 
 def test_choice_by_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
