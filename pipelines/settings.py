@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     @field_validator("inflate_library")
     @classmethod
     def _inflate_choice(cls, value: str) -> str:
-        return _choice("STREAMABLE_INFLATE_LIBRARY", value, ("auto", "zlib-ng", "zlib"))
+        return _choice("STREAMABLE_INFLATE_LIBRARY", value.lower(), ("auto", "zlib-ng", "zlib"))  # as zlib_ctypes
 
     @field_validator("builder_tls")
     @classmethod

@@ -1,7 +1,8 @@
 """Run a command in an isolated sandbox over a rootfs, traced by strace, until it exits, is ready, or times out.
 
-Isolation: `unshare --net --mount --pid --fork --kill-child` (a new network namespace holding only `lo`,
-private mounts, its own pid 1), then the launcher chroots into the rootfs and drops to the image's user.
+Isolation: `setpriv --pdeathsig KILL -- unshare --net --mount --pid --fork --kill-child` (a new network
+namespace holding only `lo`, private mounts, its own pid 1; all of it dies with the recorder), then the
+launcher chroots into the rootfs and drops to the image's user.
 Tracing: Debian's `strace -f -ttt -y -x -z --seccomp-bpf` (children followed, epoch timestamps, fd paths,
 successful calls only, and only the traced syscalls stop the tracee). Argument lists only, never a shell.
 """
@@ -86,20 +87,20 @@ class SandboxRun:
     trace: str
 
 
-def host_tools() -> tuple[str, str]:
-    """Absolute paths of unshare and strace, or a clear error naming the Debian packages."""
-    unshare, strace = shutil.which("unshare"), shutil.which("strace")
+def host_tools() -> tuple[str, str, str]:
+    """Absolute paths of setpriv, unshare and strace, or a clear error naming the Debian packages."""
+    setpriv, unshare, strace = shutil.which("setpriv"), shutil.which("unshare"), shutil.which("strace")
     if not strace:
         raise SandboxUnavailableError(
             "strace is not installed (Debian package `strace`; `bash scripts/stack.sh install`)"
         )
-    if not unshare:
-        raise SandboxUnavailableError("unshare is not installed (Debian package `util-linux`)")
+    if not unshare or not setpriv:
+        raise SandboxUnavailableError("unshare and setpriv are needed (Debian package `util-linux`)")
     if os.geteuid() != 0:
         raise SandboxUnavailableError(
             "the startup recorder needs root (or CAP_SYS_ADMIN + CAP_SYS_PTRACE) for unshare, chroot and mounts"
         )
-    return unshare, strace
+    return setpriv, unshare, strace
 
 
 def _listening(pid: int, port: int) -> bool:
@@ -143,7 +144,7 @@ class _OutputReader(threading.Thread):
 
 def run_sandboxed(spec: LaunchSpec, workdir: Path, readiness: Readiness, timeout_s: float) -> SandboxRun:
     """Run `spec` traced and isolated; stop on exit, readiness or timeout, and return how it ended + the trace."""
-    unshare, strace = host_tools()
+    setpriv, unshare, strace = host_tools()
     workdir.mkdir(parents=True, exist_ok=True)
     spec_file, trace_file = workdir / "launch.json", workdir / "strace.log"
     spec_file.write_text(
@@ -161,6 +162,10 @@ def run_sandboxed(spec: LaunchSpec, workdir: Path, readiness: Readiness, timeout
         )
     )
     argv = [
+        setpriv,  # unshare dies with the recorder, even a SIGKILLed one; --kill-child then ends the sandbox
+        "--pdeathsig",
+        "KILL",
+        "--",
         unshare,
         "--net",
         "--mount",

@@ -28,7 +28,7 @@ from resources.soci.ztoc.model import (
 from resources.soci.ztoc.span_digests import OrderedWorker, SpanDigester
 from resources.soci.ztoc.tar_zinfo import encode_tar_zinfo, uncompressed_max_span_id
 from resources.soci.ztoc.toc import TarFormatError, TarTocBuilder, TocResult
-from resources.soci.ztoc.zlib_ctypes import InflateLibrary
+from resources.soci.ztoc.zlib_ctypes import MAX_CALL_BYTES, InflateLibrary
 
 READ_CHUNK = 1 << 20
 
@@ -102,7 +102,11 @@ def _chunks(stream: BinaryIO | Iterable[bytes], chunk_size: int) -> Iterator[byt
             yield chunk if isinstance(chunk, bytes) else bytes(chunk)
     else:
         for chunk in stream:
-            if chunk:
+            if len(chunk) > MAX_CALL_BYTES:  # zlib's counts are 32-bit: hand it giant chunks in pieces
+                view = memoryview(chunk)
+                for start in range(0, len(view), chunk_size):
+                    yield bytes(view[start : start + chunk_size])
+            elif chunk:
                 yield chunk if isinstance(chunk, bytes) else bytes(chunk)
 
 

@@ -45,6 +45,11 @@ DATA_TYPE_BLOCK_BOUNDARY = 128
 
 RAW_DEFLATE_WINDOW_BITS = -15
 
+MAX_CALL_BYTES = 1 << 30
+"""Most bytes handed to one C call: avail_in, avail_out and crc32's length are 32-bit."""
+BINDING_ZLIB_NG_VERSION = b"2.3.3"
+"""The zlib-ng release this binding's zng_stream layout was written against (its major version is checked)."""
+
 INFLATE_LIBRARY_ENV = "STREAMABLE_INFLATE_LIBRARY"
 LIBRARY_CHOICES = ("auto", "zlib-ng", "zlib")
 
@@ -127,15 +132,23 @@ class InflateLibrary:
     crc32_at: Any  # (crc, address, length) -> crc
 
     def crc32(self, data: bytes | bytearray | memoryview, crc: int = 0) -> int:
-        """CRC32 of ``data`` continuing ``crc`` (a copy only for read-only memoryviews)."""
+        """CRC32 of ``data`` continuing ``crc`` (a copy only for read-only memoryviews that are not bytes)."""
+        view = memoryview(data).cast("B")
+        keep: object = data  # what the address points into stays referenced until the last call returned
         if isinstance(data, bytes):
-            return int(self.crc32_at(crc, bytes_address(data), len(data)))
-        view = memoryview(data)
-        if view.readonly:
-            return int(self.crc32_at(crc, bytes_address(bytes(view)), len(view)))
-        if not len(view):
+            address = bytes_address(data)
+        elif view.readonly:
+            keep = bytes(view)
+            address = bytes_address(keep)
+        elif view.nbytes:
+            keep = ctypes.c_char.from_buffer(view)
+            address = ctypes.addressof(keep)
+        else:
             return crc
-        return int(self.crc32_at(crc, ctypes.addressof(ctypes.c_char.from_buffer(view)), len(view)))
+        for start in range(0, view.nbytes, MAX_CALL_BYTES):  # lengths are 32-bit in both C APIs
+            crc = int(self.crc32_at(crc, address + start, min(MAX_CALL_BYTES, view.nbytes - start)))
+        del keep
+        return crc
 
     def describe(self) -> str:
         """``name version``, for benchmark output and diagnostics."""
@@ -190,14 +203,14 @@ def zlib_ng() -> InflateLibrary | None:
         lib = ctypes.CDLL(path)
         p = ctypes.POINTER(ZngStream)
         version = _declare(lib.zlibng_version, ctypes.c_char_p)()
-        # The `_` variant checks the version and sizeof(zng_stream) against ours: a layout change fails here.
+        # The `_` variant checks our major version and sizeof(zng_stream) against its own: a layout change fails.
         init2 = _declare(lib.zng_inflateInit2_, ctypes.c_int32, p, ctypes.c_int32, ctypes.c_char_p, ctypes.c_int32)
         size = ctypes.sizeof(ZngStream)
         library = InflateLibrary(
             name="zlib-ng",
             version=version.decode() if version else "?",
             stream_type=ZngStream,
-            init_raw=lambda ref: init2(ref, RAW_DEFLATE_WINDOW_BITS, version, size),
+            init_raw=lambda ref: init2(ref, RAW_DEFLATE_WINDOW_BITS, BINDING_ZLIB_NG_VERSION, size),
             inflate=_declare(lib.zng_inflate, ctypes.c_int32, p, ctypes.c_int32),
             end=_declare(lib.zng_inflateEnd, ctypes.c_int32, p),
             reset=_declare(lib.zng_inflateReset, ctypes.c_int32, p),
@@ -239,8 +252,8 @@ def inflate_library(choice: str | None = None) -> InflateLibrary:
 def zlib_module(library: InflateLibrary | None = None) -> ModuleType:
     """The Python ``zlib``-style module of the same implementation (``zlib_ng.zlib_ng`` or ``zlib``).
 
-    For whole-stream gzip inflate where no checkpoint is placed (the complete proof, member scans):
-    same API as ``zlib`` (``decompressobj``, ``error``), same output.
+    For whole-stream gzip inflate where no checkpoint is placed (the member scan of reused zTOCs):
+    same API as ``zlib`` (``decompressobj``, ``error``), same output. Verification keeps Python's zlib.
     """
     if (library or inflate_library()).name == "zlib-ng":
         import zlib_ng.zlib_ng as module  # noqa: PLC0415 - present: zlib_ng() loaded it
@@ -310,7 +323,9 @@ class RawInflater:
         self._check(self.library.prime(self._stream_ref, bits, value), "inflatePrime")
 
     def set_input(self, data: bytes, offset: int = 0) -> None:
-        """Point next_in at ``data[offset:]`` (a bytes object, kept alive until replaced; no copy)."""
+        """Point next_in at ``data[offset:]`` (a bytes object, kept alive until replaced; no copy; < 4 GiB)."""
+        if len(data) - offset > 0xFFFFFFFF:
+            raise ValueError(f"inflate input of {len(data) - offset} bytes: feed chunks below 4 GiB")
         self._input_owner = data
         self.stream.next_in = bytes_address(data) + offset
         self.stream.avail_in = len(data) - offset

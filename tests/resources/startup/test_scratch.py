@@ -96,10 +96,61 @@ def test_a_recorder_killed_in_its_own_mount_namespace_leaves_no_loop_device(tmp_
 def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path: Path) -> None:
     workdir = scratch.create(tmp_path)
     assert scratch.owner_alive(workdir)
-    (workdir / scratch.OWNER_FILE).write_text(f"{os.getpid()} 1\n")  # this pid, but a process started at tick 1
+    _stamp(workdir, start="1")  # this pid, but a process started at tick 1
     assert not scratch.owner_alive(workdir)
     assert scratch.reclaim_stale(tmp_path).directories == [str(workdir)]
     assert not workdir.exists()
+
+
+def _stamp(workdir: Path, **fields: str) -> None:
+    """Rewrite `workdir`'s owner stamp with some fields replaced."""
+    pid, start, namespace, boot = (workdir / scratch.OWNER_FILE).read_text().split()
+    values = {"pid": pid, "start": start, "namespace": namespace, "boot": boot, **fields}
+    (workdir / scratch.OWNER_FILE).write_text(" ".join(values[k] for k in ("pid", "start", "namespace", "boot")))
+
+
+def test_stamps_prove_death_only_in_our_pid_namespace_and_boot(tmp_path: Path) -> None:
+    workdir = scratch.create(tmp_path)
+    _stamp(workdir, start="1")
+    assert not scratch.owner_alive(workdir)  # same namespace, same boot, no such process: dead
+    _stamp(workdir, namespace="pid:[1]")
+    assert scratch.owner_alive(workdir)  # another pid namespace (a container sharing the dir): cannot tell
+    _stamp(workdir, boot="00000000-0000-0000-0000-000000000000")
+    assert not scratch.owner_alive(workdir)  # an earlier boot: dead, and its mounts went with it
+    for unknown in ({"start": "None"}, {"namespace": "None"}, {"boot": "None"}):
+        fresh = scratch.create(tmp_path)
+        _stamp(fresh, **{"start": "1", **unknown})
+        assert scratch.owner_alive(fresh), unknown  # no /proc when it was written: keep
+
+
+def test_only_our_own_private_directories_are_swept(tmp_path: Path) -> None:
+    """In a shared root like /var/tmp, nobody else's directory or symlink can steer the root-run sweep."""
+    root = tmp_path / "root"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x")
+    victims = []
+    for name, make in (
+        ("link", lambda d: d.symlink_to(elsewhere)),
+        ("foreign", lambda d: (d.mkdir(), os.chown(d, 65534, 65534))),
+        ("open", lambda d: (d.mkdir(), d.chmod(0o755))),
+    ):
+        root.mkdir(exist_ok=True)
+        path = root / (scratch.PREFIX + name)
+        make(path)
+        if not path.is_symlink():
+            (path / scratch.OWNER_FILE).write_text("1 1 " + scratch._pid_namespace() + " " + str(scratch._boot_id()))
+        victims.append(path)
+    assert scratch.reclaim_stale(root) == scratch.Reclaimed()
+    assert all(os.path.lexists(v) for v in victims) and (elsewhere / "keep").exists()
+
+    own = scratch.create(root)  # a dead owner's own directory whose backing file is a symlink: files go, no losetup
+    _stamp(own, start="1")
+    target = elsewhere / "some-other.img"
+    target.write_bytes(b"\0" * 4096)
+    (own / scratch.BACKING_FILE).symlink_to(target)
+    done = scratch.reclaim_stale(root)
+    assert done.directories == [str(own)] and done.detached == [] and target.exists()
 
 
 def test_unknown_directories_are_left_alone(tmp_path: Path) -> None:
@@ -134,3 +185,59 @@ def test_the_next_recording_reclaims_a_killed_ones_scratch(client, registry, bus
         subprocess.run(["umount", "-l", str(workdir / scratch.MOUNTPOINT)], capture_output=True, check=False)
         for device in _loop_devices(backing) if backing.exists() else []:
             subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+
+
+def _processes_under(root: Path) -> list[int]:
+    """Pids whose command line names a path under `root` (the sandbox: unshare, strace, launcher)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(root).encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_recorder_takes_its_sandbox_with_it(client, registry, busybox, tmp_path: Path) -> None:
+    from tests.resources.startup.images import push_image
+
+    push_image(client, "t/sleeper", "v1", [busybox], config={"Cmd": ["/bin/sleep", "600"]})
+    root = tmp_path / "work"
+    child = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from resources.oci.refs import ImageRef
+        from resources.registry import RegistryClient
+        from resources.startup.recorder import StartupRecorder
+        with RegistryClient({registry.addr!r}) as client:
+            StartupRecorder(client, work_root=Path({str(root)!r})).record(
+                ImageRef.parse({registry.addr + "/t/sleeper:v1"!r}), timeout_s=600
+            )
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while len(_processes_under(root)) < 2 and time.monotonic() < deadline:  # unshare, strace, the program
+            assert proc.poll() is None, "the recorder ended before its sandbox started"
+            time.sleep(0.05)
+        sandbox = _processes_under(root)
+        assert len(sandbox) >= 2, sandbox
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    deadline = time.monotonic() + 10
+    while _processes_under(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _processes_under(root)
+    for pid in left:  # never leave a sleeper (or, through it, a mount) behind, even when the assertion fails
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2 if left else 0)
+    logged: list[str] = []
+    reclaimed = scratch.reclaim_stale(root, logged.append)
+    assert left == [], "the sandbox outlived its recorder"
+    assert len(reclaimed.directories) == 1 and reclaimed.unmounted, logged  # and the next run converges
+    assert list(root.iterdir()) == []

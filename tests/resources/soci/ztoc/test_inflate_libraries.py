@@ -140,14 +140,36 @@ def test_corrupt_deflate_is_an_error_with_either_library() -> None:
             index_with(library, bytes(blob), 64 * KIB, 64 * KIB)
 
 
-def test_crc32_matches_python_zlib() -> None:
+def test_crc32_matches_python_zlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    import array
+
+    import resources.soci.ztoc.zlib_ctypes as module
+
     data = random.Random(5).randbytes(100_003)
+    big = random.Random(6).randbytes(8 * MIB)  # above malloc's mmap threshold: a freed copy would be unmapped
+    words = array.array("I", range(50_000))
     for library in libraries():
         assert library.crc32(data) == zlib.crc32(data)
         assert library.crc32(bytearray(data), 7) == zlib.crc32(data, 7)
         assert library.crc32(memoryview(data)[5:]) == zlib.crc32(data[5:])  # read-only view
+        assert library.crc32(memoryview(big)[1:]) == zlib.crc32(big[1:])  # read-only, copied, kept alive
         assert library.crc32(memoryview(bytearray(data))[10:20]) == zlib.crc32(data[10:20])
+        assert library.crc32(memoryview(words)) == zlib.crc32(words.tobytes())  # items of 4 bytes: nbytes counts
         assert library.crc32(b"") == 0
+        monkeypatch.setattr(module, "MAX_CALL_BYTES", 1000)  # as a > 1 GiB buffer would be cut
+        assert library.crc32(data) == zlib.crc32(data)
+        monkeypatch.undo()
+
+
+def test_a_giant_chunk_is_fed_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resources.soci.ztoc.builder as builder_module
+
+    tar = make_tar(sample_tar_members(22))
+    blob = gzip.compress(tar, 6, mtime=0)
+    expected = ZtocBuilder(span_size=8 * KIB).build([blob[i : i + 4096] for i in range(0, len(blob), 4096)], OCI_GZIP)
+    assert len(blob) > 10 * 10_000
+    monkeypatch.setattr(builder_module, "MAX_CALL_BYTES", 10_000)  # stands for zlib's 4 GiB limit
+    assert ZtocBuilder(span_size=8 * KIB, chunk_size=3000).build([blob], OCI_GZIP).data == expected.data
 
 
 def test_stream_layouts_are_checked_by_the_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
