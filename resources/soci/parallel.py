@@ -11,7 +11,9 @@ Two pieces, both plain threads:
   platform. A failed build surfaces exactly where the sequential loop would have built that layer.
 
 Threads pay off because the builder spends its time in zlib (ctypes call) and hashlib, which both
-release the GIL (`benchmarks/image_parallel.py` measures it).
+release the GIL (`benchmarks/image_parallel.py` measures it). While builds fill every core, each one runs
+its digest work on its own thread instead of handing it to a digest thread: the hand-offs cost CPU and
+buy no overlap then (`cores_busy`).
 """
 
 from __future__ import annotations
@@ -171,7 +173,26 @@ class LayerBuilds(Generic[T]):
         self._pool = ThreadPoolExecutor(max_workers=self._window, thread_name_prefix="ztoc-build")
         self._lock = threading.Lock()
         self._closed = False
+        self._running = 0
         self._fill(0)
+
+    @property
+    def running(self) -> int:
+        """Builds running on the pool right now."""
+        return self._running
+
+    def cores_busy(self) -> bool:
+        """True while running builds occupy every core: each build then hashes on its own thread."""
+        return self._running >= (os.cpu_count() or 1)
+
+    def _run(self, *work: Any) -> T:
+        with self._lock:
+            self._running += 1
+        try:
+            return self._build(*work)
+        finally:
+            with self._lock:
+                self._running -= 1
 
     @property
     def planned(self) -> list[str]:
@@ -183,7 +204,7 @@ class LayerBuilds(Generic[T]):
         with self._lock:
             while not self._closed and self._next < len(self._jobs) and self._next < consumed + self._window:
                 job = self._jobs[self._next]
-                self._futures[job.digest] = self._pool.submit(self._build, *job.work)
+                self._futures[job.digest] = self._pool.submit(self._run, *job.work)
                 self._next += 1
 
     def result(self, digest: str, work: Work) -> T:

@@ -120,6 +120,7 @@ class ZtocBuilder:
         chunk_size: int = READ_CHUNK,
         digest_in_thread: bool = True,
         library: InflateLibrary | None = None,
+        inline_digests_when: Callable[[], bool] | None = None,
     ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
@@ -129,6 +130,8 @@ class ZtocBuilder:
         self.digest_in_thread = digest_in_thread
         self.library = library
         """The inflate implementation (None: `inflate_library`'s choice, zlib-ng when installed)."""
+        self.inline_digests_when = inline_digests_when
+        """Asked while building: True runs the digest work on the build's own thread (the cores are busy)."""
 
     def build(
         self,
@@ -165,6 +168,7 @@ class ZtocBuilder:
             digest_in_thread=self.digest_in_thread,
             output_sink=toc.feed,  # the tar parse runs on the worker while inflate runs here
             library=self.library,
+            inline_when=self.inline_digests_when,
         ) as indexer:
             for chunk in chunks:
                 for _ in indexer.feed(chunk):
@@ -192,7 +196,7 @@ class ZtocBuilder:
         toc = TarTocBuilder()
         span = self.span_size
         digester = SpanDigester(whole_blob=verified_digest is None)
-        worker = OrderedWorker(threaded=self.digest_in_thread)
+        worker = OrderedWorker(threaded=self.digest_in_thread, inline_when=self.inline_digests_when)
         processed = 0
         try:
             for chunk in chunks:

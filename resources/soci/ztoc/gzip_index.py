@@ -185,6 +185,7 @@ class GzipIndexer:
     With ``output_sink``, ``feed`` yields nothing: the output goes to ``output_sink`` instead, in
     order, on the worker thread when there is one (its exceptions surface from ``feed``/``finish``);
     the Python work of the sink then overlaps with inflate, which runs without the GIL.
+    ``inline_when``: see `OrderedWorker` (parallel builds on busy cores run their digests inline).
     """
 
     def __init__(
@@ -196,6 +197,7 @@ class GzipIndexer:
         digest_in_thread: bool = False,
         output_sink: Callable[[memoryview], None] | None = None,
         library: InflateLibrary | None = None,
+        inline_when: Callable[[], bool] | None = None,
     ) -> None:
         if span_size <= 0:
             raise ValueError(f"span size must be positive, got {span_size}")
@@ -205,7 +207,7 @@ class GzipIndexer:
         self._output_sink = output_sink
         self.library = library or inflate_library()
         self._inflater = RawInflater(self.library)
-        self._worker = OrderedWorker(threaded=digest_in_thread)
+        self._worker = OrderedWorker(threaded=digest_in_thread, inline_when=inline_when)
         self._digester = SpanDigester(whole_blob=blob_digest)
         self._member_check = _MemberCheck(self.library)
         # Output goes to a ring of buffers so the worker can CRC one while inflate fills the next.

@@ -82,7 +82,10 @@ class OrderedWorker:
     per layer).
     """
 
-    def __init__(self, threaded: bool = True) -> None:
+    def __init__(self, threaded: bool = True, inline_when: Callable[[], bool] | None = None) -> None:
+        self._inline_when = inline_when
+        """Asked at each submit with nothing queued: True runs the call on the caller's thread (the cores
+        are busy with other builds, so a hand-off to this worker would only add switching)."""
         self._queue: SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = SimpleQueue()
         self._done_cond = threading.Condition()
         self._submitted = 0
@@ -117,6 +120,9 @@ class OrderedWorker:
             fn(*args)
             return None
         self._raise_error()
+        if self._inline_when is not None and self._done == self._submitted and self._inline_when():
+            fn(*args)  # nothing is queued, so order holds; done before it returns, so no ticket to wait for
+            return None
         self._submitted += 1
         self._queue.put((fn, args))
         if self._submitted - self._done > MAX_TASKS_IN_FLIGHT:

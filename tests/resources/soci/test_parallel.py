@@ -158,6 +158,24 @@ def test_layer_builds_run_at_once_up_to_the_limit() -> None:
     assert peak == 2
 
 
+def test_running_builds_are_counted_and_busy_cores_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    both = threading.Barrier(3, timeout=10)
+    release = threading.Event()
+
+    def build(name: str) -> str:
+        both.wait()  # a and b run, and the test thread looks
+        release.wait(10)
+        return name
+
+    with LayerBuilds(build, [LayerJob(n, (n,)) for n in "ab"], 4) as builds:
+        both.wait()
+        assert builds.running == 2 and builds.cores_busy()
+        release.set()
+        assert [builds.result(n, (n,)) for n in "ab"] == ["a", "b"]
+        assert builds.running == 0 and not builds.cores_busy()
+
+
 def test_layer_build_error_surfaces_at_its_layer() -> None:
     def build(name: str) -> str:
         if name == "b":
