@@ -138,9 +138,8 @@ class SociConverter:
         )
         self._layer_builds: par.LayerBuilds[BuiltZtoc] | None = None
         self._log = log_fn or log.info
-        self._builder = ZtocBuilder(
-            span_size=span_size, build_tool_identifier=build_tool_identifier, inline_digests_when=self._cores_busy
-        )
+        self._builder = ZtocBuilder(span_size=span_size, build_tool_identifier=build_tool_identifier,
+                                    inline_digests_when=lambda: par.cores_busy(self._layer_builds))
         self.reuse = ZtocReuseIndex(client, log_fn=self._log)
         self._built = 0
         self._reused = 0
@@ -236,11 +235,6 @@ class SociConverter:
             layers_reused=self._reused,
             node_compat=str(self.node_compat),
         )
-
-    def _cores_busy(self) -> bool:
-        """True while parallel layer builds occupy every core (their digests then run inline)."""
-        builds = self._layer_builds
-        return builds is not None and builds.cores_busy()
 
     # ---- reading the source ----------------------------------------------------------------------
 

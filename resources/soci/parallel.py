@@ -235,6 +235,11 @@ class LayerBuilds(Generic[T]):
         self.close()
 
 
+def cores_busy(builds: LayerBuilds[Any] | None) -> bool:
+    """True while parallel layer builds occupy every core (a build's digests then run inline)."""
+    return builds is not None and builds.cores_busy()
+
+
 def start_layer_builds(converter: SociConverter, src: ImageRef, dst_repository: str, images: Sequence[Any],
                        plans: dict[str, Any]) -> LayerBuilds[BuiltZtoc] | None:
     """Start the zTOC builds the converter's loop will ask for (layers with no reusable zTOC), or None when at
