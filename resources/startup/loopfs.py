@@ -18,7 +18,7 @@ from pathlib import Path
 
 from resources.startup.errors import SandboxUnavailableError
 from resources.startup.rootfs import require_disk_filesystem
-from resources.startup.scratch import BACKING_FILE, MOUNTPOINT
+from resources.startup.scratch import BACKING_FILE, MOUNTPOINT, loop_devices
 
 MIN_SIZE = 4 << 30
 MAX_SIZE = 1 << 40
@@ -64,9 +64,7 @@ def no_readahead_mount(workdir: Path, size_hint: int) -> Iterator[Path]:
     # killed recorder's mount namespace (a pod's) dies with it. Readahead is set before any file is opened.
     _run(["mount", "-t", "ext4", "-o", "loop,noatime", str(backing), str(mountpoint)], "mount")
     try:
-        devices = _run(
-            ["losetup", "--list", "--noheadings", "--output", "NAME", "--associated", str(backing)], "losetup"
-        ).split()
+        devices = loop_devices(backing)
         if len(devices) != 1:
             raise SandboxUnavailableError(f"mount -o loop: expected one loop device on {backing}, found {devices}")
         Path(f"/sys/block/{Path(devices[0]).name}/queue/read_ahead_kb").write_text("0")

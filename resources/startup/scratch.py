@@ -101,7 +101,7 @@ class Reclaimed:
     detached: list[str] = field(default_factory=list)
 
 
-def _loop_devices(backing: Path) -> list[str]:
+def loop_devices(backing: Path) -> list[str]:
     """Loop devices attached to `backing` (`losetup --associated`); none when losetup is missing."""
     try:
         out = subprocess.run(
@@ -126,15 +126,15 @@ def reclaim_stale(root: Path, log: Callable[[str], None] = lambda _m: None) -> R
         if not _ours(workdir, want_dir=True) or owner_alive(workdir):
             continue
         mountpoint, backing = workdir / MOUNTPOINT, workdir / BACKING_FILE
-        devices = _loop_devices(backing) if _ours(backing, want_dir=False) else []  # before the unmount (autoclear)
+        devices = loop_devices(backing) if _ours(backing, want_dir=False) else []  # before the unmount (autoclear)
         if not mountpoint.is_symlink() and os.path.ismount(mountpoint):  # inside a 0700 dir of ours: ours
             if subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False).returncode != 0:
                 subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
             done.unmounted.append(str(mountpoint))
-        for device in _loop_devices(backing) if devices else []:  # attached without autoclear (older recorders)
+        for device in loop_devices(backing) if devices else []:  # attached without autoclear (older recorders)
             subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
         done.detached += devices
-        still = _loop_devices(backing) if devices else []
+        still = loop_devices(backing) if devices else []
         if still or os.path.ismount(mountpoint):  # busy: leave the files rather than delete under a mount
             log(f"scratch {workdir}: still in use ({', '.join(still) or 'mounted'}); left in place")
             continue
